@@ -1,0 +1,54 @@
+r"""MTC pre-training: a ViT over log-mel trained to predict each clip's tags (multi-label BCE).
+
+Variants (the argument after the colon):
+  demo   the bundled demo corpus, a micro ViT, ~3 minutes on a 2-core CPU:
+           strongaudio train --config configs/mtc.py:demo --workdir /tmp/strongaudio_demo
+         Expect the loss to fall from ~2.5 to below 1.0 and held-out probe accuracies near
+         domain 0.95+, language / instrument well above chance (printed at the end).
+  smoke  a few steps on the demo corpus, for tests and CI (seconds):
+           strongaudio train --config configs/mtc.py:smoke --workdir /tmp/strongaudio_smoke
+
+Override any field from the command line as key=value, e.g. `train.steps=50 data.batch_size=16`.
+"""
+
+import ml_collections
+
+from strongaudio_jax import assets
+
+
+def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+
+    c.data = dict(
+        train_files=assets.demo_corpus("train-*.tfrecord"),
+        eval_files=assets.demo_corpus("heldout-*.tfrecord"),
+        sample_rate=16000,
+        clip_seconds=4.0,
+        batch_size=32,  # global, across all hosts
+        vocab_min_count=3,  # tags seen in fewer training clips are not predicted
+        verify_crc=True,
+    )
+    c.frontend = dict(preset="mel_db")
+    c.model = dict(name="vit", size="mu", patch_time=8, patch_freq=16, max_frames=512,
+                   num_mels=64)
+    c.objective = dict(name="mtc")
+    c.mesh = dict(data=-1, fsdp=1, tensor=1)
+
+    c.train = dict(steps=600, log_every=25, checkpoint_every=200, keep_checkpoints=2)
+    c.optimizer = dict(lr=1e-3, warmup_steps=50, weight_decay=0.05, b2=0.98, clip_norm=1.0)
+
+    c.probe = dict(tasks=("domain", "language", "instrument", "event"), batch_size=32,
+                   l2=1e-3, steps=500)
+
+    if arg == "demo":
+        pass
+    elif arg == "smoke":
+        c.train.steps = 12
+        c.train.log_every = 4
+        c.train.checkpoint_every = 6
+        c.data.batch_size = 16
+        c.probe.steps = 100
+    else:
+        raise ValueError(f"unknown variant {arg!r} of configs/mtc.py; use demo or smoke")
+    return c

@@ -1,0 +1,286 @@
+"""TFRecord files without TensorFlow: the same bytes TF writes, the same checks TF makes.
+
+A record is framed as
+    uint64 length (LE) | uint32 masked crc32c(length bytes) | data | uint32 masked crc32c(data)
+A GZIP file is that stream inside one gzip member. Every CRC is verified on read because a
+silently flipped byte in an audio shard would otherwise turn into a wrong clip, not an error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import os
+import struct
+import zlib
+from typing import BinaryIO, Iterator
+
+import google_crc32c
+import numpy as np
+
+_HEADER = struct.Struct("<QI")  # length, masked crc of the 8 length bytes
+_CRC = struct.Struct("<I")
+_HEADER_SIZE = 12
+_FOOTER_SIZE = 4
+_READ_BUFFER = 1 << 20  # large buffered reads: one syscall serves many small records
+_GZIP_MAGIC = b"\x1f\x8b"
+_HINT = "Re-create the shard or pass skip_corrupt=True to skip and count bad records."
+_HINT_RANDOM_ACCESS = "Re-create the shard (or rebuild its index if the file has changed)."
+
+
+def masked_crc(data: bytes) -> int:
+    """TF's masked CRC-32C; masking keeps a CRC of data that itself contains CRCs well-behaved."""
+    crc = google_crc32c.value(data)
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+class CorruptRecordError(IOError):
+    """A record failed its CRC or the file ends inside it; says where and what to do.
+
+    `offset` is where the record (its header) starts; for gzip files it counts bytes of the
+    decompressed stream. `next_offset` is where the following record starts when that is still
+    known (only after a data CRC failure), else None.
+    """
+
+    def __init__(self, path, index: int, offset: int, reason: str, *, truncated: bool = False,
+                 next_offset: int | None = None, decompressed: bool = False, hint: str = _HINT):
+        self.path, self.index, self.offset, self.reason = str(path), index, offset, reason
+        self.truncated, self.next_offset, self.decompressed = truncated, next_offset, decompressed
+        self.hint = hint
+        what = "truncated" if truncated else "corrupt"
+        stream = " of the decompressed stream" if decompressed else ""
+        super().__init__(f"{self.path}: record {index} at byte offset {offset}{stream} is {what}: "
+                         f"{reason}. {hint}")
+
+    def __reduce__(self):  # keeps the error picklable across data-loader worker processes
+        return _rebuild_error, (self.path, self.index, self.offset, self.reason,
+                                dict(truncated=self.truncated, next_offset=self.next_offset,
+                                     decompressed=self.decompressed, hint=self.hint))
+
+
+def _rebuild_error(path, index, offset, reason, kwargs):
+    return CorruptRecordError(path, index, offset, reason, **kwargs)
+
+
+@dataclasses.dataclass
+class ReadStats:
+    """Counts from `read_records`, so skipped damage is visible rather than silent."""
+    records: int = 0
+    corrupt: int = 0
+    truncated: int = 0
+    bad: list[str] = dataclasses.field(default_factory=list)
+
+
+def _want_gzip(compression) -> bool | None:
+    """None: decide from the file. '' or 'none': plain. 'gzip': gzip."""
+    if compression is None:
+        return None
+    c = compression.lower()
+    if c in ("", "none"):
+        return False
+    if c == "gzip":
+        return True
+    raise ValueError(f"compression must be None, '' or 'gzip', not {compression!r}")
+
+
+def is_gzip(path, compression: str | None = None) -> bool:
+    """Whether `read_records` will treat the file as GZIP ('.gz' suffix or gzip magic bytes)."""
+    path = os.fspath(path)
+    want = _want_gzip(compression)
+    if want is not None:
+        return want
+    if path.endswith(".gz"):
+        return True
+    with open(path, "rb") as f:
+        head = f.read(_HEADER_SIZE)
+    if not head.startswith(_GZIP_MAGIC):
+        return False
+    # A plain file whose first length happens to begin 1f 8b: its header CRC tells them apart.
+    if len(head) == _HEADER_SIZE:
+        _, crc = _HEADER.unpack(head)
+        if masked_crc(head[:8]) == crc:
+            return False
+    return True
+
+
+class TFRecordWriter:
+    """Writes TFRecord files byte-identical to `tf.io.TFRecordWriter`.
+
+    compression: None (gzip if the path ends in '.gz'), '' (plain) or 'gzip'. GZIP output uses
+    TF's zlib settings (level 6, memLevel 9, mtime 0) and comes out as a single gzip member.
+    """
+
+    def __init__(self, path, compression: str | None = None):
+        self.path = os.fspath(path)
+        gz = _want_gzip(compression)
+        if gz is None:
+            gz = self.path.endswith(".gz")
+        self._file = open(self.path, "wb")
+        self._zlib = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS, 9) if gz else None
+
+    def write(self, record: bytes) -> None:
+        record = bytes(record)
+        length = struct.pack("<Q", len(record))
+        for part in (length, _CRC.pack(masked_crc(length)), record, _CRC.pack(masked_crc(record))):
+            self._file.write(self._zlib.compress(part) if self._zlib else part)
+
+    def close(self) -> None:
+        if self._file.closed:
+            return
+        if self._zlib:
+            self._file.write(self._zlib.flush())
+        self._file.close()
+
+    def __enter__(self) -> "TFRecordWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+# Errors the gzip module raises for a damaged or cut-off stream; we report them as corrupt records.
+_GZIP_ERRORS = (EOFError, zlib.error, gzip.BadGzipFile)
+
+
+def _read_one(f, path: str, index: int, offset: int, verify_crc: bool, gz: bool) -> bytes | None:
+    """The record at `offset` of the stream `f` is positioned at; None at a clean end of file."""
+    def error(reason, **kw):
+        return CorruptRecordError(path, index, offset, reason, decompressed=gz, **kw)
+
+    try:
+        header = f.read(_HEADER_SIZE)
+        if not header:
+            return None
+        if len(header) < _HEADER_SIZE:
+            raise error(f"expected a {_HEADER_SIZE}-byte header, file ends after {len(header)}",
+                        truncated=True)
+        length, length_crc = _HEADER.unpack(header)
+        if masked_crc(header[:8]) != length_crc:
+            raise error("length CRC mismatch (the record header is damaged; "
+                        "no later record can be located)")
+        data = f.read(length)
+        footer = f.read(_FOOTER_SIZE)
+    except _GZIP_ERRORS as e:
+        raise error(f"gzip stream is damaged ({type(e).__name__}: {e})",
+                    truncated=isinstance(e, EOFError)) from e
+    if len(data) < length or len(footer) < _FOOTER_SIZE:
+        got = (f"{len(data)} of them" if len(data) < length
+               else f"{length} data bytes and {len(footer)} CRC bytes")
+        raise error(f"expected {length} data bytes, file ends after {got}", truncated=True)
+    if verify_crc:
+        (stored,) = _CRC.unpack(footer)
+        computed = masked_crc(data)
+        if stored != computed:
+            raise error(f"data CRC mismatch (stored {stored:#010x}, computed {computed:#010x}; "
+                        f"data starts at byte offset {offset + _HEADER_SIZE}, length {length})",
+                        next_offset=offset + _HEADER_SIZE + length + _FOOTER_SIZE)
+    return data
+
+
+def read_records(path, *, verify_crc: bool = True, skip_corrupt: bool = False,
+                 stats: ReadStats | None = None, compression: str | None = None) -> Iterator[bytes]:
+    """Yields the data of each record, checking both CRCs as TF does.
+
+    The header (length) CRC is always checked: a garbled length would make us read garbage or
+    allocate a huge buffer. verify_crc=False skips only the data CRC.
+
+    skip_corrupt=True: a record whose data CRC fails is skipped (its length was sound, so the
+    next record is still found); a bad header CRC or a cut-off file ends the file, since there
+    is nothing to resync on. Either way the damage is counted in `stats`.
+    compression: None detects gzip (see `is_gzip`); '' or 'gzip' force it.
+    """
+    path = os.fspath(path)
+    stats = ReadStats() if stats is None else stats
+    gz = is_gzip(path, compression)
+    with (gzip.open(path, "rb") if gz else open(path, "rb", buffering=_READ_BUFFER)) as f:
+        index = offset = 0
+        while True:
+            try:
+                data = _read_one(f, path, index, offset, verify_crc, gz)
+            except CorruptRecordError as e:
+                if not skip_corrupt:
+                    raise
+                if e.truncated:
+                    stats.truncated += 1
+                else:
+                    stats.corrupt += 1
+                stats.bad.append(str(e))
+                if e.next_offset is None:
+                    return
+                index, offset = index + 1, e.next_offset
+                continue
+            if data is None:
+                return
+            stats.records += 1
+            yield data
+            index, offset = index + 1, offset + _HEADER_SIZE + len(data) + _FOOTER_SIZE
+
+
+def _check_plain(path: str) -> None:
+    if is_gzip(path):
+        raise ValueError(
+            f"{path} is gzip-compressed; random access needs uncompressed shards. "
+            f"Decompress it (gunzip -k) or read it sequentially with read_records().")
+
+
+def index_records(path, *, verify_crc: bool = True) -> np.ndarray:
+    """(n, 2) int64 [data_offset, data_length] of every record, for random access.
+
+    Reads only the 12-byte headers and seeks over the data, so it is cheap even for big shards;
+    verify_crc checks the header CRCs (data CRCs are checked by `read_record_at`).
+    """
+    path = os.fspath(path)
+    _check_plain(path)
+    rows = []
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        offset = 0
+        while offset < size:
+            f.seek(offset)
+            header = f.read(_HEADER_SIZE)
+            problem = truncated = None
+            if len(header) < _HEADER_SIZE:
+                problem = f"expected a {_HEADER_SIZE}-byte header, file ends after {len(header)}"
+                truncated = True
+            else:
+                length, length_crc = _HEADER.unpack(header)
+                end = offset + _HEADER_SIZE + length + _FOOTER_SIZE
+                if verify_crc and masked_crc(header[:8]) != length_crc:
+                    problem = "length CRC mismatch (the record header is damaged)"
+                elif end > size:
+                    have = min(length, size - offset - _HEADER_SIZE)
+                    problem = f"expected {length} data bytes, file ends after {have} of them"
+                    truncated = True
+            if problem:
+                raise CorruptRecordError(path, len(rows), offset, problem,
+                                         truncated=bool(truncated), hint=_HINT_RANDOM_ACCESS)
+            rows.append((offset + _HEADER_SIZE, length))
+            offset = end
+    return np.array(rows, dtype=np.int64).reshape(-1, 2)
+
+
+def read_record_at(f: BinaryIO, offset: int, length: int, *, verify_crc: bool = True,
+                   path: str = "", index: int = -1) -> bytes:
+    """The data of one record from an index row (`offset` is the data offset).
+
+    `path` and `index` only label errors. The file must be opened in binary mode. Reads with
+    one positioned read (pread), so threads may share one open file.
+    """
+    buf = os.pread(f.fileno(), length + _FOOTER_SIZE, offset)
+    data, footer = buf[:length], buf[length:]
+    record_offset = offset - _HEADER_SIZE
+    if len(data) < length or len(footer) < _FOOTER_SIZE:
+        raise CorruptRecordError(path, index, record_offset,
+                                 f"expected {length} data bytes at byte offset {offset}, "
+                                 f"file ends after {len(data)} of them",
+                                 truncated=True, hint=_HINT_RANDOM_ACCESS)
+    if verify_crc:
+        (stored,) = _CRC.unpack(footer)
+        computed = masked_crc(data)
+        if stored != computed:
+            raise CorruptRecordError(
+                path, index, record_offset,
+                f"data CRC mismatch (stored {stored:#010x}, computed {computed:#010x}; "
+                f"data starts at byte offset {offset}, length {length})",
+                hint=_HINT_RANDOM_ACCESS)
+    return data

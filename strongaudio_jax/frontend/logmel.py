@@ -1,0 +1,345 @@
+"""Log-mel / Kaldi fbank / Whisper features in JAX, meant to run inside the jitted train step.
+
+One function, `log_mel(waves, cfg, lengths)`, covers the frontends of the models we compare with
+(Dasheng/CED, AST, BEATs, Whisper, PANNs, Kaldi ASR fbank). Each named preset in `PRESETS` is checked
+against features from the original tools (torchaudio, kaldi-native-fbank, transformers, librosa) in
+`tests/test_frontend.py`; the measured errors are in `docs/frontend.md`.
+
+Design choices (why):
+- Batches are padded. With `lengths`, every clip is computed as if it were alone at its own length:
+  edge padding reflects at the clip's own end, and per-clip statistics (waveform mean, top_db max,
+  feature mean) use only valid samples / frames. Frames past a clip's end are masked and filled with
+  the value digital silence would get, so a model that forgets the mask sees "silence", not garbage.
+- Everything is computed in float32, whatever the input dtype (bf16 audio is fine).
+- Framing is reshape + slices (no big gather); the mel filterbank is a constant matrix built in
+  float64 numpy; the mel matmul asks for full float32 precision so GPUs/TPUs do not drop to bf16/tf32.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+FLOAT32_EPS = float(np.finfo(np.float32).eps)  # Kaldi's log floor: log(eps) = -15.942
+
+
+@dataclasses.dataclass(frozen=True)
+class MelConfig:
+    """Every option of a frontend. Frozen and hashable, so it can be a static jit argument.
+
+    kind='stft': torchaudio / librosa / Whisper style (framing from `center` + `pad_mode`).
+    kind='kaldi': Kaldi fbank as in torchaudio.compliance.kaldi.fbank (framing from `snip_edges`,
+    per-frame DC removal, pre-emphasis, window, zero-pad to n_fft, mel banks on the Kaldi mel scale).
+    """
+
+    kind: str = "stft"                 # 'stft' | 'kaldi'
+    sample_rate: int = 16000
+    win_length: int = 400              # samples per frame (Kaldi: frame_length in samples)
+    hop_length: int = 160
+    n_fft: Optional[int] = None        # None: win_length, or next power of two if round_to_power_of_two
+    round_to_power_of_two: bool = False
+    n_mels: int = 64
+    f_min: float = 0.0
+    f_max: Optional[float] = None      # None or <= 0: Nyquist + f_max (Kaldi's high_freq convention)
+    window: str = "hann"               # 'hann' (periodic) | 'hanning' (symmetric, Kaldi) | 'povey' | 'hamming' | 'rectangular'
+    # stft framing
+    center: bool = True
+    pad_mode: str = "reflect"          # 'reflect' (torch/numpy) | 'constant' (zeros, librosa>=0.10 default)
+    # kaldi framing and per-frame processing
+    snip_edges: bool = True            # False: frames centred at hop/2 + i*hop, edges mirrored Kaldi-style
+    remove_dc: bool = False            # subtract each frame's mean
+    preemphasis: float = 0.0           # x[j] -= c * x[j-1] inside each frame (x[-1] := x[0])
+    dither: float = 0.0                # must be 0: features are deterministic
+    # waveform scaling before anything else
+    input_scale: float = 1.0           # BEATs feeds int16-scale audio: 2**15
+    remove_wave_mean: bool = False     # AST: w - w.mean() over the clip's valid samples
+    # mel filterbank
+    mel_scale: str = "htk"             # 'htk' | 'slaney' (ignored for kind='kaldi', which uses 1127 ln(1 + f/700))
+    mel_norm: Optional[str] = None     # None | 'slaney' (area normalisation, librosa/Whisper)
+    power: float = 2.0                 # 1: magnitude, 2: power
+    # log compression
+    log: Optional[str] = "db"          # None (linear mel) | 'db' (10 log10) | 'ln' | 'log10'
+    amin: float = 1e-10                # floor before the log
+    top_db: Optional[float] = None     # clamp each clip to its max - top_db (in the units of `log`)
+    drop_last_frame: bool = False      # Whisper drops the last STFT frame
+    subtract_mean: bool = False        # Kaldi subtract_mean: minus each mel bin's mean over the clip's valid frames
+    norm_mean: float = 0.0             # final (x - norm_mean) / norm_std (Whisper: -4, 4)
+    norm_std: float = 1.0
+
+    def __post_init__(self):
+        if self.kind not in ("stft", "kaldi"):
+            raise ValueError(f"kind must be 'stft' or 'kaldi', got {self.kind!r}")
+        if self.dither != 0.0:
+            raise ValueError("dither must be 0: the frontend runs inside the train step and must be deterministic")
+        if self.window not in ("hann", "hanning", "povey", "hamming", "rectangular"):
+            raise ValueError(f"unknown window {self.window!r}")
+        if self.pad_mode not in ("reflect", "constant"):
+            raise ValueError(f"unknown pad_mode {self.pad_mode!r}")
+        if self.log not in (None, "db", "ln", "log10"):
+            raise ValueError(f"unknown log {self.log!r}")
+        if self.n_fft is None:
+            n = self.win_length
+            if self.round_to_power_of_two:
+                n = 1 << (n - 1).bit_length()
+            object.__setattr__(self, "n_fft", n)
+        if self.win_length > self.n_fft:
+            raise ValueError(f"win_length {self.win_length} > n_fft {self.n_fft}")
+
+    @property
+    def n_freqs(self) -> int:
+        return self.n_fft // 2 + 1
+
+    @property
+    def frame_length(self) -> int:
+        """Samples read per frame: the whole n_fft for stft (window centred in it), win_length for Kaldi."""
+        return self.n_fft if self.kind == "stft" else self.win_length
+
+    @property
+    def left_pad(self) -> int:
+        """Samples before t=0 that frame 0 starts at."""
+        if self.kind == "stft":
+            return self.n_fft // 2 if self.center else 0
+        return 0 if self.snip_edges else self.win_length // 2 - self.hop_length // 2
+
+
+# ----------------------------------------------------------------------------------------------------
+# Presets
+# ----------------------------------------------------------------------------------------------------
+_MEL64 = dict(kind="stft", sample_rate=16000, n_fft=512, win_length=512, hop_length=160, n_mels=64,
+              f_min=0.0, f_max=8000.0, window="hann", center=True, pad_mode="reflect",
+              mel_scale="htk", mel_norm=None, power=2.0, amin=1e-10)
+_KALDI = dict(kind="kaldi", sample_rate=16000, win_length=400, hop_length=160, round_to_power_of_two=True,
+              f_min=20.0, f_max=0.0, snip_edges=True, remove_dc=True, preemphasis=0.97,
+              mel_norm=None, power=2.0, log="ln", amin=FLOAT32_EPS)
+_WHISPER = dict(kind="stft", sample_rate=16000, n_fft=400, win_length=400, hop_length=160, f_min=0.0,
+                f_max=8000.0, window="hann", center=True, pad_mode="reflect", mel_scale="slaney",
+                mel_norm="slaney", power=2.0, log="log10", amin=1e-10, top_db=8.0, drop_last_frame=True,
+                norm_mean=-4.0, norm_std=4.0)
+
+PRESETS = {
+    # Dasheng / CED: torchaudio MelSpectrogram(16k, n_fft 512, hop 160, 64 mels) + AmplitudeToDB(top_db=120) per clip.
+    "mel_db": MelConfig(**_MEL64, log="db", top_db=120.0),
+    # The same mel power spectrogram without the log (torchaudio MelSpectrogram output).
+    "mel_power": MelConfig(**_MEL64, log=None),
+    # AST: kaldi.fbank(w - w.mean(), htk_compat=True, use_energy=False, window_type='hanning', num_mel_bins=128).
+    "kaldi_ast": MelConfig(**_KALDI, n_mels=128, window="hanning", remove_wave_mean=True),
+    # BEATs: kaldi.fbank(w * 2**15, num_mel_bins=128), all Kaldi defaults (povey window).
+    "kaldi_default": MelConfig(**_KALDI, n_mels=128, window="povey", input_scale=2.0 ** 15),
+    # Kaldi / k2 / sherpa ASR fbank: 80 bins, float input in [-1, 1], defaults (kaldi-native-fbank).
+    "kaldi_fbank80": MelConfig(**_KALDI, n_mels=80, window="povey"),
+    "kaldi_fbank80_nosnip": MelConfig(**{**_KALDI, "snip_edges": False}, n_mels=80, window="povey"),
+    # Whisper (transformers WhisperFeatureExtractor), without the 30 s padding: frames = T // 160.
+    "whisper80": MelConfig(**_WHISPER, n_mels=80),
+    "whisper128": MelConfig(**_WHISPER, n_mels=128),
+    # PANNs on 32 kHz audio: librosa melspectrogram (constant pad, Slaney) + power_to_db(amin=1e-10).
+    "panns_mel64": MelConfig(kind="stft", sample_rate=32000, n_fft=1024, win_length=1024, hop_length=320,
+                             n_mels=64, f_min=50.0, f_max=14000.0, window="hann", center=True,
+                             pad_mode="constant", mel_scale="slaney", mel_norm="slaney", power=2.0,
+                             log="db", amin=1e-10),
+}
+
+
+def get_preset(name: str) -> MelConfig:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise KeyError(f"unknown frontend preset {name!r}; known: {sorted(PRESETS)}") from None
+
+
+# ----------------------------------------------------------------------------------------------------
+# Frame counts (shared by the data pipeline and the models)
+# ----------------------------------------------------------------------------------------------------
+def num_frames(num_samples, cfg: MelConfig):
+    """Frames for `num_samples` samples. Plain integer arithmetic: works on Python ints and jnp int arrays.
+
+    stft + center: 1 + T // hop (torchaudio, librosa); Whisper drops one more.
+    stft, no center: 1 + (T - n_fft) // hop.  Kaldi snip_edges: 1 + (T - win) // hop.
+    Kaldi without snip_edges: (T + hop // 2) // hop, i.e. round(T / hop).
+    """
+    hop = cfg.hop_length
+    if cfg.kind == "stft":
+        n = 1 + num_samples // hop if cfg.center else 1 + (num_samples - cfg.n_fft) // hop
+        n = n - int(cfg.drop_last_frame)
+    elif cfg.snip_edges:
+        n = 1 + (num_samples - cfg.win_length) // hop
+    else:
+        n = (num_samples + hop // 2) // hop
+    return n * (n > 0)  # clamp at 0 without max(), so it also works on arrays
+
+
+# ----------------------------------------------------------------------------------------------------
+# Constant tables (numpy float64, cast to float32)
+# ----------------------------------------------------------------------------------------------------
+def _window(cfg: MelConfig) -> np.ndarray:
+    """Window of win_length, centred in frame_length with zeros (torch.stft does this when win < n_fft)."""
+    n, i = cfg.win_length, np.arange(cfg.win_length, dtype=np.float64)
+    if cfg.window == "hann":          # periodic (torch.hann_window default, librosa, Whisper)
+        w = 0.5 - 0.5 * np.cos(2 * np.pi * i / n)
+    elif cfg.window in ("hanning", "povey"):  # symmetric (Kaldi); povey = hanning ** 0.85
+        w = 0.5 - 0.5 * np.cos(2 * np.pi * i / (n - 1))
+        if cfg.window == "povey":
+            w = w ** 0.85
+    elif cfg.window == "hamming":     # symmetric (Kaldi)
+        w = 0.54 - 0.46 * np.cos(2 * np.pi * i / (n - 1))
+    else:
+        w = np.ones(n)
+    left = (cfg.frame_length - n) // 2
+    return np.pad(w, (left, cfg.frame_length - n - left))
+
+
+def _hz_to_mel(f, scale):
+    f = np.asarray(f, dtype=np.float64)
+    if scale == "htk":
+        return 2595.0 * np.log10(1.0 + f / 700.0)
+    # Slaney (librosa htk=False): linear below 1 kHz, logarithmic above.
+    lin = f * 3.0 / 200.0
+    return np.where(f >= 1000.0, 15.0 + np.log(np.maximum(f, 1e-10) / 1000.0) * 27.0 / np.log(6.4), lin)
+
+
+def _mel_to_hz(m, scale):
+    m = np.asarray(m, dtype=np.float64)
+    if scale == "htk":
+        return 700.0 * (10.0 ** (m / 2595.0) - 1.0)
+    return np.where(m >= 15.0, 1000.0 * np.exp(np.log(6.4) / 27.0 * (m - 15.0)), m * 200.0 / 3.0)
+
+
+@functools.lru_cache(maxsize=None)
+def mel_filterbank(cfg: MelConfig) -> np.ndarray:
+    """[n_freqs, n_mels] float32 matrix: power spectrum @ matrix = mel energies."""
+    sr, n_mels = cfg.sample_rate, cfg.n_mels
+    f_max = cfg.f_max if cfg.f_max is not None else 0.0
+    if f_max <= 0.0:
+        f_max += sr / 2.0
+    if cfg.kind == "kaldi":
+        # torchaudio.compliance.kaldi.get_mel_banks: triangles in the mel domain, last (Nyquist) bin unused.
+        mel = lambda f: 1127.0 * np.log(1.0 + np.asarray(f, np.float64) / 700.0)
+        lo, hi = mel(cfg.f_min), mel(f_max)
+        delta = (hi - lo) / (n_mels + 1)
+        b = np.arange(n_mels, dtype=np.float64)[:, None]
+        left, center, right = lo + b * delta, lo + (b + 1) * delta, lo + (b + 2) * delta
+        m = mel(sr / cfg.n_fft * np.arange(cfg.n_fft // 2, dtype=np.float64))[None, :]
+        fb = np.maximum(0.0, np.minimum((m - left) / (center - left), (right - m) / (right - center)))
+        fb = np.pad(fb, ((0, 0), (0, 1)))
+    else:
+        # torchaudio melscale_fbanks / librosa.filters.mel: triangles in Hz between mel-spaced points.
+        freqs = np.linspace(0.0, sr // 2, cfg.n_freqs)
+        pts = _mel_to_hz(np.linspace(_hz_to_mel(cfg.f_min, cfg.mel_scale), _hz_to_mel(f_max, cfg.mel_scale),
+                                     n_mels + 2), cfg.mel_scale)
+        diff = np.diff(pts)
+        slopes = pts[None, :] - freqs[:, None]                     # [n_freqs, n_mels + 2]
+        down, up = -slopes[:, :-2] / diff[:-1], slopes[:, 2:] / diff[1:]
+        fb = np.maximum(0.0, np.minimum(down, up)).T                # [n_mels, n_freqs]
+        if cfg.mel_norm == "slaney":
+            fb *= (2.0 / (pts[2:] - pts[:-2]))[:, None]
+        elif cfg.mel_norm is not None:
+            raise ValueError(f"unknown mel_norm {cfg.mel_norm!r}")
+    return np.ascontiguousarray(fb.T, dtype=np.float32)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The frontend
+# ----------------------------------------------------------------------------------------------------
+def _frames(x, lengths, cfg: MelConfig, n_frames: int):
+    """[B, T] -> [B, n_frames, frame_length], with edge padding relative to each clip's own length."""
+    B, T = x.shape
+    hop, flen, left = cfg.hop_length, cfg.frame_length, cfg.left_pad
+    k = -(-flen // hop)                      # hop-sized chunks per frame
+    total = (n_frames + k - 1) * hop         # samples covered by the chunks
+    padded_edges = left > 0 or (cfg.kind == "kaldi" and not cfg.snip_edges)
+    if padded_edges:
+        # Index of every sample the frames read, mirrored at 0 and at the clip's own end L.
+        n = jnp.arange(total) - left                                    # [total]
+        L = jnp.full((B, 1), T, jnp.int32) if lengths is None else lengths.astype(jnp.int32)[:, None]
+        if cfg.kind == "kaldi":              # Kaldi mirror duplicates the edge sample: [.. 1 0 | 0 1 ..]
+            idx = jnp.where(n < 0, -n - 1, n)
+            idx = jnp.where(idx >= L, 2 * L - 1 - idx, idx)
+        elif cfg.pad_mode == "reflect":      # numpy/torch reflect: [.. 2 1 | 0 1 2 ..]
+            idx = jnp.where(n < 0, -n, n)
+            idx = jnp.where(idx >= L, 2 * (L - 1) - idx, idx)
+        else:
+            idx = n + jnp.zeros_like(L)
+        inside = (n >= 0) & (n < L)
+        idx = jnp.clip(idx, 0, T - 1)        # past the mirror range: only masked frames read these
+        x = jnp.take_along_axis(x, idx, axis=1)
+        if cfg.kind == "stft" and cfg.pad_mode == "constant":
+            x = jnp.where(inside, x, 0.0)
+    x = x[:, :total] if x.shape[1] >= total else jnp.pad(x, ((0, 0), (0, total - x.shape[1])))
+    chunks = x.reshape(B, n_frames + k - 1, hop)
+    frames = jnp.concatenate([chunks[:, i:i + n_frames] for i in range(k)], axis=-1)
+    return frames[..., :flen]
+
+
+def log_mel(waves, cfg: MelConfig | str, lengths=None):
+    """Log-mel features of a padded batch.
+
+    Args:
+      waves: [B, T] audio at cfg.sample_rate, any float dtype (computed in float32).
+      cfg: a MelConfig or a preset name (must be static under jit).
+      lengths: optional [B] int, valid samples per clip. Each clip's valid frames then equal the clip
+        computed alone at its own length.
+    Returns:
+      feats [B, frames, n_mels] float32 with frames = num_frames(T, cfg), and frame_mask [B, frames]
+      bool (True = valid). Masked frames hold the value digital silence would get (the feature floor).
+    """
+    if isinstance(cfg, str):
+        cfg = get_preset(cfg)
+    x = jnp.asarray(waves).astype(jnp.float32)
+    if x.ndim != 2:
+        raise ValueError(f"waves must be [B, T], got shape {x.shape}")
+    B, T = x.shape
+    F = num_frames(T, cfg)
+    if lengths is None:
+        frame_mask = jnp.ones((B, F), bool)
+        sample_mask = None
+    else:
+        lengths = jnp.asarray(lengths)
+        frame_mask = jnp.arange(F)[None, :] < num_frames(lengths, cfg)[:, None]
+        sample_mask = jnp.arange(T)[None, :] < lengths[:, None]
+
+    if cfg.input_scale != 1.0:
+        x = x * cfg.input_scale
+    if cfg.remove_wave_mean:
+        if sample_mask is None:
+            x = x - jnp.mean(x, axis=1, keepdims=True)
+        else:
+            mean = jnp.sum(jnp.where(sample_mask, x, 0.0), 1, keepdims=True) / jnp.maximum(lengths[:, None], 1)
+            x = x - mean
+
+    # Frames, per-frame Kaldi processing, window, |FFT|^power.
+    fr = _frames(x, lengths, cfg, F + int(cfg.drop_last_frame))
+    if cfg.drop_last_frame:
+        fr = fr[:, :F]
+    if cfg.remove_dc:
+        fr = fr - jnp.mean(fr, axis=-1, keepdims=True)
+    if cfg.preemphasis:
+        fr = fr - cfg.preemphasis * jnp.concatenate([fr[..., :1], fr[..., :-1]], axis=-1)
+    fr = fr * jnp.asarray(_window(cfg))
+    spec = jnp.abs(jnp.fft.rfft(fr, n=cfg.n_fft, axis=-1))
+    spec = spec * spec if cfg.power == 2.0 else spec ** cfg.power
+    mel = jnp.matmul(spec, jnp.asarray(mel_filterbank(cfg)), precision=jax.lax.Precision.HIGHEST)
+
+    # Log compression; `floor` is what digital silence gives, used for masked frames.
+    if cfg.log is None:
+        feats, floor = mel, jnp.zeros((B, 1, 1), jnp.float32)
+    else:
+        log = {"db": lambda v: 10.0 * jnp.log10(v), "ln": jnp.log, "log10": jnp.log10}[cfg.log]
+        feats = log(jnp.maximum(mel, cfg.amin))
+        floor = jnp.full((B, 1, 1), log(jnp.float32(cfg.amin)))
+    valid = frame_mask[:, :, None]
+    if cfg.top_db is not None:
+        peak = jnp.max(jnp.where(valid, feats, -jnp.inf), axis=(1, 2), keepdims=True)
+        floor = jnp.maximum(floor, peak - cfg.top_db)
+        feats = jnp.maximum(feats, peak - cfg.top_db)
+    if cfg.subtract_mean:
+        count = jnp.maximum(jnp.sum(frame_mask, axis=1), 1)[:, None, None]
+        feats = feats - jnp.sum(jnp.where(valid, feats, 0.0), axis=1, keepdims=True) / count
+        floor = jnp.zeros_like(floor)
+    feats = jnp.where(valid, feats, floor)
+    if cfg.norm_mean != 0.0 or cfg.norm_std != 1.0:
+        feats = (feats - cfg.norm_mean) / cfg.norm_std
+    return feats.astype(jnp.float32), frame_mask

@@ -1,0 +1,76 @@
+"""One mesh built from the config, one table of logical-axis rules.
+
+Models name their parameter and activation axes logically ('batch', 'embed', 'mlp', ...);
+`LOGICAL_RULES` maps those names onto mesh axes. Changing how a model is sharded is
+changing this table or the mesh shape in the config, never the model code.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Mapping, Sequence
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+MESH_AXES = ("data", "fsdp", "tensor")
+
+# logical axis name -> mesh axis (or tuple of mesh axes, or None = replicated).
+LOGICAL_RULES: tuple[tuple[str, object], ...] = (
+    ("batch", ("data", "fsdp")),
+    ("embed", "fsdp"),
+    ("mlp", "tensor"),
+    ("heads", "tensor"),
+    ("kv", None),
+    ("vocab", "tensor"),
+    ("classes", "tensor"),
+    ("patch", None),
+    ("length", None),
+    ("freq", None),
+)
+
+
+def make_mesh(shape: Mapping[str, int], devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """Builds the (data, fsdp, tensor) mesh; one size may be -1 to take the remaining devices."""
+    devices = list(devices if devices is not None else jax.devices())
+    unknown = set(shape) - set(MESH_AXES)
+    if unknown:
+        raise ValueError(f"mesh axes {sorted(unknown)} are not known; use {MESH_AXES}")
+    sizes = [int(shape.get(a, 1)) for a in MESH_AXES]
+    if sizes.count(-1) > 1:
+        raise ValueError(f"mesh {dict(shape)}: at most one axis may be -1")
+    known = math.prod(s for s in sizes if s != -1)
+    if -1 in sizes:
+        if len(devices) % known:
+            raise ValueError(f"mesh {dict(shape)}: {len(devices)} devices are not divisible by {known}")
+        sizes[sizes.index(-1)] = len(devices) // known
+    if math.prod(sizes) != len(devices):
+        raise ValueError(f"mesh {dict(zip(MESH_AXES, sizes))} needs {math.prod(sizes)} devices, "
+                         f"but {len(devices)} are available; set one axis to -1 to fill")
+    return Mesh(np.asarray(devices).reshape(sizes), MESH_AXES)
+
+
+def logical_to_spec(logical: Sequence[str | None], mesh: Mesh) -> P:
+    """PartitionSpec for logical axis names; a mesh axis of size 1 or used twice is dropped."""
+    rules = dict(LOGICAL_RULES)
+    used: set[str] = set()
+    out = []
+    for name in logical:
+        target = rules.get(name) if name is not None else None
+        axes = (target,) if isinstance(target, str) else tuple(target or ())
+        axes = tuple(a for a in axes if a not in used and mesh.shape[a] > 1)
+        used.update(axes)
+        out.append(axes[0] if len(axes) == 1 else (axes or None))
+    return P(*out)
+
+
+def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
+    """Leading axis over every data-parallel mesh axis, the rest replicated."""
+    return NamedSharding(mesh, logical_to_spec(["batch"] + [None] * (ndim - 1), mesh))
+
+
+def global_batch(local: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+    """Places this host's part of the batch as global arrays sharded along the batch axis."""
+    return {k: jax.make_array_from_process_local_data(batch_sharding(mesh, v.ndim), v)
+            for k, v in local.items()}

@@ -1,0 +1,43 @@
+"""Orbax checkpoints holding the train state and the Grain iterator state in one step dir."""
+
+from __future__ import annotations
+
+import os
+
+import grain
+import jax
+import orbax.checkpoint as ocp
+
+
+def manager(workdir: str, keep: int) -> ocp.CheckpointManager:
+    return ocp.CheckpointManager(
+        os.path.join(os.path.abspath(workdir), "checkpoints"),
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+        item_names=("state", "data"),
+    )
+
+
+def save(mngr: ocp.CheckpointManager, step: int, state, data_iter) -> None:
+    mngr.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state),
+        data=grain.checkpoint.CheckpointSave(data_iter)))
+
+
+def restore(mngr: ocp.CheckpointManager, step: int, abstract_state, data_iter=None):
+    """Restores onto the shardings carried by `abstract_state` (ShapeDtypeStructs with
+    .sharding), so a checkpoint loads onto any mesh. Returns (state, data_iter)."""
+    args = {"state": ocp.args.StandardRestore(abstract_state)}
+    if data_iter is not None:
+        args["data"] = grain.checkpoint.CheckpointRestore(data_iter)
+    try:
+        restored = mngr.restore(step, args=ocp.args.Composite(**args))
+    except ValueError as e:
+        raise ValueError(f"checkpoint step {step} in {mngr.directory} does not match this config's "
+                         f"model or optimizer ({e}); use a new --workdir or the config that wrote it"
+                         ) from e
+    return restored["state"], restored.get("data") if data_iter is not None else None
+
+
+def abstract_like(tree, shardings):
+    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                        tree, shardings)

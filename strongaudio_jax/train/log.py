@@ -1,0 +1,47 @@
+"""Training logs: a console line per log step (process 0 only) and a JSONL file."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import jax
+
+
+class Logger:
+    def __init__(self, workdir: str):
+        self._main = jax.process_index() == 0
+        self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a") if self._main else None
+        self._t0 = time.perf_counter()
+        self._first_step_time = None
+
+    def info(self, msg: str) -> None:
+        if self._main:
+            print(f"[strongaudio] {msg}", flush=True)
+
+    def metrics(self, step: int, total: int, metrics: dict, **extra) -> None:
+        if not self._main:
+            return
+        now = time.perf_counter()
+        if self._first_step_time is None:  # first log includes compilation; ETA from then on
+            self._first_step_time, self._first_step = now, step
+        rate = (step - self._first_step) / max(now - self._first_step_time, 1e-9)
+        eta = (total - step) / rate if rate > 0 else float("nan")
+        record = {"step": step, **metrics, **extra, "elapsed_s": now - self._t0}
+        self._jsonl.write(json.dumps(record) + "\n")
+        self._jsonl.flush()
+        eta_str = f"{eta:5.0f} s" if eta == eta else "    -"
+        print(f"step {step:>6}/{total} ({100 * step / total:5.1f}%)  loss {metrics['loss']:.4f}  "
+              f"lr {metrics['lr']:.2e}  {extra['samples_per_s']:7.1f} samples/s  "
+              f"data wait {100 * extra['data_wait']:4.1f}%  ETA {eta_str}", flush=True)
+
+    def write(self, record: dict) -> None:
+        if self._main:
+            self._jsonl.write(json.dumps(record) + "\n")
+            self._jsonl.flush()
+
+    def close(self) -> None:
+        if self._jsonl:
+            self._jsonl.close()

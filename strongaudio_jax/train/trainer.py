@@ -1,0 +1,202 @@
+"""The pre-training loop, top to bottom: data, model, sharded state, step, loop, probe.
+
+One story in banner-commented sections (after big_vision's train.py). The model and the
+objective are resolved by name from the config (`strongaudio_jax.models.<name>`,
+`strongaudio_jax.objectives.<name>`), so adding one is adding a module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import os
+import time
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from jax.sharding import NamedSharding
+
+from strongaudio_jax import frontend
+from strongaudio_jax.config import ConfigError
+from strongaudio_jax.data import pipeline
+from strongaudio_jax.models.vit import masked_mean
+from strongaudio_jax.parallel import mesh as mesh_lib
+from strongaudio_jax.train import checkpoint, log as log_lib
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array
+    params: dict
+    opt_state: optax.OptState
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or Inf; the message names the step and the last good checkpoint."""
+
+
+def resolve(kind: str, name: str):
+    """Imports strongaudio_jax.<kind>.<name>, with a clear error for an unknown name."""
+    try:
+        return importlib.import_module(f"strongaudio_jax.{kind}.{name}")
+    except ModuleNotFoundError as e:
+        if e.name != f"strongaudio_jax.{kind}.{name}":
+            raise
+        pkg = importlib.import_module(f"strongaudio_jax.{kind}")
+        known = sorted(f[:-3] for f in os.listdir(os.path.dirname(pkg.__file__))
+                       if f.endswith(".py") and not f.startswith("_"))
+        raise ConfigError(f"unknown {kind[:-1]} {name!r} in the config; available: {known}") from None
+
+
+def make_optimizer(cfg, total_steps: int) -> optax.GradientTransformation:
+    schedule = optax.warmup_cosine_decay_schedule(
+        0.0, cfg.lr, warmup_steps=min(cfg.warmup_steps, total_steps // 2),
+        decay_steps=max(total_steps, 1), end_value=cfg.lr * 0.02)
+    # No weight decay on biases, norms and positional embeddings (all of ndim < 2).
+    decay_mask = lambda params: jax.tree.map(lambda p: p.ndim >= 2 and p.shape[0] > 1, params)
+    return optax.chain(optax.clip_by_global_norm(cfg.clip_norm),
+                       optax.adamw(schedule, b2=cfg.b2, weight_decay=cfg.weight_decay,
+                                   mask=decay_mask)), schedule
+
+
+def frontend_config(cfg) -> frontend.MelConfig:
+    """A named preset with the config's field overrides (e.g. norm_mean / norm_std)."""
+    fields = {k: v for k, v in cfg.items() if k != "preset"}
+    try:
+        return dataclasses.replace(frontend.get_preset(cfg.preset), **fields)
+    except (KeyError, TypeError) as e:
+        raise ConfigError(f"frontend config {dict(cfg)}: {e}") from e
+
+
+def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Runs (or resumes) pre-training in `workdir`, then probes the frozen encoder."""
+    os.makedirs(workdir, exist_ok=True)
+    logger = log_lib.Logger(workdir)
+    logger.info(f"devices: {jax.device_count()} x {jax.devices()[0].platform}, "
+                f"processes: {jax.process_count()}")
+
+    # ---------------------------------------------------------------- Mesh and data
+    mesh = mesh_lib.make_mesh(cfg.mesh)
+    train_files = pipeline.expand_paths(cfg.data.train_files)
+    vocab = pipeline.tag_vocabulary(train_files, cfg.data.vocab_min_count)
+    if not vocab:
+        raise ValueError(f"the training files hold no tag seen >= {cfg.data.vocab_min_count} times")
+    with open(os.path.join(workdir, "vocab.json"), "w") as f:
+        json.dump({str(i): t for i, t in enumerate(vocab)}, f, indent=1)
+    mel_cfg = frontend_config(cfg.frontend)
+    if mel_cfg.sample_rate != cfg.data.sample_rate:
+        raise ValueError(f"frontend preset {cfg.frontend.preset!r} expects {mel_cfg.sample_rate} Hz "
+                         f"but data.sample_rate is {cfg.data.sample_rate}")
+    featurizer = pipeline.Featurizer(
+        vocab={t: i for i, t in enumerate(vocab)}, sample_rate=cfg.data.sample_rate,
+        clip_samples=int(cfg.data.clip_seconds * cfg.data.sample_rate), random_crop=True)
+    data_iter = iter(pipeline.train_dataset(train_files, featurizer, cfg.data.batch_size,
+                                            cfg.seed, cfg.data.verify_crc))
+    logger.info(f"train: {len(train_files)} files, vocabulary of {len(vocab)} tags, "
+                f"global batch {cfg.data.batch_size}, mesh {dict(mesh.shape)}")
+
+    # ---------------------------------------------------------------- Model and objective
+    encoder = resolve("models", cfg.model.name).build(
+        {k: v for k, v in cfg.model.items() if k != "name"})
+    objective = resolve("objectives", cfg.objective.name)
+    head = objective.build(cfg.objective, num_classes=len(vocab))
+    tx, schedule = make_optimizer(cfg.optimizer, cfg.train.steps)
+
+    def features(batch):
+        return frontend.log_mel(batch["waveform"], mel_cfg, batch["length"])
+
+    def init(rng):
+        n = int(cfg.data.clip_seconds * cfg.data.sample_rate)
+        dummy = {"waveform": jnp.zeros((1, n)), "length": jnp.full((1,), n, jnp.int32)}
+        feats, frame_mask = features(dummy)
+        enc_vars = encoder.init(rng, feats, frame_mask)
+        enc = encoder.apply(nn.meta.unbox(enc_vars), feats, frame_mask)
+        params = {"encoder": enc_vars["params"], "head": head.init(rng, enc)["params"]}
+        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+
+    # ---------------------------------------------------------------- Sharded state
+    rng = jax.random.key(cfg.seed)
+    logical_specs = nn.get_partition_spec(jax.eval_shape(init, rng))
+    state_shardings = jax.tree.map(
+        lambda spec: NamedSharding(mesh, mesh_lib.logical_to_spec(tuple(spec), mesh)),
+        logical_specs, is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
+    state = jax.jit(lambda r: nn.meta.unbox(init(r)), out_shardings=state_shardings)(rng)
+    n_params = sum(x.size for x in jax.tree.leaves(state.params))
+    logger.info(f"model: {cfg.model.name}-{cfg.model.get('size', '')}, {n_params / 1e6:.2f}M params")
+
+    mngr = checkpoint.manager(workdir, cfg.train.keep_checkpoints)
+    if mngr.latest_step() is not None:
+        state, data_iter = checkpoint.restore(
+            mngr, mngr.latest_step(), checkpoint.abstract_like(state, state_shardings), data_iter)
+        logger.info(f"resumed from step {int(state.step)} in {mngr.directory}")
+
+    # ---------------------------------------------------------------- Train step
+    def train_step(state: TrainState, batch: dict):
+        def loss_fn(params):
+            feats, frame_mask = features(batch)
+            enc = encoder.apply({"params": params["encoder"]}, feats, frame_mask, train=True)
+            logits = head.apply({"params": params["head"]}, enc)
+            return objective.loss_and_metrics(logits, batch)
+
+        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = {**metrics, "loss": loss, "grad_norm": optax.global_norm(grads),
+                   "lr": schedule(state.step)}
+        return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+    batch_shardings = {k: mesh_lib.batch_sharding(mesh, nd)
+                       for k, nd in (("waveform", 2), ("length", 1), ("tags", 2), ("valid", 1))}
+    train_step = jax.jit(train_step, in_shardings=(state_shardings, batch_shardings),
+                         out_shardings=(state_shardings, None), donate_argnums=0)
+
+    # ---------------------------------------------------------------- Loop
+    start = int(state.step)
+    total = cfg.train.steps
+    pending, history = [], []
+    t_log, data_wait = time.perf_counter(), 0.0
+    last_saved = mngr.latest_step()
+    for step in range(start + 1, total + 1):
+        t0 = time.perf_counter()
+        batch = mesh_lib.global_batch(next(data_iter), mesh)
+        data_wait += time.perf_counter() - t0
+        state, metrics = train_step(state, batch)
+        pending.append((step, metrics))
+
+        if step % cfg.train.log_every == 0 or step == total:
+            for s, m in jax.device_get(pending):
+                if not np.isfinite(m["loss"]):
+                    raise NonFiniteLossError(
+                        f"loss is {m['loss']} at step {s}; last good checkpoint: "
+                        f"{'step ' + str(last_saved) if last_saved is not None else 'none'} in "
+                        f"{mngr.directory}. Lower optimizer.lr or check the data.")
+                history.append({"step": s, **{k: float(v) for k, v in m.items()}})
+            elapsed = time.perf_counter() - t_log
+            logger.metrics(step, total, history[-1], samples_per_s=len(pending) *
+                           cfg.data.batch_size / elapsed, data_wait=data_wait / elapsed)
+            pending, t_log, data_wait = [], time.perf_counter(), 0.0
+
+        if step % cfg.train.checkpoint_every == 0 or step == total:
+            checkpoint.save(mngr, step, state, data_iter)
+            last_saved = step
+    mngr.wait_until_finished()
+    logger.info(f"checkpoint: {mngr.directory} (step {mngr.latest_step()})")
+
+    # ---------------------------------------------------------------- Probe
+    from strongaudio_jax.eval import probe  # evaluation is a separate stage of the story
+
+    @jax.jit
+    def embed(params, batch):
+        enc = encoder.apply({"params": params}, *features(batch))
+        return masked_mean(enc.tokens, enc.mask)
+
+    results = probe.run(cfg, embed_fn=lambda b: embed(state.params["encoder"], b),
+                        featurizer=featurizer, train_files=train_files, logger=logger)
+    logger.close()
+    return {"history": history, "probe": results, "vocab": vocab, "state": state}
