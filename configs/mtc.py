@@ -29,7 +29,8 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
         vocab_min_count=3,  # tags seen in fewer training clips are not predicted
         verify_crc=True,
     )
-    c.frontend = dict(preset="mel_db")
+    # mel_db features of the demo corpus have mean ~-16 dB and std ~23 dB: bring them to ~N(0, 1).
+    c.frontend = dict(preset="mel_db", norm_mean=-16.0, norm_std=23.0)
     c.model = dict(name="vit", size="mu", patch_time=8, patch_freq=16, max_frames=512,
                    num_mels=64)
     c.objective = dict(name="mtc")

@@ -29,3 +29,57 @@ def shared_dir() -> pathlib.Path:
 
 def pytest_report_header(config):
     return f"jax {jax.__version__}: {jax.device_count()} {jax.devices()[0].platform} devices"
+
+
+def _synthetic_clip(kind: str, i: int, rng):
+    """A 1-2 s synthetic clip whose class is audible: tone, noise or click train."""
+    import numpy as np
+
+    from strongaudio_jax.data import audio, schema
+
+    sr = 16000
+    n = int(sr * rng.uniform(1.0, 2.0))
+    t = np.arange(n) / sr
+    if kind == "tone":
+        wave = 0.3 * np.sin(2 * np.pi * rng.uniform(300, 1200) * t)
+        tags = ["tone", "sine", "music"]
+    elif kind == "noise":
+        wave = 0.1 * rng.standard_normal(n)
+        tags = ["noise", "hiss", "static"]
+    else:
+        wave = np.zeros(n)
+        wave[:: int(sr / rng.uniform(4, 12))] = 0.9
+        tags = ["click", "rhythm", "percussive"]
+    return schema.Clip(id=f"{kind}-{i:03d}", audio=audio.encode(wave, sr), format="flac",
+                       sample_rate=sr, num_samples=n, caption=f"A {kind}.",
+                       summary=f"A {kind}.", tags=tags, source="synthetic",
+                       labels={"domain": kind, "recording": f"{kind}-{i:03d}"})
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory) -> pathlib.Path:
+    """36 training + 12 held-out synthetic clips of three audible classes, schema v1."""
+    import numpy as np
+
+    from strongaudio_jax.data import schema, tfrecord
+
+    root = tmp_path_factory.mktemp("tiny_corpus")
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 12), ("heldout", 4)):
+        with tfrecord.TFRecordWriter(str(root / f"{split}-00000-of-00001.tfrecord")) as w:
+            for i in range(count):
+                for kind in ("tone", "noise", "click"):
+                    w.write(schema.clip_to_example(_synthetic_clip(kind, i, rng)))
+    return root
+
+
+@pytest.fixture
+def tiny_config(tiny_corpus):
+    """The smoke config pointed at the tiny corpus, small enough for a test."""
+    from strongaudio_jax import config
+
+    return lambda *overrides: config.load(f"{REPO}/configs/mtc.py:smoke", [
+        f"data.train_files={tiny_corpus}/train-*.tfrecord",
+        f"data.eval_files={tiny_corpus}/heldout-*.tfrecord",
+        "data.batch_size=8", "data.clip_seconds=1.0", "data.vocab_min_count=1",
+        "probe.tasks=('domain',)", *overrides])

@@ -51,18 +51,30 @@ def make_mesh(shape: Mapping[str, int], devices: Sequence[jax.Device] | None = N
     return Mesh(np.asarray(devices).reshape(sizes), MESH_AXES)
 
 
-def logical_to_spec(logical: Sequence[str | None], mesh: Mesh) -> P:
-    """PartitionSpec for logical axis names; a mesh axis of size 1 or used twice is dropped."""
+def logical_to_spec(logical: Sequence[str | None], mesh: Mesh,
+                    shape: Sequence[int] | None = None) -> P:
+    """PartitionSpec for logical axis names. A mesh axis of size 1, already used, or (when
+    `shape` is given) not dividing that dimension is dropped: that dimension is replicated."""
     rules = dict(LOGICAL_RULES)
     used: set[str] = set()
     out = []
-    for name in logical:
+    for i, name in enumerate(logical):
         target = rules.get(name) if name is not None else None
         axes = (target,) if isinstance(target, str) else tuple(target or ())
         axes = tuple(a for a in axes if a not in used and mesh.shape[a] > 1)
+        if shape is not None:
+            while axes and shape[i] % math.prod(mesh.shape[a] for a in axes):
+                axes = axes[:-1]
         used.update(axes)
         out.append(axes[0] if len(axes) == 1 else (axes or None))
     return P(*out)
+
+
+def state_shardings(logical_specs, abstract_state, mesh: Mesh):
+    """NamedShardings for a state tree from its logical PartitionSpecs and shapes."""
+    return jax.tree.map(
+        lambda spec, x: NamedSharding(mesh, logical_to_spec(tuple(spec), mesh, x.shape)),
+        logical_specs, abstract_state, is_leaf=lambda x: isinstance(x, P))
 
 
 def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:

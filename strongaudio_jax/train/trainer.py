@@ -20,7 +20,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from jax.sharding import NamedSharding
 
 from strongaudio_jax import frontend
 from strongaudio_jax.config import ConfigError
@@ -122,10 +121,9 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
 
     # ---------------------------------------------------------------- Sharded state
     rng = jax.random.key(cfg.seed)
-    logical_specs = nn.get_partition_spec(jax.eval_shape(init, rng))
-    state_shardings = jax.tree.map(
-        lambda spec: NamedSharding(mesh, mesh_lib.logical_to_spec(tuple(spec), mesh)),
-        logical_specs, is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
+    boxed = jax.eval_shape(init, rng)
+    state_shardings = mesh_lib.state_shardings(nn.get_partition_spec(boxed), nn.meta.unbox(boxed),
+                                               mesh)
     state = jax.jit(lambda r: nn.meta.unbox(init(r)), out_shardings=state_shardings)(rng)
     n_params = sum(x.size for x in jax.tree.leaves(state.params))
     logger.info(f"model: {cfg.model.name}-{cfg.model.get('size', '')}, {n_params / 1e6:.2f}M params")
@@ -147,7 +145,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
         (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = {**metrics, "loss": loss, "grad_norm": optax.global_norm(grads),
+        metrics = {**metrics, "loss": loss, "grad_norm": optax.tree.norm(grads),
                    "lr": schedule(state.step)}
         return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
