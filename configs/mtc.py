@@ -28,6 +28,7 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
         batch_size=32,  # global, across all hosts
         vocab_min_count=3,  # tags seen in fewer training clips are not predicted
         verify_crc=True,
+        workers=0,  # decoding processes; 0 = in the training process
     )
     # mel_db features of the demo corpus have mean ~-16 dB and std ~23 dB: bring them to ~N(0, 1).
     c.frontend = dict(preset="mel_db", norm_mean=-16.0, norm_std=23.0)

@@ -114,8 +114,11 @@ class Featurizer:
 
 
 def train_dataset(files: Sequence[str], featurizer: Featurizer, batch_size: int, seed: int,
-                  verify_crc: bool = True) -> grain.IterDataset:
-    """Infinite shuffled stream of per-host batches (batch_size is the global batch)."""
+                  verify_crc: bool = True, workers: int = 0) -> grain.IterDataset:
+    """Infinite shuffled stream of per-host batches (batch_size is the global batch).
+
+    workers > 0 decodes in that many processes ahead of the train step; 0 decodes in this
+    process on demand (simplest to debug; enough for small models)."""
     count = jax.process_count()
     if batch_size % count:
         raise ValueError(f"global batch size {batch_size} is not divisible by {count} processes")
@@ -125,7 +128,14 @@ def train_dataset(files: Sequence[str], featurizer: Featurizer, batch_size: int,
     ds = grain.MapDataset.source(source).shuffle(seed=seed).repeat(None)
     ds = ds[jax.process_index()::count]
     ds = ds.random_map(featurizer, seed=seed)
-    return ds.batch(batch_size // count, drop_remainder=True).to_iter_dataset()
+    ds = ds.batch(batch_size // count, drop_remainder=True).to_iter_dataset()
+    if workers > 0:
+        # Grain's workers read absl flags, which a plain script never parses (grain#1355).
+        from absl import flags
+        if not flags.FLAGS.is_parsed():
+            flags.FLAGS.mark_as_parsed()
+        ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
+    return ds
 
 
 def eval_batches(files: Sequence[str], featurizer: Featurizer, batch_size: int,

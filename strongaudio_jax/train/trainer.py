@@ -96,7 +96,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
         vocab={t: i for i, t in enumerate(vocab)}, sample_rate=cfg.data.sample_rate,
         clip_samples=int(cfg.data.clip_seconds * cfg.data.sample_rate), random_crop=True)
     data_iter = iter(pipeline.train_dataset(train_files, featurizer, cfg.data.batch_size,
-                                            cfg.seed, cfg.data.verify_crc))
+                                            cfg.seed, cfg.data.verify_crc, cfg.data.workers))
     logger.info(f"train: {len(train_files)} files, vocabulary of {len(vocab)} tags, "
                 f"global batch {cfg.data.batch_size}, mesh {dict(mesh.shape)}")
 
