@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from typing import Optional
 
 import jax
@@ -46,20 +45,21 @@ class MelConfig:
     n_mels: int = 64
     f_min: float = 0.0
     f_max: Optional[float] = None      # None or <= 0: Nyquist + f_max (Kaldi's high_freq convention)
-    window: str = "hann"               # 'hann' (periodic) | 'hanning' (symmetric, Kaldi) | 'povey' | 'hamming' | 'rectangular'
+    # 'hann' (periodic, torch/librosa) | 'hanning' (symmetric, Kaldi) | 'povey' | 'hamming' | 'rectangular'
+    window: str = "hann"
     # stft framing
     center: bool = True
     pad_mode: str = "reflect"          # 'reflect' (torch/numpy) | 'constant' (zeros, librosa>=0.10 default)
     # kaldi framing and per-frame processing
     snip_edges: bool = True            # False: frames centred at hop/2 + i*hop, edges mirrored Kaldi-style
-    remove_dc: bool = False            # subtract each frame's mean
-    preemphasis: float = 0.0           # x[j] -= c * x[j-1] inside each frame (x[-1] := x[0])
+    remove_dc: bool = False            # subtract each frame's mean (kind='kaldi' only)
+    preemphasis: float = 0.0           # x[j] -= c x[j-1] in each frame, x[-1] := x[0] (kind='kaldi' only)
     dither: float = 0.0                # must be 0: features are deterministic
     # waveform scaling before anything else
     input_scale: float = 1.0           # BEATs feeds int16-scale audio: 2**15
     remove_wave_mean: bool = False     # AST: w - w.mean() over the clip's valid samples
     # mel filterbank
-    mel_scale: str = "htk"             # 'htk' | 'slaney' (ignored for kind='kaldi', which uses 1127 ln(1 + f/700))
+    mel_scale: str = "htk"             # 'htk' | 'slaney' (kind='kaldi' always uses 1127 ln(1 + f/700))
     mel_norm: Optional[str] = None     # None | 'slaney' (area normalisation, librosa/Whisper)
     power: float = 2.0                 # 1: magnitude, 2: power
     # log compression
@@ -67,7 +67,7 @@ class MelConfig:
     amin: float = 1e-10                # floor before the log
     top_db: Optional[float] = None     # clamp each clip to its max - top_db (in the units of `log`)
     drop_last_frame: bool = False      # Whisper drops the last STFT frame
-    subtract_mean: bool = False        # Kaldi subtract_mean: minus each mel bin's mean over the clip's valid frames
+    subtract_mean: bool = False        # Kaldi: minus each bin's mean over the clip's valid frames
     norm_mean: float = 0.0             # final (x - norm_mean) / norm_std (Whisper: -4, 4)
     norm_std: float = 1.0
 
@@ -75,7 +75,9 @@ class MelConfig:
         if self.kind not in ("stft", "kaldi"):
             raise ValueError(f"kind must be 'stft' or 'kaldi', got {self.kind!r}")
         if self.dither != 0.0:
-            raise ValueError("dither must be 0: the frontend runs inside the train step and must be deterministic")
+            raise ValueError("dither must be 0: the frontend in the train step must be deterministic")
+        if self.kind == "stft" and (self.remove_dc or self.preemphasis or not self.snip_edges):
+            raise ValueError("remove_dc, preemphasis and snip_edges=False are Kaldi options (kind='kaldi')")
         if self.window not in ("hann", "hanning", "povey", "hamming", "rectangular"):
             raise ValueError(f"unknown window {self.window!r}")
         if self.pad_mode not in ("reflect", "constant"):
@@ -122,11 +124,13 @@ _WHISPER = dict(kind="stft", sample_rate=16000, n_fft=400, win_length=400, hop_l
                 norm_mean=-4.0, norm_std=4.0)
 
 PRESETS = {
-    # Dasheng / CED: torchaudio MelSpectrogram(16k, n_fft 512, hop 160, 64 mels) + AmplitudeToDB(top_db=120) per clip.
+    # Dasheng / CED: torchaudio MelSpectrogram(16k, n_fft 512, hop 160, 64 mels) + AmplitudeToDB(top_db=120),
+    # the clamp at max - 120 dB taken per clip.
     "mel_db": MelConfig(**_MEL64, log="db", top_db=120.0),
     # The same mel power spectrogram without the log (torchaudio MelSpectrogram output).
     "mel_power": MelConfig(**_MEL64, log=None),
-    # AST: kaldi.fbank(w - w.mean(), htk_compat=True, use_energy=False, window_type='hanning', num_mel_bins=128).
+    # AST: kaldi.fbank(w - w.mean(), htk_compat=True, use_energy=False, window_type='hanning',
+    # num_mel_bins=128); htk_compat only moves the energy column, which use_energy=False drops.
     "kaldi_ast": MelConfig(**_KALDI, n_mels=128, window="hanning", remove_wave_mean=True),
     # BEATs: kaldi.fbank(w * 2**15, num_mel_bins=128), all Kaldi defaults (povey window).
     "kaldi_default": MelConfig(**_KALDI, n_mels=128, window="povey", input_scale=2.0 ** 15),
@@ -159,7 +163,7 @@ def num_frames(num_samples, cfg: MelConfig):
 
     stft + center: 1 + T // hop (torchaudio, librosa); Whisper drops one more.
     stft, no center: 1 + (T - n_fft) // hop.  Kaldi snip_edges: 1 + (T - win) // hop.
-    Kaldi without snip_edges: (T + hop // 2) // hop, i.e. round(T / hop).
+    Kaldi without snip_edges: (T + hop // 2) // hop, i.e. round(T / hop). Never negative; 0 for T = 0.
     """
     hop = cfg.hop_length
     if cfg.kind == "stft":
@@ -169,7 +173,8 @@ def num_frames(num_samples, cfg: MelConfig):
         n = 1 + (num_samples - cfg.win_length) // hop
     else:
         n = (num_samples + hop // 2) // hop
-    return n * (n > 0)  # clamp at 0 without max(), so it also works on arrays
+    # Clamp at 0 without max() so it also works on arrays; an empty clip has no frames (not 1 padded one).
+    return n * (n > 0) * (num_samples > 0)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -244,16 +249,17 @@ def mel_filterbank(cfg: MelConfig) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------------
 # The frontend
 # ----------------------------------------------------------------------------------------------------
-def _frames(x, lengths, cfg: MelConfig, n_frames: int):
-    """[B, T] -> [B, n_frames, frame_length], with edge padding relative to each clip's own length."""
+def _pad_edges(x, lengths, cfg: MelConfig, n_frames: int):
+    """[B, T] -> [B, (n_frames + k - 1) * hop]: the samples the frames read, edges padded per clip.
+
+    The padding mirrors at 0 and at each clip's own end L (not at T), so a padded batch gives the same
+    valid frames as each clip alone. k = hop-sized chunks per frame (see `_chunk_frames`).
+    """
     B, T = x.shape
-    hop, flen, left = cfg.hop_length, cfg.frame_length, cfg.left_pad
-    k = -(-flen // hop)                      # hop-sized chunks per frame
-    total = (n_frames + k - 1) * hop         # samples covered by the chunks
-    padded_edges = left > 0 or (cfg.kind == "kaldi" and not cfg.snip_edges)
-    if padded_edges:
-        # Index of every sample the frames read, mirrored at 0 and at the clip's own end L.
-        n = jnp.arange(total) - left                                    # [total]
+    hop, left = cfg.hop_length, cfg.left_pad
+    total = (n_frames + -(-cfg.frame_length // hop) - 1) * hop
+    if left > 0 or (cfg.kind == "kaldi" and not cfg.snip_edges):
+        n = jnp.arange(total) - left                                    # position in the clip
         L = jnp.full((B, 1), T, jnp.int32) if lengths is None else lengths.astype(jnp.int32)[:, None]
         if cfg.kind == "kaldi":              # Kaldi mirror duplicates the edge sample: [.. 1 0 | 0 1 ..]
             idx = jnp.where(n < 0, -n - 1, n)
@@ -261,19 +267,48 @@ def _frames(x, lengths, cfg: MelConfig, n_frames: int):
         elif cfg.pad_mode == "reflect":      # numpy/torch reflect: [.. 2 1 | 0 1 2 ..]
             idx = jnp.where(n < 0, -n, n)
             idx = jnp.where(idx >= L, 2 * (L - 1) - idx, idx)
-        else:
+        else:                                # constant: zeros outside [0, L)
             idx = n + jnp.zeros_like(L)
-        inside = (n >= 0) & (n < L)
         idx = jnp.clip(idx, 0, T - 1)        # past the mirror range: only masked frames read these
         x = jnp.take_along_axis(x, idx, axis=1)
         if cfg.kind == "stft" and cfg.pad_mode == "constant":
-            x = jnp.where(inside, x, 0.0)
-    x = x[:, :total] if x.shape[1] >= total else jnp.pad(x, ((0, 0), (0, total - x.shape[1])))
-    # Frame f = chunks f .. f+k-1, the last one cut to length: concatenated slices, no gather (TPU-friendly);
-    # cutting the last slice (not the concatenated result) avoids an extra copy, 3x faster on CPU.
-    chunks = x.reshape(B, n_frames + k - 1, hop)
+            x = jnp.where((n >= 0) & (n < L), x, 0.0)
+    return x[:, :total] if x.shape[1] >= total else jnp.pad(x, ((0, 0), (0, total - x.shape[1])))
+
+
+def _chunk_frames(p, n_frames: int, flen: int, hop: int):
+    """Padded signal [B, (n_frames + k - 1) * hop] -> frames [B, n_frames, flen], k = ceil(flen / hop).
+
+    Frame f = chunks f .. f+k-1 with the last one cut to length: concatenated slices, no gather
+    (TPU-friendly). Cutting the last slice, not the concatenated result, saves a copy (3x on CPU).
+    """
+    k = -(-flen // hop)
+    chunks = p.reshape(p.shape[0], n_frames + k - 1, hop)
     parts = [chunks[:, i:i + n_frames] for i in range(k - 1)]
-    return jnp.concatenate(parts + [chunks[:, k - 1:k - 1 + n_frames, :flen - (k - 1) * hop]], axis=-1)
+    last = chunks[:, k - 1:k - 1 + n_frames, :flen - (k - 1) * hop]
+    return jnp.concatenate(parts + [last], axis=-1)
+
+
+def _kaldi_frames(p, n_frames: int, cfg: MelConfig):
+    """Kaldi's per-frame DC removal and pre-emphasis, done on the signal instead of on each frame.
+
+    Per frame, with m the frame mean and c the coefficient: y[j] = (x[j] - m) - c (x[j-1] - m)
+    = d[j] - (1 - c) m with d = x - c x[-1] computed once on the whole signal; y[0] = (1 - c)(x[0] - m)
+    because Kaldi repeats x[0]. m comes from hop-chunk sums. Same numbers as the per-frame recipe, but
+    XLA on CPU ran the per-frame version (concat on [B, F, win] then FFT) 2x slower.
+    """
+    win, hop, c = cfg.win_length, cfg.hop_length, cfg.preemphasis
+    d = p - c * jnp.concatenate([p[:, :1], p[:, :-1]], axis=1) if c else p
+    fr = _chunk_frames(d, n_frames, win, hop)
+    k = -(-win // hop)
+    chunks = p.reshape(p.shape[0], n_frames + k - 1, hop)
+    if c:
+        fr = jnp.where(jnp.arange(win) == 0, (1.0 - c) * chunks[:, :n_frames, :1], fr)
+    if cfg.remove_dc:
+        sums, part = jnp.sum(chunks, axis=-1), jnp.sum(chunks[..., :win - (k - 1) * hop], axis=-1)
+        frame_sum = sum(sums[:, i:i + n_frames] for i in range(k - 1)) + part[:, k - 1:k - 1 + n_frames]
+        fr = fr - ((1.0 - c) / win) * frame_sum[..., None]
+    return fr
 
 
 def log_mel(waves, cfg: MelConfig | str, lengths=None):
@@ -309,17 +344,15 @@ def log_mel(waves, cfg: MelConfig | str, lengths=None):
         if sample_mask is None:
             x = x - jnp.mean(x, axis=1, keepdims=True)
         else:
-            mean = jnp.sum(jnp.where(sample_mask, x, 0.0), 1, keepdims=True) / jnp.maximum(lengths[:, None], 1)
-            x = x - mean
+            total = jnp.sum(jnp.where(sample_mask, x, 0.0), axis=1, keepdims=True)
+            x = x - total / jnp.maximum(lengths[:, None], 1)
 
-    # Frames, per-frame Kaldi processing, window, |FFT|^power.
-    fr = _frames(x, lengths, cfg, F + int(cfg.drop_last_frame))
-    if cfg.drop_last_frame:
-        fr = fr[:, :F]
-    if cfg.remove_dc:
-        fr = fr - jnp.mean(fr, axis=-1, keepdims=True)
-    if cfg.preemphasis:
-        fr = fr - cfg.preemphasis * jnp.concatenate([fr[..., :1], fr[..., :-1]], axis=-1)
+    # Frames (Whisper's dropped last frame is never computed), per-frame Kaldi steps, window, |FFT|^power.
+    p = _pad_edges(x, lengths, cfg, F)
+    if cfg.kind == "kaldi":
+        fr = _kaldi_frames(p, F, cfg)
+    else:
+        fr = _chunk_frames(p, F, cfg.frame_length, cfg.hop_length)
     fr = fr * jnp.asarray(_window(cfg))
     spec = jnp.abs(jnp.fft.rfft(fr, n=cfg.n_fft, axis=-1))
     spec = spec * spec if cfg.power == 2.0 else spec ** cfg.power
@@ -334,7 +367,8 @@ def log_mel(waves, cfg: MelConfig | str, lengths=None):
         floor = jnp.full((B, 1, 1), log(jnp.float32(cfg.amin)))
     valid = frame_mask[:, :, None]
     if cfg.top_db is not None:
-        peak = jnp.max(jnp.where(valid, feats, -jnp.inf), axis=(1, 2), keepdims=True)
+        peak = jnp.max(jnp.where(valid, feats, -jnp.inf), axis=(1, 2), keepdims=True,
+                       initial=-jnp.inf)  # initial: no frames at all is fine
         floor = jnp.maximum(floor, peak - cfg.top_db)
         feats = jnp.maximum(feats, peak - cfg.top_db)
     if cfg.subtract_mean:
