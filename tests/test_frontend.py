@@ -174,3 +174,35 @@ def test_preset_by_name_and_errors():
         get_preset("nope")
     with pytest.raises(ValueError):
         dataclasses.replace(get_preset("kaldi_default"), dither=1.0)
+
+
+def test_wrong_sample_rate_is_a_clear_error():
+    w = jnp.zeros((1, 32000))
+    with pytest.raises(ValueError, match="audio is at 32000 Hz but this frontend expects 16000 Hz; resample"):
+        log_mel(w, "mel_db", sample_rate=32000)
+    with pytest.raises(ValueError, match="16000 Hz but this frontend expects 32000 Hz"):
+        jax.jit(lambda x: log_mel(x, "panns_mel64", sample_rate=16000))(w)  # raised while tracing
+    feats, _ = log_mel(w, "panns_mel64", sample_rate=32000)  # matching rate: fine
+    assert feats.shape == (1, 101, 64)
+
+
+@pytest.mark.parametrize("preset", ["mel_db", "kaldi_ast", "whisper80"])
+def test_empty_waveform(preset):
+    """T == 0 is an error at trace time; rows of length 0 (even all of them) give floor values, no mask."""
+    with pytest.raises(ValueError, match="waves is empty"):
+        jax.jit(lambda x: log_mel(x, preset))(jnp.zeros((2, 0)))
+    feats, mask = jax.jit(lambda x, n: log_mel(x, preset, n))(jnp.ones((2, 4000)), jnp.zeros(2, jnp.int32))
+    assert not bool(mask.any()) and bool(jnp.isfinite(feats).all())
+    assert bool((feats == feats[0, 0, 0]).all())  # one constant: the floor
+
+
+def test_per_bin_normalisation_config():
+    cfg = dataclasses.replace(get_preset("mel_db"), norm_mean=np.arange(64.0), norm_std=[2.0] * 64)
+    assert isinstance(cfg.norm_mean, tuple) and len(cfg.norm_std) == 64
+    hash(cfg)
+    w = jnp.asarray(np.random.default_rng(0).standard_normal((1, 8000), np.float32))
+    raw, _ = log_mel(w, "mel_db")
+    feats, _ = log_mel(w, cfg)
+    np.testing.assert_allclose(np.asarray(feats), (np.asarray(raw) - np.arange(64.0)) / 2.0, rtol=1e-5, atol=1e-4)
+    with pytest.raises(ValueError, match="n_mels=64"):
+        dataclasses.replace(cfg, norm_std=(1.0, 2.0))

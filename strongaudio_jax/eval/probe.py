@@ -31,10 +31,10 @@ class ProbeResult:
 
 def embed_files(files: Sequence[str], embed_fn: Callable, featurizer: pipeline.Featurizer,
                 batch_size: int) -> tuple[np.ndarray, list[dict]]:
-    """Embeddings of every clip of `files` (first crop) and each clip's labels."""
-    fixed = dataclasses.replace(featurizer, random_crop=False)
+    """Embeddings of every clip of `files` (its start, up to the featurizer's length) and
+    each clip's labels."""
     embs, labels = [], []
-    for batch, clips in pipeline.eval_batches(files, fixed, batch_size):
+    for batch, clips in pipeline.eval_batches(files, featurizer, batch_size):
         e = np.asarray(jax.device_get(embed_fn(batch)))[:len(clips)]
         embs.append(e)
         labels.extend(dict(c.labels) for c in clips)
@@ -95,6 +95,9 @@ def run(cfg, embed_fn, featurizer, train_files, logger) -> list[ProbeResult]:
         return []
     eval_files = pipeline.expand_paths(cfg.data.eval_files)
     bs = cfg.probe.batch_size
+    # Whole clips (up to probe.clip_seconds) rather than the random training crops.
+    featurizer = dataclasses.replace(featurizer, random_crop=False, clip_samples=int(
+        cfg.probe.clip_seconds * cfg.data.sample_rate))
     train_x, train_labels = embed_files(train_files, embed_fn, featurizer, bs)
     eval_x, eval_labels = embed_files(eval_files, embed_fn, featurizer, bs)
     results = linear_probes(train_x, train_labels, eval_x, eval_labels, cfg.probe.tasks,

@@ -68,8 +68,10 @@ class MelConfig:
     top_db: Optional[float] = None     # clamp each clip to its max - top_db (in the units of `log`)
     drop_last_frame: bool = False      # Whisper drops the last STFT frame
     subtract_mean: bool = False        # Kaldi: minus each bin's mean over the clip's valid frames
-    norm_mean: float = 0.0             # final (x - norm_mean) / norm_std (Whisper: -4, 4)
-    norm_std: float = 1.0
+    # Final (x - norm_mean) / norm_std (Whisper: -4, 4). A float, or one value per mel bin (a tuple of
+    # n_mels floats, e.g. from frontend.stats); lists and arrays are turned into tuples (hashable).
+    norm_mean: float | tuple = 0.0
+    norm_std: float | tuple = 1.0
 
     def __post_init__(self):
         if self.kind not in ("stft", "kaldi"):
@@ -84,6 +86,15 @@ class MelConfig:
             raise ValueError(f"unknown pad_mode {self.pad_mode!r}")
         if self.log not in (None, "db", "ln", "log10"):
             raise ValueError(f"unknown log {self.log!r}")
+        for name in ("norm_mean", "norm_std"):
+            v = getattr(self, name)
+            if np.ndim(v) == 0:
+                object.__setattr__(self, name, float(v))
+            else:
+                v = tuple(float(x) for x in np.asarray(v, np.float64).reshape(-1))
+                if len(v) != self.n_mels:
+                    raise ValueError(f"{name} has {len(v)} values; per-bin statistics need n_mels={self.n_mels}")
+                object.__setattr__(self, name, v)
         if self.n_fft is None:
             n = self.win_length
             if self.round_to_power_of_two:
@@ -311,24 +322,33 @@ def _kaldi_frames(p, n_frames: int, cfg: MelConfig):
     return fr
 
 
-def log_mel(waves, cfg: MelConfig | str, lengths=None):
+def log_mel(waves, cfg: MelConfig | str, lengths=None, sample_rate: Optional[int] = None):
     """Log-mel features of a padded batch.
 
     Args:
-      waves: [B, T] audio at cfg.sample_rate, any float dtype (computed in float32).
+      waves: [B, T] audio at cfg.sample_rate, any float dtype (computed in float32). T must be > 0.
       cfg: a MelConfig or a preset name (must be static under jit).
       lengths: optional [B] int, valid samples per clip. Each clip's valid frames then equal the clip
-        computed alone at its own length.
+        computed alone at its own length. A row of length 0 gets the floor value and an all-False mask.
+      sample_rate: optional rate of `waves` in Hz; when given it must equal cfg.sample_rate (the
+        frontend never resamples: a mismatch would silently shift every mel bin).
     Returns:
       feats [B, frames, n_mels] float32 with frames = num_frames(T, cfg), and frame_mask [B, frames]
       bool (True = valid). Masked frames hold the value digital silence would get (the feature floor).
     """
     if isinstance(cfg, str):
         cfg = get_preset(cfg)
+    if sample_rate is not None and int(sample_rate) != cfg.sample_rate:
+        raise ValueError(f"audio is at {sample_rate} Hz but this frontend expects {cfg.sample_rate} Hz; "
+                         f"resample the audio to {cfg.sample_rate} Hz (or choose a preset made for "
+                         f"{sample_rate} Hz, or set MelConfig.sample_rate)")
     x = jnp.asarray(waves).astype(jnp.float32)
     if x.ndim != 2:
         raise ValueError(f"waves must be [B, T], got shape {x.shape}")
     B, T = x.shape
+    if T == 0:
+        raise ValueError(f"waves is empty (shape {x.shape}): there are no samples to compute features "
+                         f"from; drop empty clips before the frontend or pad them with lengths=0")
     F = num_frames(T, cfg)
     if lengths is None:
         frame_mask = jnp.ones((B, F), bool)
@@ -376,6 +396,6 @@ def log_mel(waves, cfg: MelConfig | str, lengths=None):
         feats = feats - jnp.sum(jnp.where(valid, feats, 0.0), axis=1, keepdims=True) / count
         floor = jnp.zeros_like(floor)
     feats = jnp.where(valid, feats, floor)
-    if cfg.norm_mean != 0.0 or cfg.norm_std != 1.0:
-        feats = (feats - cfg.norm_mean) / cfg.norm_std
+    if cfg.norm_mean != 0.0 or cfg.norm_std != 1.0:  # floats or per-bin tuples (broadcast over bins)
+        feats = (feats - jnp.asarray(cfg.norm_mean, jnp.float32)) / jnp.asarray(cfg.norm_std, jnp.float32)
     return feats.astype(jnp.float32), frame_mask

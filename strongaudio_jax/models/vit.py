@@ -21,6 +21,7 @@ from strongaudio_jax.config import ConfigError
 
 SIZES = {  # width, depth, heads, mlp
     "mu": (64, 2, 2, 256),
+    "xs": (128, 4, 4, 512),
     "ti": (192, 12, 3, 768),
     "s": (384, 12, 6, 1536),
     "b": (768, 12, 12, 3072),

@@ -22,6 +22,7 @@ import numpy as np
 import optax
 
 from strongaudio_jax import frontend
+from strongaudio_jax.frontend import augment
 from strongaudio_jax.config import ConfigError
 from strongaudio_jax.data import pipeline
 from strongaudio_jax.models.vit import masked_mean
@@ -89,6 +90,10 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
     with open(os.path.join(workdir, "vocab.json"), "w") as f:
         json.dump({str(i): t for i, t in enumerate(vocab)}, f, indent=1)
     mel_cfg = frontend_config(cfg.frontend)
+    try:
+        aug_cfg = augment.AugmentConfig(**cfg.augment)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"augment config: {e}") from e
     if mel_cfg.sample_rate != cfg.data.sample_rate:
         raise ValueError(f"frontend preset {cfg.frontend.preset!r} expects {mel_cfg.sample_rate} Hz "
                          f"but data.sample_rate is {cfg.data.sample_rate}")
@@ -136,8 +141,13 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
 
     # ---------------------------------------------------------------- Train step
     def train_step(state: TrainState, batch: dict):
+        # Augmentation randomness is a function of (seed, step): a resumed run replays it.
+        k_wave, k_spec = jax.random.split(jax.random.fold_in(jax.random.key(cfg.seed), state.step))
+        batch = augment.augment_waveforms(k_wave, batch, aug_cfg)
+        feats, frame_mask = features(batch)
+        feats = augment.augment_features(k_spec, feats, frame_mask, aug_cfg)
+
         def loss_fn(params):
-            feats, frame_mask = features(batch)
             enc = encoder.apply({"params": params["encoder"]}, feats, frame_mask, train=True)
             logits = head.apply({"params": params["head"]}, enc)
             return objective.loss_and_metrics(logits, batch)

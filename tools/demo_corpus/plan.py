@@ -15,7 +15,7 @@ import random
 import numpy as np
 
 from . import events, music
-from .sources import EVENT_CLASSES, EVENT_SOURCES
+from .sources import BACKGROUND_CLASSES, EVENT_CLASSES, EVENT_SOURCES
 from .speech import ESPEAK_VARIANTS, WHISPER_VARIANTS
 from .texts import LANGUAGES, SENTENCES, TOPICS
 
@@ -176,12 +176,12 @@ def make_plan(num_clips: int, seed: int) -> list[dict]:
         s["labels"] = {"domain": "sound", "event": cls, "recording": src}
         s["components"] = [src]
         specs.append(s)
-    # mixtures: alternate speech / music foregrounds over an event background
+    # mixtures: alternate speech / music foregrounds over a sustained event background
     n_mix = counts["mixture"]
     fgs = ["speech" if i % 2 == 0 else "music" for i in range(n_mix)]
     mix_langs = _cycle(rng, LANGUAGE_CLASSES, fgs.count("speech"))
     mix_fams = _cycle(rng, INSTRUMENT_CLASSES, fgs.count("music"))
-    mix_evs = _cycle(rng, EVENT_CLASSES, n_mix)
+    mix_evs = _cycle(rng, BACKGROUND_CLASSES, n_mix)
     for i, (fg, split) in enumerate(zip(fgs, _assign_splits(rng, fgs))):
         s = new("mixture", i, split, rng.uniform(2.5, 4.0))
         if fg == "speech":
@@ -189,13 +189,13 @@ def make_plan(num_clips: int, seed: int) -> list[dict]:
             speech(s, lang)
             s["labels"] = {"domain": "mixture", "language": lang}
             fg_rec = f"tts/{s['id']}"
-            s["mix"] = {"fg": "speech", "snr_db": round(rng.uniform(3, 15), 1)}
+            s["mix"] = {"fg": "speech", "snr_db": round(rng.uniform(0, 10), 1)}
         else:
             fam = mix_fams.pop()
             s["music"] = music.plan_music(nrng, fam, s["num_samples"] / 16000)
             s["labels"] = {"domain": "mixture", "instrument": fam}
             fg_rec = f"midi/{s['id']}"
-            s["mix"] = {"fg": "music", "snr_db": round(rng.uniform(0, 12), 1)}
+            s["mix"] = {"fg": "music", "snr_db": round(rng.uniform(-3, 8), 1)}
         src = event(s, mix_evs[i])
         s["labels"].update(event=mix_evs[i], recording=fg_rec)
         s["components"] = [fg_rec, src]

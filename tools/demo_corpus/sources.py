@@ -140,6 +140,11 @@ EVENT_SOURCES: tuple[EventSource, ...] = (
 )
 
 EVENT_CLASSES = tuple(sorted({s.event for s in EVENT_SOURCES}))
+# Classes whose every source lasts the whole clip: mixtures use only these as the background,
+# so any crop of a mixture really holds both layers (a lone impulse would leave most crops
+# sounding like the foreground alone, which makes the "mixture" label noise).
+BACKGROUND_CLASSES = tuple(c for c in EVENT_CLASSES
+                           if all(s.kind in ("continuous", "steps") for s in EVENT_SOURCES if s.event == c))
 SOUND_PACKAGES = tuple(sorted({s.package for s in EVENT_SOURCES}))
 ALL_PACKAGES = ("espeak-ng", "festival", "festvox-kallpc16k", "fluidsynth", "fluid-soundfont-gm", *SOUND_PACKAGES)
 APT_GET = "apt-get install -y --no-install-recommends " + " ".join(ALL_PACKAGES)
