@@ -24,7 +24,7 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
         train_files=assets.demo_corpus("train-*.tfrecord"),
         eval_files=assets.demo_corpus("heldout-*.tfrecord"),
         sample_rate=16000,
-        clip_seconds=2.0,  # random 2 s crops of the 2-4 s demo clips
+        clip_seconds=2.0,  # random 2 s crops of the 2-3 s demo clips
         batch_size=32,  # global, across all hosts
         vocab_min_count=3,  # tags seen in fewer training clips are not predicted
         verify_crc=True,
@@ -32,18 +32,21 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
     )
     # mel_db features of the demo corpus have mean ~-16 dB and std ~23 dB: bring them to ~N(0, 1).
     c.frontend = dict(preset="mel_db", norm_mean=-16.0, norm_std=23.0)
-    c.augment = dict(gain_db_min=-6.0, gain_db_max=6.0, time_masks=2, time_mask_width=20,
-                     freq_masks=2, freq_mask_width=8)
-    c.model = dict(name="vit", size="mu", patch_time=8, patch_freq=16, max_frames=512,
+    # On device, inside the step (strongaudio_jax/frontend/augment.py; 0 / off by default there).
+    c.augment = dict(gain_db_min=-6.0, gain_db_max=6.0, mixup_alpha=0.0, mixup_prob=1.0,
+                     mixup_labels="convex", time_masks=2, time_mask_width=20, freq_masks=2,
+                     freq_mask_width=8)
+    # Dasheng-style full-band time patches (64 mels x 4 frames = 40 ms per token).
+    c.model = dict(name="vit", size="xs", patch_time=4, patch_freq=64, max_frames=512,
                    num_mels=64)
     c.objective = dict(name="mtc")
     c.mesh = dict(data=-1, fsdp=1, tensor=1)
 
-    c.train = dict(steps=600, log_every=25, checkpoint_every=200, keep_checkpoints=2)
+    c.train = dict(steps=800, log_every=25, checkpoint_every=200, keep_checkpoints=2)
     c.optimizer = dict(lr=1e-3, warmup_steps=50, weight_decay=0.05, b2=0.98, clip_norm=1.0)
 
     c.probe = dict(tasks=("domain", "language", "instrument", "event"), batch_size=32,
-                   clip_seconds=4.0, l2=1e-3, steps=500)
+                   clip_seconds=3.0, l2=1e-3, steps=500)
 
     if arg == "demo":
         pass

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Builds the demo corpus from sound made on this machine with Debian packages.
 
-    python tools/make_demo_corpus.py --out DIR [--num-clips 300] [--seed 0] [--shard-size 64] [--jobs 2]
+    python tools/make_demo_corpus.py --out DIR [--num-clips 370] [--seed 0] [--shard-size 64] [--jobs 2]
 
 Speech comes from espeak-ng (8 languages, many voice variants) and festival, music from
 fluidsynth rendering MIDI written here, and sound events from real recordings shipped by
@@ -28,7 +28,7 @@ from demo_corpus import build, sources  # noqa: E402
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True, help="output directory (its old shards and corpus.json are replaced)")
-    ap.add_argument("--num-clips", type=int, default=300)
+    ap.add_argument("--num-clips", type=int, default=370)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--shard-size", type=int, default=64, help="records per TFRecord shard")
     ap.add_argument("--jobs", type=int, default=2, help="rendering processes")

@@ -27,12 +27,12 @@ class AugmentConfig:
     # Random gain: each clip scaled by 10 ** (g / 20), g ~ U[gain_db_min, gain_db_max].
     gain_db_min: float = 0.0
     gain_db_max: float = 0.0
-    # Mixup: x = lam * x + (1 - lam) * x[perm], lam ~ Beta(alpha, alpha). alpha = 0: off.
+    # Mixup: x_i = lam * x_i + (1 - lam) * x_{i-1}, lam ~ Beta(alpha, alpha). alpha = 0: off.
     mixup_alpha: float = 0.0
     mixup_per_example: bool = True     # one lam per clip (True) or one for the whole batch (False)
     mixup_prob: float = 1.0            # fraction of clips that are mixed (the others keep lam = 1)
-    # 'convex': tags = lam * tags + (1 - lam) * tags[perm] (soft targets, the usual mixup rule).
-    # 'max': tags = max(tags, tags[perm]) (both sources are in the mixture, so both clips' tags hold).
+    # 'convex': tags = lam * tags_i + (1 - lam) * tags_{i-1} (soft targets, the usual mixup rule).
+    # 'max': tags = max(tags_i, tags_{i-1}) (both sources are in the mixture, so both clips' tags hold).
     mixup_labels: str = "convex"
     # SpecAugment: `count` masks per clip, each of a width drawn uniformly from 0..max_width.
     time_masks: int = 0
@@ -77,20 +77,24 @@ def random_gain(key, waveform, length, db_min: float, db_max: float):
 
 def mixup(key, batch: dict, alpha: float, per_example: bool = True, prob: float = 1.0,
           labels: str = "convex") -> dict:
-    """Mixes each clip with a random other clip of the batch (waveforms, lengths and tags).
+    """Mixes each clip with its neighbour in the batch (waveforms, lengths and tags).
 
-    Clip i becomes lam_i * x_i + (1 - lam_i) * x_j with j = perm(i), on the samples of either clip
-    (each clip counts as zero past its own length); its length becomes max(len_i, len_j). Samples past
+    Clip i becomes lam_i * x_i + (1 - lam_i) * x_j with j = i - 1 (cyclic), on the samples of either
+    clip (each counts as zero past its own length); its length becomes max(len_i, len_j). Samples past
     that stay as they were. Tags follow `labels` ('convex' or 'max', see AugmentConfig). A clip whose
     partner is padding (valid=False) is not mixed; a padding row is returned as it was.
+
+    Why the neighbour and not a random permutation: batches come shuffled, so the pairs are as random,
+    no clip is paired with itself, and on a batch sharded over devices a roll moves one row per device
+    (collective-permute) where a permutation all-gathers the whole global batch onto every device.
     """
     wave, length, valid = batch["waveform"], batch["length"], batch["valid"]
     B, T = wave.shape
-    k_perm, k_lam, k_on = jax.random.split(key, 3)
-    perm = jax.random.permutation(k_perm, B)
+    other = lambda a: jnp.roll(a, 1, axis=0)  # row i -> row i - 1
+    k_lam, k_on = jax.random.split(key)
     lam = jax.random.beta(k_lam, alpha, alpha, (B,) if per_example else (1,))
     lam = jnp.broadcast_to(jnp.clip(jnp.nan_to_num(lam, nan=1.0), 0.0, 1.0), (B,))
-    mix = valid & valid[perm]
+    mix = valid & other(valid)
     if prob < 1.0:
         mix = mix & jax.random.bernoulli(k_on, prob, (B,))
     lam = jnp.where(mix, lam, 1.0)
@@ -98,8 +102,8 @@ def mixup(key, batch: dict, alpha: float, per_example: bool = True, prob: float 
     inside = jnp.arange(T)[None, :] < length[:, None]
     own = jnp.where(inside, wave, 0.0)
     lam_w = lam[:, None].astype(wave.dtype)
-    mixed = lam_w * own + (1 - lam_w) * own[perm]
-    new_length = jnp.where(mix, jnp.maximum(length, length[perm]), length)
+    mixed = lam_w * own + (1 - lam_w) * other(own)
+    new_length = jnp.where(mix, jnp.maximum(length, other(length)), length)
     new_inside = jnp.arange(T)[None, :] < new_length[:, None]
     out = dict(batch)
     out["waveform"] = jnp.where(mix[:, None] & new_inside, mixed, wave)
@@ -107,10 +111,10 @@ def mixup(key, batch: dict, alpha: float, per_example: bool = True, prob: float 
     if "tags" in batch:
         tags = batch["tags"]
         if labels == "max":
-            mixed_tags = jnp.maximum(tags, tags[perm])
+            mixed_tags = jnp.maximum(tags, other(tags))
         else:
             lam_t = lam[:, None].astype(tags.dtype)
-            mixed_tags = lam_t * tags + (1 - lam_t) * tags[perm]
+            mixed_tags = lam_t * tags + (1 - lam_t) * other(tags)
         out["tags"] = jnp.where(mix[:, None], mixed_tags, tags)
     return out
 

@@ -21,7 +21,7 @@ from .texts import LANGUAGES, SENTENCES, TOPICS
 
 SPLITS = ("train", "heldout")
 HELDOUT_FRACTION = 0.25
-DOMAIN_SHARE = {"speech": 0.315, "music": 0.31, "sound": 0.25, "mixture": 0.125}
+DOMAIN_SHARE = {"speech": 0.4, "music": 0.27, "sound": 0.2, "mixture": 0.13}
 LANGUAGE_CLASSES = tuple(LANGUAGES)
 INSTRUMENT_CLASSES = tuple(music.FAMILIES)
 
@@ -155,7 +155,7 @@ def make_plan(num_clips: int, seed: int) -> list[dict]:
     # speech
     langs = _cycle(rng, LANGUAGE_CLASSES, counts["speech"])
     for i, (lang, split) in enumerate(zip(langs, _assign_splits(rng, langs))):
-        s = new("speech", i, split, rng.uniform(2.5, 4.0))
+        s = new("speech", i, split, rng.uniform(2.0, 3.0))
         speech(s, lang)
         s["labels"] = {"domain": "speech", "language": lang, "recording": f"tts/{s['id']}"}
         s["components"] = [f"tts/{s['id']}"]
@@ -163,7 +163,7 @@ def make_plan(num_clips: int, seed: int) -> list[dict]:
     # music
     fams = _cycle(rng, INSTRUMENT_CLASSES, counts["music"])
     for i, (fam, split) in enumerate(zip(fams, _assign_splits(rng, fams))):
-        s = new("music", i, split, rng.uniform(2.0, 4.0))
+        s = new("music", i, split, rng.uniform(2.0, 3.0))
         s["music"] = music.plan_music(nrng, fam, s["num_samples"] / 16000)
         s["labels"] = {"domain": "music", "instrument": fam, "recording": f"midi/{s['id']}"}
         s["components"] = [f"midi/{s['id']}"]
@@ -171,31 +171,32 @@ def make_plan(num_clips: int, seed: int) -> list[dict]:
     # sound events
     evs = _cycle(rng, EVENT_CLASSES, counts["sound"])
     for i, (cls, split) in enumerate(zip(evs, _assign_splits(rng, evs))):
-        s = new("sound", i, split, rng.uniform(2.0, 4.0))
+        s = new("sound", i, split, rng.uniform(2.0, 3.0))
         src = event(s, cls)
         s["labels"] = {"domain": "sound", "event": cls, "recording": src}
         s["components"] = [src]
         specs.append(s)
-    # mixtures: alternate speech / music foregrounds over a sustained event background
+    # mixtures: alternate speech / music foregrounds over a sustained event background, both
+    # layers comparably loud (0-6 dB), so the clip is audibly two layers throughout
     n_mix = counts["mixture"]
     fgs = ["speech" if i % 2 == 0 else "music" for i in range(n_mix)]
     mix_langs = _cycle(rng, LANGUAGE_CLASSES, fgs.count("speech"))
     mix_fams = _cycle(rng, INSTRUMENT_CLASSES, fgs.count("music"))
     mix_evs = _cycle(rng, BACKGROUND_CLASSES, n_mix)
     for i, (fg, split) in enumerate(zip(fgs, _assign_splits(rng, fgs))):
-        s = new("mixture", i, split, rng.uniform(2.5, 4.0))
+        s = new("mixture", i, split, rng.uniform(2.0, 3.0))
         if fg == "speech":
             lang = mix_langs.pop()
             speech(s, lang)
             s["labels"] = {"domain": "mixture", "language": lang}
             fg_rec = f"tts/{s['id']}"
-            s["mix"] = {"fg": "speech", "snr_db": round(rng.uniform(0, 10), 1)}
+            s["mix"] = {"fg": "speech", "snr_db": round(rng.uniform(0, 6), 1)}
         else:
             fam = mix_fams.pop()
             s["music"] = music.plan_music(nrng, fam, s["num_samples"] / 16000)
             s["labels"] = {"domain": "mixture", "instrument": fam}
             fg_rec = f"midi/{s['id']}"
-            s["mix"] = {"fg": "music", "snr_db": round(rng.uniform(-3, 8), 1)}
+            s["mix"] = {"fg": "music", "snr_db": round(rng.uniform(0, 6), 1)}
         src = event(s, mix_evs[i])
         s["labels"].update(event=mix_evs[i], recording=fg_rec)
         s["components"] = [fg_rec, src]
