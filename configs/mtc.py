@@ -42,7 +42,8 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
     c.objective = dict(name="mtc")
     c.mesh = dict(data=-1, fsdp=1, tensor=1)
 
-    c.train = dict(steps=800, log_every=25, checkpoint_every=200, keep_checkpoints=2)
+    c.train = dict(steps=800, log_every=25, checkpoint_every=200, keep_checkpoints=2,
+                   skip_nonfinite=False)  # True: skip (and count) updates with a NaN/Inf loss
     c.optimizer = dict(lr=1e-3, warmup_steps=50, weight_decay=0.05, b2=0.98, clip_norm=1.0)
 
     c.probe = dict(tasks=("domain", "language", "instrument", "event"), batch_size=32,
@@ -51,6 +52,7 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
     if arg == "demo":
         pass
     elif arg == "smoke":
+        c.model.size = "mu"
         c.train.steps = 12
         c.train.log_every = 4
         c.train.checkpoint_every = 6

@@ -27,7 +27,7 @@ from strongaudio_jax.config import ConfigError
 from strongaudio_jax.data import pipeline
 from strongaudio_jax.models.vit import masked_mean
 from strongaudio_jax.parallel import mesh as mesh_lib
-from strongaudio_jax.train import checkpoint, log as log_lib
+from strongaudio_jax.train import checkpoint, log as log_lib, preemption
 
 
 @flax.struct.dataclass
@@ -140,6 +140,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
         logger.info(f"resumed from step {int(state.step)} in {mngr.directory}")
 
     # ---------------------------------------------------------------- Train step
+    skip_nonfinite = cfg.train.skip_nonfinite
     def train_step(state: TrainState, batch: dict):
         # Augmentation randomness is a function of (seed, step): a resumed run replays it.
         k_wave, k_spec = jax.random.split(jax.random.fold_in(jax.random.key(cfg.seed), state.step))
@@ -155,8 +156,13 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
         (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = {**metrics, "loss": loss, "grad_norm": optax.tree.norm(grads),
-                   "lr": schedule(state.step)}
+        grad_norm = optax.tree.norm(grads)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        if skip_nonfinite:  # keep the old parameters and optimizer state for this batch
+            keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+            params, opt_state = keep(params, state.params), keep(opt_state, state.opt_state)
+        metrics = {**metrics, "loss": loss, "grad_norm": grad_norm, "lr": schedule(state.step),
+                   "nonfinite": 1 - finite.astype(jnp.int32)}
         return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
     batch_shardings = {k: mesh_lib.batch_sharding(mesh, nd)
@@ -168,32 +174,58 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
     start = int(state.step)
     total = cfg.train.steps
     pending, history = [], []
+    skipped = 0
     t_log, data_wait = time.perf_counter(), 0.0
     last_saved = mngr.latest_step()
-    for step in range(start + 1, total + 1):
-        t0 = time.perf_counter()
-        batch = mesh_lib.global_batch(next(data_iter), mesh)
-        data_wait += time.perf_counter() - t0
-        state, metrics = train_step(state, batch)
-        pending.append((step, metrics))
 
-        if step % cfg.train.log_every == 0 or step == total:
-            for s, m in jax.device_get(pending):
-                if not np.isfinite(m["loss"]):
-                    raise NonFiniteLossError(
-                        f"loss is {m['loss']} at step {s}; last good checkpoint: "
-                        f"{'step ' + str(last_saved) if last_saved is not None else 'none'} in "
-                        f"{mngr.directory}. Lower optimizer.lr or check the data.")
-                history.append({"step": s, **{k: float(v) for k, v in m.items()}})
-            elapsed = time.perf_counter() - t_log
-            logger.metrics(step, total, history[-1], samples_per_s=len(pending) *
-                           cfg.data.batch_size / elapsed, data_wait=data_wait / elapsed)
-            pending, t_log, data_wait = [], time.perf_counter(), 0.0
+    def drain():
+        """Fetches pending metrics; stops on a non-finite loss before anything is saved."""
+        nonlocal pending, skipped
+        for s, m in jax.device_get(pending):
+            if m["nonfinite"] and not skip_nonfinite:
+                raise NonFiniteLossError(
+                    f"loss is {m['loss']} (gradient norm {m['grad_norm']}) at step {s}; last good "
+                    f"checkpoint: {'step ' + str(last_saved) if last_saved else 'none'} in "
+                    f"{mngr.directory}. Lower optimizer.lr, check the data, or set "
+                    f"train.skip_nonfinite=True to skip such updates (they are counted).")
+            skipped += int(m["nonfinite"])
+            history.append({"step": s, **{k: float(v) for k, v in m.items()}})
+        n, pending = len(pending), []
+        return n
 
-        if step % cfg.train.checkpoint_every == 0 or step == total:
-            checkpoint.save(mngr, step, state, data_iter)
-            last_saved = step
+    stop = preemption.StopWatcher()
+    try:
+        for step in range(start + 1, total + 1):
+            t0 = time.perf_counter()
+            batch = mesh_lib.global_batch(next(data_iter), mesh)
+            data_wait += time.perf_counter() - t0
+            state, metrics = train_step(state, batch)
+            pending.append((step, metrics))
+            stopping = stop.should_stop(step)
+
+            if step % cfg.train.log_every == 0 or step == total or stopping:
+                n = drain()
+                elapsed = time.perf_counter() - t_log
+                logger.metrics(step, total, history[-1], samples_per_s=n * cfg.data.batch_size /
+                               elapsed, data_wait=data_wait / elapsed, skipped_updates=skipped)
+                t_log, data_wait = time.perf_counter(), 0.0
+
+            if step % cfg.train.checkpoint_every == 0 or step == total or stopping:
+                drain()
+                checkpoint.save(mngr, step, state, data_iter)
+                last_saved = step
+            if stopping:
+                mngr.wait_until_finished()
+                logger.info(f"{stop.reason} received: saved step {step} in {mngr.directory}; "
+                            "run the same command again to resume")
+                logger.close()
+                return {"history": history, "probe": [], "vocab": vocab, "state": state,
+                        "stopped_at": step}
+    finally:
+        stop.close()
     mngr.wait_until_finished()
+    if skipped:
+        logger.info(f"{skipped} update(s) skipped because the loss or gradient was not finite")
     logger.info(f"checkpoint: {mngr.directory} (step {mngr.latest_step()})")
 
     # ---------------------------------------------------------------- Probe
