@@ -20,9 +20,11 @@ def _user_errors():
 
 def cmd_train(args) -> int:
     from strongaudio_jax import config as config_lib
+    from strongaudio_jax.parallel import distributed
     from strongaudio_jax.train import trainer
 
     cfg = config_lib.load(args.config, args.overrides)
+    distributed.initialize_from_env()
     trainer.train(cfg, args.workdir)
     return 0
 

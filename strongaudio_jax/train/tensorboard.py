@@ -226,16 +226,21 @@ def text_metadata() -> SummaryMetadata:
 
 def make_tensor(value) -> TensorProto:
     """A TensorProto from an array: numbers as little-endian `tensor_content`, strings as
-    `string_val` (str is UTF-8 encoded)."""
+    `string_val` (str is UTF-8 encoded). bfloat16 is written as float32, since TensorBoard
+    cannot decode DT_BFLOAT16."""
     a = _as_array(value)
+    if a.dtype.name == "bfloat16":
+        a = a.astype(np.float32)
     t = TensorProto()
     for d in a.shape:
         t.tensor_shape.dim.add(size=int(d))
     t.tensor_shape.SetInParent()
     if a.dtype.kind in "USO":
         t.dtype = DT_STRING
-        t.string_val.extend(v.encode("utf-8") if isinstance(v, str) else bytes(v)
-                            for v in a.reshape(-1).tolist())
+        items = a.reshape(-1).tolist()
+        if not all(isinstance(v, (str, bytes)) for v in items):
+            raise TypeError("an object array must hold only str or bytes")
+        t.string_val.extend(v.encode("utf-8") if isinstance(v, str) else v for v in items)
         return t
     if a.dtype.name not in _DT:
         raise TypeError(f"no TensorFlow dtype for numpy dtype {a.dtype}")

@@ -87,8 +87,9 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
     vocab = pipeline.tag_vocabulary(train_files, cfg.data.vocab_min_count)
     if not vocab:
         raise ValueError(f"the training files hold no tag seen >= {cfg.data.vocab_min_count} times")
-    with open(os.path.join(workdir, "vocab.json"), "w") as f:
-        json.dump({str(i): t for i, t in enumerate(vocab)}, f, indent=1)
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "vocab.json"), "w") as f:
+            json.dump({str(i): t for i, t in enumerate(vocab)}, f, indent=1)
     mel_cfg = frontend_config(cfg.frontend)
     try:
         aug_cfg = augment.AugmentConfig(**cfg.augment)

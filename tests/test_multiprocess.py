@@ -1,0 +1,71 @@
+"""Two processes on loopback (jax.distributed + gloo): train, checkpoint, get killed, resume
+with two processes, and restore the checkpoint in one process with another device count."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _launch(corpus, workdir, port, steps):
+    procs = []
+    for pid in range(2):
+        env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO),
+                   XLA_FLAGS="--xla_force_host_platform_device_count=2",
+                   JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2",
+                   JAX_PROCESS_ID=str(pid))
+        cmd = [sys.executable, "-m", "strongaudio_jax.cli", "train",
+               "--config", f"{REPO}/configs/mtc.py:smoke", "--workdir", str(workdir),
+               f"data.train_files={corpus}/train-*.tfrecord",
+               f"data.eval_files={corpus}/heldout-*.tfrecord", "data.batch_size=8",
+               "data.clip_seconds=1.0", "data.vocab_min_count=1", f"train.steps={steps}",
+               "train.log_every=1", "train.checkpoint_every=4", "probe.tasks=()"]
+        procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True))
+    return procs
+
+
+def test_two_processes_train_die_resume_and_restore_on_one(tiny_corpus, tmp_path):
+    workdir = tmp_path / "run"
+    procs = _launch(tiny_corpus, workdir, _free_port(), steps=40)
+    seen = []
+    for line in procs[0].stdout:  # process 0 logs; kill both once a checkpoint exists
+        seen.append(line)
+        if line.startswith("step      6/"):
+            break
+    else:
+        pytest.fail("".join(seen) + procs[1].stdout.read())
+    assert "processes: 2" in "".join(seen) and "'data': 4" in "".join(seen)
+    for p in procs:
+        p.send_signal(signal.SIGKILL)
+        p.wait(timeout=60)
+
+    procs = _launch(tiny_corpus, workdir, _free_port(), steps=12)
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert "resumed from step 4" in outs[0], outs[0]
+    assert "step     12/12" in outs[0]
+    data_state = sorted(f for f in os.listdir(workdir / "checkpoints" / "12" / "data")
+                        if f.startswith("process_"))
+    assert data_state == ["process_0-of-2.json", "process_1-of-2.json"]
+
+    # One process, three devices: the parameters restore (as plain arrays) and are finite.
+    code = ("import orbax.checkpoint as ocp, numpy as np, jax, sys;"
+            f"s = ocp.StandardCheckpointer().restore({str(workdir / 'checkpoints' / '12' / 'state')!r});"
+            "leaves = jax.tree.leaves(s['params']);"
+            "assert jax.device_count() == 3 and leaves and all(np.isfinite(np.asarray(x)).all() for x in leaves);"
+            "print('restored', sum(np.asarray(x).size for x in leaves))")
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=3")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.startswith("restored"), out.stderr[-3000:]
