@@ -41,3 +41,18 @@ def restore(mngr: ocp.CheckpointManager, step: int, abstract_state, data_iter=No
 def abstract_like(tree, shardings):
     return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                         tree, shardings)
+
+
+def load_for_eval(workdir: str, step: int | None = None, device: jax.Device | None = None) -> dict:
+    """The saved train state of `workdir` (latest step by default) on one device, whatever
+    mesh or process count wrote it: for evaluation and export on a laptop."""
+    mngr = manager(workdir, keep=1 << 30)
+    step = mngr.latest_step() if step is None else step
+    if step is None:
+        raise FileNotFoundError(f"no complete checkpoint in {mngr.directory}")
+    path = os.path.join(str(mngr.directory), str(step), "state")
+    ckptr = ocp.StandardCheckpointer()
+    meta = ckptr.metadata(path).item_metadata.tree
+    target = jax.sharding.SingleDeviceSharding(device or jax.devices()[0])
+    abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=target), meta)
+    return ckptr.restore(path, abstract)
