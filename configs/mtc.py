@@ -44,7 +44,8 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
 
     c.train = dict(steps=800, log_every=25, checkpoint_every=200, keep_checkpoints=2,
                    skip_nonfinite=False)  # True: skip (and count) updates with a NaN/Inf loss
-    c.optimizer = dict(lr=1e-3, warmup_steps=50, weight_decay=0.05, b2=0.98, clip_norm=1.0)
+    c.optimizer = dict(name="adamw", lr=1e-3, schedule="cosine", warmup_steps=50, end_lr_frac=0.02,
+                       weight_decay=0.05, b1=0.9, b2=0.98, clip_norm=1.0)
 
     c.probe = dict(tasks=("domain", "language", "instrument", "event"), batch_size=32,
                    clip_seconds=3.0, l2=1e-3, steps=500)

@@ -82,4 +82,4 @@ def tiny_config(tiny_corpus):
         f"data.train_files={tiny_corpus}/train-*.tfrecord",
         f"data.eval_files={tiny_corpus}/heldout-*.tfrecord",
         "data.batch_size=8", "data.clip_seconds=1.0", "data.vocab_min_count=1",
-        "probe.tasks=('domain',)", *overrides])
+        "probe.tasks=('domain',)", "augment.time_masks=0", "augment.freq_masks=0", *overrides])

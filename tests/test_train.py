@@ -20,7 +20,8 @@ def run30(tmp_path_factory, tiny_corpus):
         f"data.train_files={tiny_corpus}/train-*.tfrecord",
         f"data.eval_files={tiny_corpus}/heldout-*.tfrecord",
         "data.batch_size=8", "data.clip_seconds=1.0", "data.vocab_min_count=1",
-        "probe.tasks=('domain',)", "train.steps=30", "train.log_every=5",
+        "probe.tasks=('domain',)", "augment.time_masks=0", "augment.freq_masks=0",
+        "train.steps=30", "train.log_every=5",
         "train.checkpoint_every=15"])
     workdir = str(tmp_path_factory.mktemp("run30"))
     return cfg, workdir, trainer.train(cfg, workdir)
@@ -77,3 +78,14 @@ def test_sharded_over_data_fsdp_tensor(tiny_config, tmp_path):
     assert mlp_in.sharding.spec == P("fsdp", "tensor")
     assert len(mlp_in.addressable_shards) == 8
     assert mlp_in.addressable_shards[0].data.shape == (mlp_in.shape[0] // 2, mlp_in.shape[1] // 2)
+
+
+def test_tensorboard_has_training_and_probe_scalars(run30):
+    from strongaudio_jax.train import tensorboard
+
+    _, workdir, out = run30
+    (path,) = tensorboard.event_files(os.path.join(workdir, "tensorboard"))
+    events = list(tensorboard.read_events(path))
+    tags = {(e.step, v.tag): v.simple_value for e in events for v in e.summary.value}
+    assert tags[(30, "train/loss")] == pytest.approx(out["history"][-1]["loss"], rel=1e-6)
+    assert (30, "probe/domain_accuracy") in tags

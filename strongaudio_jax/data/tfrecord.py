@@ -124,6 +124,10 @@ class TFRecordWriter:
         for part in (length, _CRC.pack(masked_crc(length)), record, _CRC.pack(masked_crc(record))):
             self._file.write(self._zlib.compress(part) if self._zlib else part)
 
+    def flush(self) -> None:
+        """Pushes written records to the OS (plain files; a GZIP stream flushes on close)."""
+        self._file.flush()
+
     def close(self) -> None:
         if self._file.closed:
             return

@@ -89,7 +89,7 @@ def linear_probes(train_x, train_labels, eval_x, eval_labels, tasks, l2=1e-3, st
     return results
 
 
-def run(cfg, embed_fn, featurizer, train_files, logger) -> list[ProbeResult]:
+def run(cfg, embed_fn, featurizer, train_files, logger, step: int = 0) -> list[ProbeResult]:
     """Probes every configured task; prints a table and logs the numbers."""
     if not cfg.probe.tasks:
         return []
@@ -108,7 +108,8 @@ def run(cfg, embed_fn, featurizer, train_files, logger) -> list[ProbeResult]:
     for r in results:
         logger.info(f"  {r.task:<12} {r.accuracy:8.3f} {r.chance:7.3f} {r.num_classes:7d} "
                     f"{r.num_eval:6d}")
-        logger.write({"probe": r.task, **dataclasses.asdict(r)})
+        logger.write({"probe": r.task, **dataclasses.asdict(r)}, step=step,
+                     scalars={f"probe/{r.task}_accuracy": r.accuracy})
     missing = set(cfg.probe.tasks) - {r.task for r in results}
     if missing:
         logger.info(f"  no labelled clips for task(s) {sorted(missing)} in one of the splits")

@@ -93,10 +93,13 @@ def compute_stats(batches: Iterable[dict], mel_cfg: MelConfig | str, per_bin: bo
 
 
 def stats_from_files(files, featurizer, mel_cfg: MelConfig | str, batch_size: int, per_bin: bool) -> dict:
-    """compute_stats over every record of `files` once (data.pipeline.eval_batches: no crop at random,
-    padding rows marked invalid). The body of the `strongaudio stats` command."""
+    """compute_stats over every record of `files` once, through data.pipeline.eval_batches (each clip's
+    first featurizer.clip_samples samples, padding rows marked invalid). The training featurizer is
+    fine: its random crop is turned off. The body of the `strongaudio stats` command."""
     from strongaudio_jax.data import pipeline  # the data stack is only needed here
 
+    if getattr(featurizer, "random_crop", False):
+        featurizer = dataclasses.replace(featurizer, random_crop=False)
     cfg = get_preset(mel_cfg) if isinstance(mel_cfg, str) else mel_cfg
     if featurizer.sample_rate != cfg.sample_rate:
         raise ValueError(f"the data is read at {featurizer.sample_rate} Hz but the frontend expects "

@@ -398,7 +398,7 @@ class SummaryWriter:
             for r in records:
                 self._writer.write(r)
             # TFRecordWriter has no public flush; its file object is the only buffer.
-            self._writer._file.flush()
+            self._writer.flush()
 
     def write_values(self, step: int, values) -> None:
         """Writes `Summary.Value`s (ours) as one event at `step`."""
@@ -500,7 +500,7 @@ class SummaryWriter:
         """Every write call already flushes; kept for the MetricWriter contract."""
         with self._lock:
             if self._writer is not None and not self._closed:
-                self._writer._file.flush()
+                self._writer.flush()
 
     def close(self) -> None:
         """Idempotent; writing after close raises ValueError."""

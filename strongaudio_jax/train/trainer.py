@@ -27,7 +27,7 @@ from strongaudio_jax.config import ConfigError
 from strongaudio_jax.data import pipeline
 from strongaudio_jax.models.vit import masked_mean
 from strongaudio_jax.parallel import mesh as mesh_lib
-from strongaudio_jax.train import checkpoint, log as log_lib, preemption
+from strongaudio_jax.train import checkpoint, log as log_lib, optimizer, preemption
 
 
 @flax.struct.dataclass
@@ -52,17 +52,6 @@ def resolve(kind: str, name: str):
         known = sorted(f[:-3] for f in os.listdir(os.path.dirname(pkg.__file__))
                        if f.endswith(".py") and not f.startswith("_"))
         raise ConfigError(f"unknown {kind[:-1]} {name!r} in the config; available: {known}") from None
-
-
-def make_optimizer(cfg, total_steps: int) -> optax.GradientTransformation:
-    schedule = optax.warmup_cosine_decay_schedule(
-        0.0, cfg.lr, warmup_steps=min(cfg.warmup_steps, total_steps // 2),
-        decay_steps=max(total_steps, 1), end_value=cfg.lr * 0.02)
-    # No weight decay on biases, norms and positional embeddings (all of ndim < 2).
-    decay_mask = lambda params: jax.tree.map(lambda p: p.ndim >= 2 and p.shape[0] > 1, params)
-    return optax.chain(optax.clip_by_global_norm(cfg.clip_norm),
-                       optax.adamw(schedule, b2=cfg.b2, weight_decay=cfg.weight_decay,
-                                   mask=decay_mask)), schedule
 
 
 def frontend_config(cfg) -> frontend.MelConfig:
@@ -111,7 +100,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
         {k: v for k, v in cfg.model.items() if k != "name"})
     objective = resolve("objectives", cfg.objective.name)
     head = objective.build(cfg.objective, num_classes=len(vocab))
-    tx, schedule = make_optimizer(cfg.optimizer, cfg.train.steps)
+    tx, schedule = optimizer.make(cfg.optimizer, cfg.train.steps)
 
     def features(batch):
         return frontend.log_mel(batch["waveform"], mel_cfg, batch["length"])
@@ -238,6 +227,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
         return masked_mean(enc.tokens, enc.mask)
 
     results = probe.run(cfg, embed_fn=lambda b: embed(state.params["encoder"], b),
-                        featurizer=featurizer, train_files=train_files, logger=logger)
+                        featurizer=featurizer, train_files=train_files, logger=logger,
+                        step=int(state.step))
     logger.close()
     return {"history": history, "probe": results, "vocab": vocab, "state": state}
