@@ -38,12 +38,18 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
                      freq_mask_width=8)
     # Dasheng-style full-band time patches (64 mels x 4 frames = 40 ms per token).
     c.model = dict(name="vit", size="xs", patch_time=4, patch_freq=64, max_frames=512,
-                   num_mels=64)
+                   num_mels=64, dtype="float32")  # dtype: compute; parameters stay float32
     c.objective = dict(name="mtc")
     c.mesh = dict(data=-1, fsdp=1, tensor=1)
 
-    c.train = dict(steps=800, log_every=25, checkpoint_every=200, keep_checkpoints=2,
-                   skip_nonfinite=False)  # True: skip (and count) updates with a NaN/Inf loss
+    c.train = dict(
+        steps=800, log_every=25, checkpoint_every=200, keep_checkpoints=2,
+        skip_nonfinite=False,  # True: skip (and count) updates with a NaN/Inf loss
+        ema_decay=0.0,  # > 0 keeps an EMA of the parameters; probes then use it
+        eval_every=0,  # probe every N steps as well as at the end (0: only at the end)
+        best_metric="",  # e.g. "probe/domain_accuracy": keep the best state in <workdir>/best
+        profile_steps=(0, 0),  # (a, b): jax.profiler trace of steps a+1..b in <workdir>/profile
+    )
     c.optimizer = dict(name="adamw", lr=1e-3, schedule="cosine", warmup_steps=50, end_lr_frac=0.02,
                        weight_decay=0.05, b1=0.9, b2=0.98, clip_norm=1.0)
 

@@ -89,3 +89,18 @@ def test_tensorboard_has_training_and_probe_scalars(run30):
     tags = {(e.step, v.tag): v.simple_value for e in events for v in e.summary.value}
     assert tags[(30, "train/loss")] == pytest.approx(out["history"][-1]["loss"], rel=1e-6)
     assert (30, "probe/domain_accuracy") in tags
+
+
+def test_ema_eval_during_training_best_checkpoint_and_profile(tiny_config, tmp_path):
+    cfg = tiny_config("train.steps=8", "train.log_every=2", "train.ema_decay=0.9",
+                      "train.eval_every=4", "train.best_metric='probe/domain_accuracy'",
+                      "train.profile_steps=(5, 7)", "model.dtype='bfloat16'")
+    out = trainer.train(cfg, str(tmp_path))
+    state = out["state"]
+    for e, p in zip(jax.tree.leaves(state.ema_params), jax.tree.leaves(state.params)):
+        assert e.dtype == p.dtype == np.float32 and not np.array_equal(np.asarray(e), np.asarray(p))
+    records = [__import__("json").loads(l) for l in open(tmp_path / "metrics.jsonl")]
+    assert [r["step"] for r in records if r.get("probe") == "domain"] == [4, 8]
+    best = checkpoint.best_manager(str(tmp_path), "probe/domain_accuracy")
+    assert best.best_step() in (4, 8) and len(best.all_steps()) == 1
+    assert any(f.endswith(".xplane.pb") for _, _, fs in os.walk(tmp_path / "profile") for f in fs)

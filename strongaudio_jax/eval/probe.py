@@ -108,7 +108,7 @@ def run(cfg, embed_fn, featurizer, train_files, logger, step: int = 0) -> list[P
     for r in results:
         logger.info(f"  {r.task:<12} {r.accuracy:8.3f} {r.chance:7.3f} {r.num_classes:7d} "
                     f"{r.num_eval:6d}")
-        logger.write({"probe": r.task, **dataclasses.asdict(r)}, step=step,
+        logger.write({"step": step, "probe": r.task, **dataclasses.asdict(r)}, step=step,
                      scalars={f"probe/{r.task}_accuracy": r.accuracy})
     missing = set(cfg.probe.tasks) - {r.task for r in results}
     if missing:

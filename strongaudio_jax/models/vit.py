@@ -116,4 +116,8 @@ def build(cfg) -> ViT:
         raise ConfigError(f"model.{sorted(unknown)[0]} is not a ViT option; known: {sorted(fields)}")
     if cfg.get("size", "mu") not in SIZES:
         raise ConfigError(f"model.size={cfg['size']!r} is not one of {sorted(SIZES)}")
-    return ViT(**cfg)
+    try:
+        dtype = jnp.dtype(cfg.get("dtype", "float32"))
+    except TypeError as e:
+        raise ConfigError(f"model.dtype={cfg['dtype']!r}: {e}") from None
+    return ViT(**{**cfg, "dtype": dtype})

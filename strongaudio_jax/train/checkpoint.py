@@ -17,6 +17,20 @@ def manager(workdir: str, keep: int) -> ocp.CheckpointManager:
     )
 
 
+def best_manager(workdir: str, metric: str) -> ocp.CheckpointManager:
+    """A second manager keeping only the train state with the highest `metric` so far (the
+    main one keeps the last N, for resuming)."""
+    return ocp.CheckpointManager(
+        os.path.join(os.path.abspath(workdir), "best"),
+        options=ocp.CheckpointManagerOptions(max_to_keep=1, best_fn=lambda m: m[metric],
+                                             best_mode="max", create=True),
+        item_names=("state",))
+
+
+def save_best(mngr: ocp.CheckpointManager, step: int, state, metrics: dict) -> None:
+    mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state)), metrics=metrics)
+
+
 def save(mngr: ocp.CheckpointManager, step: int, state, data_iter) -> None:
     mngr.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state),

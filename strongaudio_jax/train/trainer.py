@@ -35,6 +35,7 @@ class TrainState:
     step: jax.Array
     params: dict
     opt_state: optax.OptState
+    ema_params: dict | None = None  # exponential moving average (train.ema_decay > 0)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -101,6 +102,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
     objective = resolve("objectives", cfg.objective.name)
     head = objective.build(cfg.objective, num_classes=len(vocab))
     tx, schedule = optimizer.make(cfg.optimizer, cfg.train.steps)
+    ema_decay = cfg.train.ema_decay
 
     def features(batch):
         return frontend.log_mel(batch["waveform"], mel_cfg, batch["length"])
@@ -112,7 +114,8 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
         enc_vars = encoder.init(rng, feats, frame_mask)
         enc = encoder.apply(nn.meta.unbox(enc_vars), feats, frame_mask)
         params = {"encoder": enc_vars["params"], "head": head.init(rng, enc)["params"]}
-        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                          ema_params=params if ema_decay else None)
 
     # ---------------------------------------------------------------- Sharded state
     rng = jax.random.key(cfg.seed)
@@ -151,14 +154,39 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
         if skip_nonfinite:  # keep the old parameters and optimizer state for this batch
             keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
             params, opt_state = keep(params, state.params), keep(opt_state, state.opt_state)
+        ema = state.ema_params
+        if ema_decay:
+            ema = jax.tree.map(lambda e, p: ema_decay * e + (1 - ema_decay) * p, ema, params)
         metrics = {**metrics, "loss": loss, "grad_norm": grad_norm, "lr": schedule(state.step),
                    "nonfinite": 1 - finite.astype(jnp.int32)}
-        return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+        return TrainState(step=state.step + 1, params=params, opt_state=opt_state,
+                          ema_params=ema), metrics
 
     batch_shardings = {k: mesh_lib.batch_sharding(mesh, nd)
                        for k, nd in (("waveform", 2), ("length", 1), ("tags", 2), ("valid", 1))}
     train_step = jax.jit(train_step, in_shardings=(state_shardings, batch_shardings),
                          out_shardings=(state_shardings, None), donate_argnums=0)
+
+    # ---------------------------------------------------------------- Evaluation
+    from strongaudio_jax.eval import probe
+
+    @jax.jit
+    def embed(params, batch):
+        enc = encoder.apply({"params": params}, *features(batch))
+        return masked_mean(enc.tokens, enc.mask)
+
+    def evaluate(state: TrainState) -> list:
+        """Linear probes on the frozen encoder (its EMA when kept); keeps the best checkpoint."""
+        params = (state.ema_params or state.params)["encoder"]
+        results = probe.run(cfg, embed_fn=lambda b: embed(params, b), featurizer=featurizer,
+                            train_files=train_files, logger=logger, step=int(state.step))
+        scores = {f"probe/{r.task}_accuracy": r.accuracy for r in results}
+        if best_mngr and best_metric in scores:
+            checkpoint.save_best(best_mngr, int(state.step), state, scores)
+        return results
+
+    best_metric = cfg.train.best_metric
+    best_mngr = checkpoint.best_manager(workdir, best_metric) if best_metric else None
 
     # ---------------------------------------------------------------- Loop
     start = int(state.step)
@@ -183,6 +211,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
         n, pending = len(pending), []
         return n
 
+    profile = tuple(cfg.train.profile_steps)  # (first, last): trace steps first+1 .. last
     stop = preemption.StopWatcher()
     try:
         for step in range(start + 1, total + 1):
@@ -204,6 +233,13 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
                 drain()
                 checkpoint.save(mngr, step, state, data_iter)
                 last_saved = step
+            if cfg.train.eval_every and step % cfg.train.eval_every == 0 and step != total:
+                evaluate(state)
+            if step == profile[0]:
+                jax.profiler.start_trace(os.path.join(workdir, "profile"))
+            if step == profile[1]:
+                jax.profiler.stop_trace()
+                logger.info(f"profile of steps {profile[0] + 1}-{profile[1]} in {workdir}/profile")
             if stopping:
                 mngr.wait_until_finished()
                 logger.info(f"{stop.reason} received: saved step {step} in {mngr.directory}; "
@@ -218,16 +254,10 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
         logger.info(f"{skipped} update(s) skipped because the loss or gradient was not finite")
     logger.info(f"checkpoint: {mngr.directory} (step {mngr.latest_step()})")
 
-    # ---------------------------------------------------------------- Probe
-    from strongaudio_jax.eval import probe  # evaluation is a separate stage of the story
-
-    @jax.jit
-    def embed(params, batch):
-        enc = encoder.apply({"params": params}, *features(batch))
-        return masked_mean(enc.tokens, enc.mask)
-
-    results = probe.run(cfg, embed_fn=lambda b: embed(state.params["encoder"], b),
-                        featurizer=featurizer, train_files=train_files, logger=logger,
-                        step=int(state.step))
+    # ---------------------------------------------------------------- Final probe
+    results = evaluate(state)
+    if best_mngr:
+        best_mngr.wait_until_finished()
+        logger.info(f"best {best_metric}: step {best_mngr.best_step()} in {best_mngr.directory}")
     logger.close()
     return {"history": history, "probe": results, "vocab": vocab, "state": state}
