@@ -44,6 +44,7 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
 
     c.train = dict(
         steps=800, log_every=25, checkpoint_every=200, keep_checkpoints=2,
+        grad_accum=1,  # microbatches per step (saves memory; the optimizer sees the same batch)
         skip_nonfinite=False,  # True: skip (and count) updates with a NaN/Inf loss
         ema_decay=0.0,  # > 0 keeps an EMA of the parameters; probes then use it
         eval_every=0,  # probe every N steps as well as at the end (0: only at the end)

@@ -104,3 +104,13 @@ def test_ema_eval_during_training_best_checkpoint_and_profile(tiny_config, tmp_p
     best = checkpoint.best_manager(str(tmp_path), "probe/domain_accuracy")
     assert best.best_step() in (4, 8) and len(best.all_steps()) == 1
     assert any(f.endswith(".xplane.pb") for _, _, fs in os.walk(tmp_path / "profile") for f in fs)
+
+
+def test_gradient_accumulation_matches_one_big_batch(tiny_config, tmp_path):
+    runs = [trainer.train(tiny_config("train.steps=3", "train.log_every=1", "probe.tasks=()",
+                                      f"train.grad_accum={k}"), str(tmp_path / str(k)))
+            for k in (1, 4)]
+    np.testing.assert_allclose([h["loss"] for h in runs[0]["history"]],
+                               [h["loss"] for h in runs[1]["history"]], rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(runs[0]["state"].params), jax.tree.leaves(runs[1]["state"].params)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)

@@ -134,6 +134,10 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
 
     # ---------------------------------------------------------------- Train step
     skip_nonfinite = cfg.train.skip_nonfinite
+    grad_accum = cfg.train.grad_accum
+    if cfg.data.batch_size % grad_accum:
+        raise ConfigError(f"data.batch_size={cfg.data.batch_size} is not divisible by "
+                          f"train.grad_accum={grad_accum}")
     def train_step(state: TrainState, batch: dict):
         # Augmentation randomness is a function of (seed, step): a resumed run replays it.
         k_wave, k_spec = jax.random.split(jax.random.fold_in(jax.random.key(cfg.seed), state.step))
@@ -141,12 +145,29 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
         feats, frame_mask = features(batch)
         feats = augment.augment_features(k_spec, feats, frame_mask, aug_cfg)
 
-        def loss_fn(params):
+        def loss_fn(params, feats, frame_mask, batch):
             enc = encoder.apply({"params": params["encoder"]}, feats, frame_mask, train=True)
             logits = head.apply({"params": params["head"]}, enc)
             return objective.loss_and_metrics(logits, batch)
 
-        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+        if grad_accum == 1:
+            (loss, metrics), grads = grad_fn(state.params, feats, frame_mask, batch)
+        else:
+            # Gradient accumulation: the mean of the gradients of grad_accum equal microbatches
+            # (rows j, j+k, j+2k, ...: every device holds part of each). This saves activation
+            # memory only; batch statistics and contrastive negatives stay per microbatch.
+            micro = jax.tree.map(lambda x: x.reshape(-1, grad_accum, *x.shape[1:]).swapaxes(0, 1),
+                                 (feats, frame_mask, batch))
+
+            def accumulate(total, mb):
+                out = grad_fn(state.params, *mb)
+                return jax.tree.map(jnp.add, total, out), None
+
+            zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(grad_fn, state.params,
+                                 *jax.tree.map(lambda x: x[0], micro)))
+            summed, _ = jax.lax.scan(accumulate, zeros, micro)
+            (loss, metrics), grads = jax.tree.map(lambda x: x / grad_accum, summed)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         grad_norm = optax.tree.norm(grads)
