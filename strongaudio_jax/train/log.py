@@ -38,8 +38,14 @@ class Logger:
         self._jsonl.flush()
         self._tb.scalars(step, {f"train/{k}": v for k, v in record.items() if k != "step"})
         eta_str = f"{eta:5.0f} s" if eta == eta else "    -"
-        print(f"step {step:>6}/{total} ({100 * step / total:5.1f}%)  loss {metrics['loss']:.4f}  "
-              f"lr {metrics['lr']:.2e}  {extra['samples_per_s']:7.1f} samples/s  "
+        speed = (f"MFU {100 * extra['mfu']:4.1f}%" if extra.get("mfu") is not None else
+                 f"{extra.get('tflops_per_device', 0.0):.3f} TFLOP/s/device")
+        bar = ""
+        if sys.stdout.isatty():  # a progress bar for people; plain lines for log files
+            done = int(20 * step / total)
+            bar = "[" + "#" * done + "." * (20 - done) + "] "
+        print(f"{bar}step {step:>6}/{total} ({100 * step / total:5.1f}%)  loss {metrics['loss']:.4f}  "
+              f"lr {metrics['lr']:.2e}  {extra['samples_per_s']:7.1f} samples/s  {speed}  "
               f"data wait {100 * extra['data_wait']:4.1f}%  ETA {eta_str}", flush=True)
 
     def write(self, record: dict, step: int | None = None, scalars: dict | None = None) -> None:

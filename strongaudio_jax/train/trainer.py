@@ -27,7 +27,7 @@ from strongaudio_jax.config import ConfigError
 from strongaudio_jax.data import pipeline
 from strongaudio_jax.models.vit import masked_mean
 from strongaudio_jax.parallel import mesh as mesh_lib
-from strongaudio_jax.train import checkpoint, log as log_lib, optimizer, preemption
+from strongaudio_jax.train import checkpoint, flops, log as log_lib, optimizer, preemption
 
 
 @flax.struct.dataclass
@@ -232,6 +232,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
         n, pending = len(pending), []
         return n
 
+    flops_per_step = None
     profile = tuple(cfg.train.profile_steps)  # (first, last): trace steps first+1 .. last
     stop = preemption.StopWatcher()
     try:
@@ -239,6 +240,8 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
             t0 = time.perf_counter()
             batch = mesh_lib.global_batch(next(data_iter), mesh)
             data_wait += time.perf_counter() - t0
+            if flops_per_step is None:  # first step: count the compiled program's FLOPs once
+                flops_per_step = flops.step_flops(train_step.lower(state, batch).compile()) or 0.0
             state, metrics = train_step(state, batch)
             pending.append((step, metrics))
             stopping = stop.should_stop(step)
@@ -246,8 +249,12 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
             if step % cfg.train.log_every == 0 or step == total or stopping:
                 n = drain()
                 elapsed = time.perf_counter() - t_log
+                tflops = flops_per_step * n / elapsed / 1e12  # per device
                 logger.metrics(step, total, history[-1], samples_per_s=n * cfg.data.batch_size /
-                               elapsed, data_wait=data_wait / elapsed, skipped_updates=skipped)
+                               elapsed, data_wait=data_wait / elapsed, skipped_updates=skipped,
+                               tflops_per_device=tflops,
+                               mfu=tflops / peak if (peak := flops.peak_tflops(jax.devices()[0]))
+                               else None)
                 t_log, data_wait = time.perf_counter(), 0.0
 
             if step % cfg.train.checkpoint_every == 0 or step == total or stopping:
