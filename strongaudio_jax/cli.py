@@ -13,9 +13,10 @@ def _user_errors():
     from strongaudio_jax.data.audio import AudioDecodeError
     from strongaudio_jax.data.schema import SchemaError
     from strongaudio_jax.data.tfrecord import CorruptRecordError
+    from strongaudio_jax.train.checkpoint import CheckpointMismatchError
     from strongaudio_jax.train.trainer import NonFiniteLossError
     return (ConfigError, AudioDecodeError, SchemaError, CorruptRecordError, NonFiniteLossError,
-            FileNotFoundError)
+            CheckpointMismatchError, FileNotFoundError)
 
 
 def cmd_train(args) -> int:

@@ -73,3 +73,14 @@ def test_wrong_sample_rate_is_refused(capsys, tmp_path):
     code, err = run(capsys, "train", "--config", CONFIG, "--workdir", str(tmp_path / "w"),
                     f"data.train_files={path}", "data.batch_size=16", "data.vocab_min_count=1")
     assert code == 2 and "sample rate 8000 Hz, but the config expects 16000 Hz" in err
+
+
+def test_checkpoint_from_another_model_names_path_and_shapes(capsys, tmp_path, tiny_corpus):
+    args = ["train", "--config", CONFIG, "--workdir", str(tmp_path),
+            f"data.train_files={tiny_corpus}/train-*.tfrecord", "data.batch_size=8",
+            "data.clip_seconds=1.0", "probe.tasks=()", "train.steps=2"]
+    assert cli.main(args) == 0
+    code, err = run(capsys, *args, "train.steps=4", "model.size='xs'")
+    assert code == 2
+    assert "does not match this config's model or optimizer" in err
+    assert "params/encoder/block0/attn/key/kernel: checkpoint (64, 2, 32), config (128, 4, 32)" in err

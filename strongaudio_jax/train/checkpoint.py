@@ -40,16 +40,39 @@ def save(mngr: ocp.CheckpointManager, step: int, state, data_iter) -> None:
 def restore(mngr: ocp.CheckpointManager, step: int, abstract_state, data_iter=None):
     """Restores onto the shardings carried by `abstract_state` (ShapeDtypeStructs with
     .sharding), so a checkpoint loads onto any mesh. Returns (state, data_iter)."""
+    check_matches(os.path.join(str(mngr.directory), str(step), "state"), abstract_state)
     args = {"state": ocp.args.StandardRestore(abstract_state)}
     if data_iter is not None:
         args["data"] = grain.checkpoint.CheckpointRestore(data_iter)
-    try:
-        restored = mngr.restore(step, args=ocp.args.Composite(**args))
-    except ValueError as e:
-        raise ValueError(f"checkpoint step {step} in {mngr.directory} does not match this config's "
-                         f"model or optimizer ({e}); use a new --workdir or the config that wrote it"
-                         ) from e
+    restored = mngr.restore(step, args=ocp.args.Composite(**args))
     return restored["state"], restored.get("data") if data_iter is not None else None
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint's arrays do not fit the config's model or optimizer."""
+
+
+def _flat_shapes(tree) -> dict[str, tuple]:
+    def name(k):
+        return str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))))
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {"/".join(name(k) for k in path): tuple(x.shape) for path, x in leaves}
+
+
+def check_matches(path: str, abstract_state) -> None:
+    """Compares saved shapes with the config's; the error names parameter paths and shapes."""
+    saved = _flat_shapes(ocp.StandardCheckpointer().metadata(path).item_metadata.tree)
+    wanted = _flat_shapes(abstract_state)
+    problems = [f"{k}: checkpoint {saved[k]}, config {wanted[k]}"
+                for k in wanted if k in saved and saved[k] != wanted[k]]
+    problems += [f"{k}: only in the config" for k in wanted if k not in saved]
+    problems += [f"{k}: only in the checkpoint" for k in saved if k not in wanted]
+    if problems:
+        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+        raise CheckpointMismatchError(
+            f"the checkpoint in {os.path.dirname(path)} does not match this config's model or "
+            f"optimizer: {'; '.join(problems[:5])}{more}. Use a new --workdir, or the config "
+            "that wrote the checkpoint.")
 
 
 def abstract_like(tree, shardings):
