@@ -64,23 +64,38 @@ def _rel(a, b):
 
 @pytest.mark.parametrize("preset", list(PARITY))
 def test_parity(preset):
+    """All clips in one padded batch with lengths (the train step's path, one compile per preset): each
+    clip's valid frames must match its reference. Padding holds a non-zero value that must not leak."""
     family, bound = PARITY[preset]
     cfg = _cfg(preset)
-    fn = jax.jit(lambda w: log_mel(w, cfg))
+    waves = [_wave(clip, preset) for clip in CLIPS]
+    batch = np.full((len(waves), max(map(len, waves))), 0.1, np.float32)
+    for i, w in enumerate(waves):
+        batch[i, :len(w)] = w
+    lengths = np.array([len(w) for w in waves], np.int32)
+    feats, mask = jax.jit(lambda w, n: log_mel(w, cfg, n))(jnp.asarray(batch), jnp.asarray(lengths))
+    feats, mask = np.asarray(feats), np.asarray(mask)
     errs = {}
-    for clip in CLIPS:
-        w = _wave(clip, preset)
+    for i, clip in enumerate(CLIPS):
         ref = _ref(family, clip, cfg.n_mels)
-        feats, mask = fn(jnp.asarray(w)[None])
-        feats = np.asarray(feats[0])
-        assert feats.shape == ref.shape, (clip, feats.shape, ref.shape)
-        assert num_frames(len(w), cfg) == ref.shape[0]
-        assert bool(mask.all())
-        errs[clip] = _rel(feats, ref)
+        n = num_frames(len(waves[i]), cfg)
+        assert n == ref.shape[0] and mask[i].sum() == n and mask[i, :n].all(), (clip, n, ref.shape)
+        errs[clip] = _rel(feats[i, :n], ref)
     worst = max(errs, key=errs.get)
     print(f"\n[parity] {preset:22s} vs {family:18s} worst {errs[worst]:.2e} ({worst}); "
           + " ".join(f"{c}={e:.1e}" for c, e in errs.items()))
     assert errs[worst] <= bound, errs
+
+
+def test_parity_clip_alone():
+    """The same parity without lengths (each clip alone, its own shape), on one clip per framing kind."""
+    for preset in ("mel_db", "kaldi_default", "kaldi_fbank80_nosnip", "whisper80", "panns_mel64"):
+        family, bound = PARITY[preset]
+        cfg = _cfg(preset)
+        feats, mask = log_mel(jnp.asarray(_wave("speech_en", preset))[None], cfg)
+        ref = _ref(family, "speech_en", cfg.n_mels)
+        assert feats.shape[1:] == ref.shape and bool(mask.all())
+        assert _rel(np.asarray(feats[0]), ref) <= bound
 
 
 @pytest.mark.parametrize("n_mels", [80, 128])

@@ -18,6 +18,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _launch_args(corpus, workdir, steps):
+    return [sys.executable, "-m", "strongaudio_jax.cli", "train",
+            "--config", f"{REPO}/configs/mtc.py:smoke", "--workdir", str(workdir),
+            f"data.train_files={corpus}/train-*.tfrecord",
+            f"data.eval_files={corpus}/heldout-*.tfrecord", "data.batch_size=8",
+            "data.clip_seconds=1.0", "data.vocab_min_count=1", f"train.steps={steps}",
+            "train.log_every=1", "train.checkpoint_every=4", "probe.tasks=()"]
+
+
 def _launch(corpus, workdir, port, steps):
     procs = []
     for pid in range(2):
@@ -25,12 +34,7 @@ def _launch(corpus, workdir, port, steps):
                    XLA_FLAGS="--xla_force_host_platform_device_count=2",
                    JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2",
                    JAX_PROCESS_ID=str(pid))
-        cmd = [sys.executable, "-m", "strongaudio_jax.cli", "train",
-               "--config", f"{REPO}/configs/mtc.py:smoke", "--workdir", str(workdir),
-               f"data.train_files={corpus}/train-*.tfrecord",
-               f"data.eval_files={corpus}/heldout-*.tfrecord", "data.batch_size=8",
-               "data.clip_seconds=1.0", "data.vocab_min_count=1", f"train.steps={steps}",
-               "train.log_every=1", "train.checkpoint_every=4", "probe.tasks=()"]
+        cmd = _launch_args(corpus, workdir, steps)
         procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
                                       stderr=subprocess.STDOUT, text=True))
     return procs
@@ -59,6 +63,11 @@ def test_two_processes_train_die_resume_and_restore_on_one(tiny_corpus, tmp_path
     data_state = sorted(f for f in os.listdir(workdir / "checkpoints" / "12" / "data")
                         if f.startswith("process_"))
     assert data_state == ["process_0-of-2.json", "process_1-of-2.json"]
+
+    # One process cannot continue the 2-process data stream: a clear refusal, not a traceback.
+    one = subprocess.run(_launch_args(tiny_corpus, workdir, steps=16), capture_output=True,
+                         text=True, env=dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO)))
+    assert one.returncode == 2 and "written by 2 process(es)" in one.stderr, one.stderr[-2000:]
 
     # One process, three devices: the parameters restore (as plain arrays) and are finite.
     code = ("import numpy as np, jax;"

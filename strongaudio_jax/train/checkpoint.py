@@ -43,6 +43,16 @@ def restore(mngr: ocp.CheckpointManager, step: int, abstract_state, data_iter=No
     check_matches(os.path.join(str(mngr.directory), str(step), "state"), abstract_state)
     args = {"state": ocp.args.StandardRestore(abstract_state)}
     if data_iter is not None:
+        data_dir = os.path.join(str(mngr.directory), str(step), "data")
+        mine = f"process_{jax.process_index()}-of-{jax.process_count()}.json"
+        if not os.path.exists(os.path.join(data_dir, mine)):
+            saved = sorted(f for f in os.listdir(data_dir) if f.startswith("process_"))
+            raise CheckpointMismatchError(
+                f"the data-iterator state in {data_dir} was written by {len(saved)} process(es) "
+                f"({', '.join(saved)}), but this run has {jax.process_count()}. Resuming the data "
+                "stream with another process count is not supported: resume with the same "
+                "number of processes (the device count per process may differ), or start a new "
+                "--workdir from the weights (checkpoint.load_for_eval).")
         args["data"] = grain.checkpoint.CheckpointRestore(data_iter)
     restored = mngr.restore(step, args=ocp.args.Composite(**args))
     return restored["state"], restored.get("data") if data_iter is not None else None
