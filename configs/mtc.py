@@ -31,7 +31,8 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
         workers=0,  # decoding processes; 0 = in the training process
     )
     # mel_db features of the demo corpus have mean ~-16 dB and std ~23 dB: bring them to ~N(0, 1).
-    c.frontend = dict(preset="mel_db", norm_mean=-16.0, norm_std=23.0)
+    # stats_file: a JSON from `strongaudio stats` replaces norm_mean / norm_std (per bin or global).
+    c.frontend = dict(preset="mel_db", norm_mean=-16.0, norm_std=23.0, stats_file="")
     # On device, inside the step (strongaudio_jax/frontend/augment.py; 0 / off by default there).
     c.augment = dict(gain_db_min=-6.0, gain_db_max=6.0, mixup_alpha=0.0, mixup_prob=1.0,
                      mixup_labels="convex", time_masks=2, time_mask_width=20, freq_masks=2,

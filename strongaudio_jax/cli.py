@@ -30,6 +30,29 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_stats(args) -> int:
+    """Mean / std of the config's frontend over its training files, for frontend.stats_file."""
+    import dataclasses
+
+    from strongaudio_jax import config as config_lib
+    from strongaudio_jax.data import pipeline
+    from strongaudio_jax.frontend import stats
+    from strongaudio_jax.train import trainer
+
+    cfg = config_lib.load(args.config, args.overrides)
+    mel_cfg = trainer.frontend_config(cfg.frontend)
+    featurizer = pipeline.Featurizer({}, cfg.data.sample_rate,
+                                     int(cfg.data.clip_seconds * cfg.data.sample_rate), False)
+    result = stats.stats_from_files(pipeline.expand_paths(cfg.data.train_files), featurizer,
+                                    mel_cfg, cfg.data.batch_size, args.per_bin)
+    stats.save_stats(args.out, result)
+    mean, std = (f"{float(x):.4f}" if not args.per_bin else f"{len(x)} bins"
+                 for x in (result["mean"], result["std"]))
+    print(f"{result['count']} frames: mean {mean}, std {std} -> {args.out}\n"
+          f"use it with: frontend.stats_file={args.out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="strongaudio", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
@@ -40,6 +63,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workdir", required=True, help="checkpoints, logs; resumes if it has some")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("stats", help="frontend normalisation statistics of a config's data")
+    p.add_argument("--config", required=True, help="configs/<name>.py[:variant]")
+    p.add_argument("--out", required=True, help="JSON file to write")
+    p.add_argument("--per-bin", action="store_true", help="one mean/std per mel bin")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    p.set_defaults(func=cmd_stats)
 
     args = parser.parse_args(argv)
     try:

@@ -84,3 +84,19 @@ def test_checkpoint_from_another_model_names_path_and_shapes(capsys, tmp_path, t
     assert code == 2
     assert "does not match this config's model or optimizer" in err
     assert "params/encoder/block0/attn/key/kernel: checkpoint (64, 2, 32), config (128, 4, 32)" in err
+
+
+def test_stats_command_feeds_training(capsys, tmp_path, tiny_corpus):
+    import json as _json
+
+    out = tmp_path / "stats.json"
+    data = [f"data.train_files={tiny_corpus}/train-*.tfrecord", "data.batch_size=8",
+            "data.clip_seconds=1.0"]
+    assert cli.main(["stats", "--config", CONFIG, "--out", str(out), *data]) == 0
+    saved = _json.load(open(out))
+    assert saved["count"] > 1000 and saved["std"] > 0
+    assert cli.main(["train", "--config", CONFIG, "--workdir", str(tmp_path / "w"), *data,
+                     "probe.tasks=()", "train.steps=2", f"frontend.stats_file={out}"]) == 0
+    code, err = run(capsys, "train", "--config", CONFIG, "--workdir", str(tmp_path / "x"), *data,
+                    "train.steps=2", f"frontend.stats_file={out}", "frontend.preset='kaldi_ast'")
+    assert code == 2 and "frontend config" in err

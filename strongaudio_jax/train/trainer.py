@@ -56,11 +56,16 @@ def resolve(kind: str, name: str):
 
 
 def frontend_config(cfg) -> frontend.MelConfig:
-    """A named preset with the config's field overrides (e.g. norm_mean / norm_std)."""
-    fields = {k: v for k, v in cfg.items() if k != "preset"}
+    """A named preset with the config's field overrides (e.g. norm_mean / norm_std); with
+    `stats_file` (from `strongaudio stats`), normalised by those statistics instead."""
+    fields = {k: v for k, v in cfg.items() if k not in ("preset", "stats_file")}
     try:
-        return dataclasses.replace(frontend.get_preset(cfg.preset), **fields)
-    except (KeyError, TypeError) as e:
+        mel_cfg = dataclasses.replace(frontend.get_preset(cfg.preset), **fields)
+        if cfg.get("stats_file"):
+            from strongaudio_jax.frontend import stats
+            mel_cfg = stats.with_stats(mel_cfg, stats.load_stats(cfg.stats_file))
+        return mel_cfg
+    except (KeyError, TypeError, ValueError, OSError) as e:
         raise ConfigError(f"frontend config {dict(cfg)}: {e}") from e
 
 
