@@ -30,7 +30,9 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
         verify_crc=True,
         workers=0,  # decoding processes; 0 = in the training process
     )
-    # mel_db features of the demo corpus have mean ~-16 dB and std ~23 dB: bring them to ~N(0, 1).
+    # Rough scaling to ~N(0, 1): -16 / 23 dB are the mel_db mean / std of the reference clips in
+    # shared/fixtures; `strongaudio stats` on the demo corpus gives -27.1 / 27.2. The README's
+    # figures were measured with -16 / 23.
     # stats_file: a JSON from `strongaudio stats` replaces norm_mean / norm_std (per bin or global).
     c.frontend = dict(preset="mel_db", norm_mean=-16.0, norm_std=23.0, stats_file="")
     # On device, inside the step (strongaudio_jax/frontend/augment.py; 0 / off by default there).
