@@ -97,6 +97,7 @@ def test_stats_command_feeds_training(capsys, tmp_path, tiny_corpus):
     assert saved["count"] > 1000 and saved["std"] > 0
     assert cli.main(["train", "--config", CONFIG, "--workdir", str(tmp_path / "w"), *data,
                      "probe.tasks=()", "train.steps=2", f"frontend.stats_file={out}"]) == 0
+    assert _json.load(open(tmp_path / "w" / "frontend_stats.json")) == saved
     code, err = run(capsys, "train", "--config", CONFIG, "--workdir", str(tmp_path / "x"), *data,
                     "train.steps=2", f"frontend.stats_file={out}", "frontend.preset='kaldi_ast'")
     assert code == 2 and "frontend config" in err

@@ -11,6 +11,7 @@ import dataclasses
 import importlib
 import json
 import os
+import shutil
 import time
 
 import flax.linen as nn
@@ -86,6 +87,8 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
         with open(os.path.join(workdir, "vocab.json"), "w") as f:
             json.dump({str(i): t for i, t in enumerate(vocab)}, f, indent=1)
     mel_cfg = frontend_config(cfg.frontend)
+    if cfg.frontend.get("stats_file") and jax.process_index() == 0:  # evaluation reads this copy
+        shutil.copyfile(cfg.frontend.stats_file, os.path.join(workdir, "frontend_stats.json"))
     try:
         aug_cfg = augment.AugmentConfig(**cfg.augment)
     except (TypeError, ValueError) as e:
