@@ -221,3 +221,11 @@ def test_per_bin_normalisation_config():
     np.testing.assert_allclose(np.asarray(feats), (np.asarray(raw) - np.arange(64.0)) / 2.0, rtol=1e-5, atol=1e-4)
     with pytest.raises(ValueError, match="n_mels=64"):
         dataclasses.replace(cfg, norm_std=(1.0, 2.0))
+
+
+def test_family_aliases_name_presets():
+    from strongaudio_jax.frontend import logmel
+    assert logmel.get_preset("whisper") is logmel.PRESETS["whisper80"]
+    assert logmel.get_preset("slaney") is logmel.PRESETS["panns_mel64"]
+    with pytest.raises(KeyError, match="unknown frontend preset 'nope'"):
+        logmel.get_preset("nope")

@@ -159,11 +159,16 @@ PRESETS = {
 }
 
 
+# The family names used in docs and issues, for the preset that reproduces each.
+ALIASES = {"whisper": "whisper80", "slaney": "panns_mel64"}
+
+
 def get_preset(name: str) -> MelConfig:
     try:
-        return PRESETS[name]
+        return PRESETS[ALIASES.get(name, name)]
     except KeyError:
-        raise KeyError(f"unknown frontend preset {name!r}; known: {sorted(PRESETS)}") from None
+        raise KeyError(f"unknown frontend preset {name!r}; known: {sorted(PRESETS)} "
+                       f"(aliases: {ALIASES})") from None
 
 
 # ----------------------------------------------------------------------------------------------------
