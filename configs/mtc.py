@@ -26,7 +26,8 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
         sample_rate=16000,
         clip_seconds=2.0,  # random 2 s crops of the 2-3 s demo clips
         batch_size=32,  # global, across all hosts
-        vocab_min_count=3,  # tags seen in fewer training clips are not predicted
+        vocab_file="",  # e.g. a UTS label_1.5k.json; empty: the training clips' own tags
+        vocab_min_count=3,  # (own tags only) tags in fewer training clips are not predicted
         verify_crc=True,
         workers=0,  # decoding processes; 0 = in the training process
     )

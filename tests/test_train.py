@@ -114,3 +114,12 @@ def test_gradient_accumulation_matches_one_big_batch(tiny_config, tmp_path):
                                [h["loss"] for h in runs[1]["history"]], rtol=1e-5)
     for a, b in zip(jax.tree.leaves(runs[0]["state"].params), jax.tree.leaves(runs[1]["state"].params)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+
+
+def test_fixed_vocabulary_file(tiny_config, tmp_path, shared_dir):
+    """A released UTS vocabulary drives the MTC head; tags outside it are ignored."""
+    label_file = shared_dir / "uts" / "label_800.json"
+    out = trainer.train(tiny_config(f"data.vocab_file={label_file}", "train.steps=2",
+                                    "probe.tasks=()"), str(tmp_path))
+    assert len(out["vocab"]) == 800
+    assert out["state"].params["head"]["classifier"]["kernel"].shape[-1] == 800

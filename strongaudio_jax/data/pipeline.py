@@ -160,3 +160,17 @@ def tag_vocabulary(files: Sequence[str], min_count: int = 1) -> list[str]:
             for t in set(schema.example_to_clip(data, path).tags):
                 counts[t] = counts.get(t, 0) + 1
     return sorted((t for t, c in counts.items() if c >= min_count), key=lambda t: (-counts[t], t))
+
+
+def load_vocabulary(path: str) -> list[str]:
+    """A UTS vocabulary file as released (`label_K.json`: {"0": "tag", "1": ...})."""
+    import json
+
+    with open(path) as f:
+        table = json.load(f)
+    try:
+        return [table[str(i)] for i in range(len(table))]
+    except (KeyError, TypeError):
+        raise ValueError(f"{path} is not a vocabulary file: expected {{\"0\": tag, \"1\": tag, ...}} "
+                         "with consecutive indices") from None
+

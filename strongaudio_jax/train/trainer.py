@@ -80,7 +80,13 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
     # ---------------------------------------------------------------- Mesh and data
     mesh = mesh_lib.make_mesh(cfg.mesh)
     train_files = pipeline.expand_paths(cfg.data.train_files)
-    vocab = pipeline.tag_vocabulary(train_files, cfg.data.vocab_min_count)
+    if cfg.data.vocab_file:  # a fixed vocabulary (e.g. a released UTS label_K.json)
+        try:
+            vocab = pipeline.load_vocabulary(cfg.data.vocab_file)
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"data.vocab_file: {e}") from e
+    else:  # the training corpus's own tags (one pass over the records)
+        vocab = pipeline.tag_vocabulary(train_files, cfg.data.vocab_min_count)
     if not vocab:
         raise ValueError(f"the training files hold no tag seen >= {cfg.data.vocab_min_count} times")
     if jax.process_index() == 0:
