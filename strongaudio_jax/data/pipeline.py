@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import glob
 import os
-from typing import Iterator, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import grain
 import jax
@@ -85,12 +85,18 @@ class TFRecordSource:
 
 @dataclasses.dataclass(frozen=True)
 class Featurizer:
-    """Record bytes -> model inputs: waveform crop, its valid length, multi-hot tags."""
+    """Record bytes -> model inputs: waveform crop, its valid length, multi-hot tags.
+
+    `extra` (optional) maps the parsed clip to more fixed-shape numpy arrays (e.g. tokenised
+    caption text for text objectives); they are merged into each row under their own keys.
+    It must be picklable (a module-level function or a dataclass) to run in worker processes.
+    """
 
     vocab: Mapping[str, int]
     sample_rate: int
     clip_samples: int
     random_crop: bool
+    extra: Callable[[schema.Clip], dict[str, np.ndarray]] | None = None
 
     def __call__(self, record: tuple[bytes, str], rng: np.random.Generator | None = None) -> dict:
         data, where = record
@@ -110,7 +116,15 @@ class Featurizer:
         for t in clip.tags:
             if t in self.vocab:
                 tags[self.vocab[t]] = 1.0
-        return {"waveform": out, "length": np.int32(len(wave)), "tags": tags, "valid": np.True_}
+        row = {"waveform": out, "length": np.int32(len(wave)), "tags": tags, "valid": np.True_}
+        if self.extra is not None:
+            more = self.extra(clip)
+            clash = set(more) & set(row)
+            if clash:
+                raise ValueError(f"Featurizer.extra returned keys {sorted(clash)} that the "
+                                 f"featurizer already fills; rename them")
+            row.update(more)
+        return row
 
 
 def train_dataset(files: Sequence[str], featurizer: Featurizer, batch_size: int, seed: int,
