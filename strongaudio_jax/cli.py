@@ -32,15 +32,13 @@ def cmd_train(args) -> int:
 
 def cmd_stats(args) -> int:
     """Mean / std of the config's frontend over its training files, for frontend.stats_file."""
-    import dataclasses
-
     from strongaudio_jax import config as config_lib
     from strongaudio_jax.data import pipeline
     from strongaudio_jax.frontend import stats
-    from strongaudio_jax.train import trainer
+    from strongaudio_jax.train import step
 
     cfg = config_lib.load(args.config, args.overrides)
-    mel_cfg = trainer.frontend_config(cfg.frontend)
+    mel_cfg = step.frontend_config(cfg.frontend)
     featurizer = pipeline.Featurizer({}, cfg.data.sample_rate,
                                      int(cfg.data.clip_seconds * cfg.data.sample_rate), False)
     result = stats.stats_from_files(pipeline.expand_paths(cfg.data.train_files), featurizer,
