@@ -1,0 +1,1 @@
+"""Text side of the stack: WordPiece tokenizer, BERT-style Flax encoder, MiniLM weights."""
