@@ -69,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     p.set_defaults(func=cmd_stats)
 
+    from strongaudio_jax.uts import cli as uts_cli  # `strongaudio uts tag|build|filter|...`
+    uts_cli.add_parser(sub)
+
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -1,0 +1,234 @@
+"""`strongaudio uts ...`: build a Unified Tag System from captions, step by step.
+
+  tag     captions (TFRecords or JSONL) -> tag file (JSONL, resumable)
+  build   tag file(s) or tagged TFRecords -> label_K.json + label_K.stats.json for several K
+  filter  TFRecords + label_K.json -> rewritten shards and/or a side index; clips with no tag dropped
+  bridge  label_K.json -> AudioSet-527 class -> UTS tag mapping, unmapped classes listed
+  report  tag file + vocabularies -> report.md with PNG plots
+  check   label_K.json -> duplicates and normalisation collisions
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+
+def add_parser(sub) -> None:
+    """Registers `uts` and its subcommands on the top-level `strongaudio` parser."""
+    p = sub.add_parser("uts", help="Unified Tag System: tag captions, build/filter vocabularies",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    uts = p.add_subparsers(dest="uts_command", required=True)
+
+    def norm_args(q):
+        q.add_argument("--synonyms", nargs="*", default=[], metavar="FILE",
+                       help="extra synonym tables ('variant canonical' per line), applied after the default")
+
+    q = uts.add_parser("tag", help="extract 5-10 tags per caption")
+    q.add_argument("--captions", nargs="+", required=True,
+                   help="TFRecord shards (globs) or JSONL files with id and caption")
+    q.add_argument("--out", required=True, help="tag file (JSONL); an existing one is resumed")
+    q.add_argument("--extractor", choices=("rules", "http"), default="rules")
+    q.add_argument("--lexicon", nargs="*", default=[], metavar="FILE", help="(rules) extra lexicon files")
+    q.add_argument("--url", help="(http) base URL of an OpenAI-compatible API, e.g. http://host:8000/v1")
+    q.add_argument("--model", help="(http) model name the server expects")
+    q.add_argument("--concurrency", type=int, default=8, help="(http) requests in flight")
+    q.add_argument("--rate", type=float, default=0.0, help="(http) max requests per second (0: no limit)")
+    q.add_argument("--timeout", type=float, default=60.0, help="(http) seconds per request")
+    q.add_argument("--max-retries", type=int, default=5, help="(http) retries per caption")
+    q.add_argument("--evaluate", action="store_true",
+                   help="also print precision/recall against the tags already in the records")
+    norm_args(q)
+    q.set_defaults(uts_func=cmd_tag)
+
+    q = uts.add_parser("build", help="score tags and write nested top-K vocabularies")
+    q.add_argument("--tags", nargs="+", required=True,
+                   help="tag files from `uts tag` (JSONL) or tagged TFRecord shards (globs)")
+    q.add_argument("--k", nargs="+", required=True, help="vocabulary sizes, e.g. 800 1k 1.5k")
+    q.add_argument("--out-dir", required=True, help="where label_K.json and label_K.stats.json go")
+    norm_args(q)
+    q.set_defaults(uts_func=cmd_build)
+
+    q = uts.add_parser("filter", help="map clips' tags onto a vocabulary, drop clips left with none")
+    q.add_argument("--records", nargs="+", required=True, help="TFRecord shards (globs)")
+    q.add_argument("--vocab", required=True, help="label_K.json")
+    q.add_argument("--tags", help="tag file from `uts tag` (default: the records' own tags)")
+    q.add_argument("--out-dir", help="write rewritten shards here (same file names)")
+    q.add_argument("--index", help="write a side index (JSONL: id, tags, indices) here")
+    norm_args(q)
+    q.set_defaults(uts_func=cmd_filter)
+
+    q = uts.add_parser("bridge", help="map the AudioSet-527 classes onto a vocabulary")
+    q.add_argument("--vocab", required=True, help="label_K.json")
+    q.add_argument("--out", required=True, help="JSON mapping to write")
+    norm_args(q)
+    q.set_defaults(uts_func=cmd_bridge)
+
+    q = uts.add_parser("report", help="markdown report with PNG plots")
+    q.add_argument("--tags", nargs="+", required=True, help="tag files from `uts tag`")
+    q.add_argument("--vocab", nargs="*", default=[], help="label_K.json files to compare")
+    q.add_argument("--out-dir", required=True)
+    q.set_defaults(uts_func=cmd_report)
+
+    q = uts.add_parser("check", help="duplicates and normalisation collisions in vocabularies")
+    q.add_argument("--vocab", nargs="+", required=True, help="label_K.json files")
+    norm_args(q)
+    q.set_defaults(uts_func=cmd_check)
+
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from strongaudio_jax.uts.http_tagger import EndpointError
+
+    try:
+        return args.uts_func(args)
+    except (ValueError, ImportError, EndpointError, OSError) as e:
+        if args.debug or os.environ.get("STRONGAUDIO_DEBUG"):
+            raise
+        print(f"strongaudio uts {args.uts_command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _normalizer(args):
+    from strongaudio_jax.uts.normalize import Normalizer
+    return Normalizer(args.synonyms)
+
+
+def cmd_tag(args) -> int:
+    from strongaudio_jax.uts import evaluate, tagging
+
+    normalize = _normalizer(args)
+    if args.extractor == "rules":
+        from strongaudio_jax.uts.rules_tagger import RulesTagger
+        extractor = RulesTagger(normalize, args.lexicon)
+    else:
+        from strongaudio_jax.uts.http_tagger import HTTPTagger
+        if not args.url or not args.model:
+            raise ValueError("--extractor http needs --url (e.g. http://localhost:8000/v1) and --model")
+        extractor = HTTPTagger(args.url, args.model, normalize, concurrency=args.concurrency,
+                               rate=args.rate, timeout=args.timeout, max_retries=args.max_retries)
+    items = tagging.read_captions(args.captions)
+    stats = tagging.tag_corpus(items, extractor, args.out)
+    print(f"{extractor.name}: {stats.line()} -> {args.out}")
+    rows = tagging.read_tag_file(args.out)
+    failed = sum(r["status"] == "failed" for r in rows.values())
+    if failed:
+        print(f"{failed} clips have no usable tags (status failed in {args.out}); run again to "
+              "retry them, or see their 'problems'")
+    if args.evaluate:
+        reference = {it.id: it.tags for it in items if it.tags}
+        if not reference:
+            raise ValueError("--evaluate: the caption inputs carry no reference tags")
+        pred = {k: r["tags"] for k, r in rows.items() if r["status"] in tagging.DONE}
+        for name, norm in (("raw", None), ("normalised", normalize)):
+            m = evaluate.precision_recall(pred, reference, norm)
+            print(f"{name}: precision {m['precision']:.3f} recall {m['recall']:.3f} over "
+                  f"{m['clips']} clips; most missed {m['most_missed'][:5]}")
+    return 0
+
+
+def load_clip_tags(paths, normalize) -> tuple[dict, dict, int]:
+    """(id -> normalised tags, id -> domain, failed rows skipped) from tag files or TFRecords."""
+    from strongaudio_jax.uts import tagging
+
+    clip_tags, domains, failed = {}, {}, 0
+    for path in tagging.expand(paths, "tag"):
+        if path.endswith((".jsonl", ".json")):
+            rows = tagging.read_tag_file(path)
+            for k, r in rows.items():
+                if r["status"] not in tagging.DONE:
+                    failed += 1
+                    continue
+                clip_tags[k] = normalize.many(r["tags"])
+                domains[k] = r.get("domain", "")
+        else:
+            for it in tagging.read_captions(path):
+                clip_tags[it.id] = normalize.many(it.tags)
+                domains[it.id] = it.domain
+    return clip_tags, domains, failed
+
+
+def cmd_build(args) -> int:
+    from strongaudio_jax.uts import vocab
+
+    normalize = _normalizer(args)
+    ks = [vocab.parse_k(k) for k in args.k]
+    clip_tags, domains, failed = load_clip_tags(args.tags, normalize)
+    for k in clip_tags:
+        domains[k] = domains[k] or vocab.infer_domain(clip_tags[k])
+    df, n = vocab.document_frequency(clip_tags.values())
+    print(f"{n} clips ({failed} failed extractions left out), {len(df)} distinct tags")
+    os.makedirs(args.out_dir, exist_ok=True)
+    for k, tags in vocab.top_k(df, n, ks).items():
+        path = os.path.join(args.out_dir, vocab.label_file_name(k))
+        vocab.write_vocabulary(path, tags)
+        stats = vocab.stats_for(tags, df, n, clip_tags, domains)
+        stats["failed_extractions_left_out"] = failed
+        with open(path[:-len(".json")] + ".stats.json", "w", encoding="utf-8") as f:
+            json.dump(stats, f, indent=1, ensure_ascii=False)
+        cov = stats["coverage"]
+        print(f"K={k}: {path}; clips covered: " + ", ".join(
+            f"{d} {c['covered']}/{c['clips']}" for d, c in sorted(cov.items())))
+    return 0
+
+
+def cmd_filter(args) -> int:
+    from strongaudio_jax.uts import filter as filter_lib, tagging, vocab
+
+    vocab_tags = vocab.read_vocabulary(args.vocab)
+    rows = tagging.usable_tags(args.tags) if args.tags else None
+    if args.tags and not rows:
+        raise ValueError(f"tag file {args.tags!r} has no usable rows")
+    provenance = f"uts filter {os.path.basename(args.vocab)}" + (
+        f" of {next(iter(rows.values()))['extractor']} tags" if rows else "")
+    stats = filter_lib.filter_shards(tagging.expand(args.records, "TFRecord"), vocab_tags,
+                                     _normalizer(args), tag_rows=rows, out_dir=args.out_dir,
+                                     index_path=args.index, provenance=provenance)
+    print(stats.line() + "".join(f" -> {p}" for p in (args.out_dir, args.index) if p))
+    return 0
+
+
+def cmd_bridge(args) -> int:
+    from strongaudio_jax.uts import bridge, vocab
+
+    result = bridge.bridge(vocab.read_vocabulary(args.vocab), _normalizer(args))
+    result["vocabulary"] = os.path.abspath(args.vocab)
+    with open(args.out, "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=1, ensure_ascii=False)
+    c = result["counts"]
+    print(f"AudioSet 527 -> {args.vocab}: {c['exact']} exact, {c['stem']} by stem, {c['words']} "
+          f"by words, {c['none']} unmapped -> {args.out}")
+    if result["unmapped"]:
+        print("unmapped: " + ", ".join(result["unmapped"]))
+    return 0
+
+
+def cmd_report(args) -> int:
+    from strongaudio_jax.uts import report, tagging, vocab
+
+    rows = {}
+    for path in tagging.expand(args.tags, "tag"):
+        rows.update(tagging.usable_tags(path))
+    vocabs = {}
+    for path in args.vocab:
+        name = os.path.basename(path)[:-len(".json")] if path.endswith(".json") else path
+        vocabs[name.replace("label_", "K=")] = vocab.read_vocabulary(path)
+    path = report.write_report(rows, vocabs, args.out_dir)
+    print(f"report -> {path}")
+    return 0
+
+
+def cmd_check(args) -> int:
+    from strongaudio_jax.uts import vocab
+
+    normalize = _normalizer(args)
+    for path in args.vocab:
+        r = vocab.check_vocabulary(vocab.read_vocabulary(path), normalize)
+        print(f"{path}: {r['size']} entries, {r['distinct']} distinct; duplicates "
+              f"{[(t, i, j) for t, i, j in r['duplicates']]}; {len(r['normalisation_collisions'])} "
+              f"groups normalise alike (e.g. {r['normalisation_collisions'][:3]}); "
+              f"{len(r['not_normalised'])} not in normal form")
+    return 0
