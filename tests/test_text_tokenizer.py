@@ -102,6 +102,7 @@ def test_matches_minilm_package_tokenizer(minilm_reference):
     ours, ref = minilm_reference
     assert (ours.pad_id, ours.unk_id, ours.cls_id, ours.sep_id, ours.mask_id) == (0, 100, 101, 102, 103)
     assert ours.vocab_size == ref.get_vocab_size() == 30522
+    assert (ours.bos_id, ours.eos_id) == (ours.cls_id, ours.sep_id)
     for text in SENTENCES:
         expected = ref.encode(text).ids
         ids, mask = ours.encode([text], max_len=len(expected) + 3)

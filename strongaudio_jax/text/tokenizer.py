@@ -93,6 +93,9 @@ class WordPieceTokenizer:
         self.max_chars_per_word = max_chars_per_word
         self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id = (
             self.index[t] for t in SPECIAL_TOKENS)
+        # Decoders use [CLS] as the start token and [SEP] as the end token, as BERT-style
+        # captioners (e.g. BLIP's) do: no new tokens, so MiniLM's vocabulary works as is.
+        self.bos_id, self.eos_id = self.cls_id, self.sep_id
         self._special_ids = frozenset((self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id))
         self._pieces_cache: dict[str, tuple[int, ...]] = {}
 
