@@ -1,6 +1,8 @@
 """WordPiece tokenizer: hand-checked cases, corpus vocabularies, and parity with the MiniLM
 package's own tokenizer (its tokenizer.json through Hugging Face `tokenizers`)."""
 
+import pathlib
+
 import numpy as np
 import pytest
 
@@ -112,3 +114,21 @@ def test_matches_minilm_package_tokenizer(minilm_reference):
     ref.enable_truncation(8)
     ids, _ = ours.encode([SENTENCES[0]], max_len=8)
     assert ids[0].tolist() == ref.encode(SENTENCES[0]).ids
+
+
+def test_demo_corpus_vocab_is_rebuilt_by_the_tool(tmp_path):
+    """The shipped demo vocabulary is what tools/build_text_vocab.py makes of the corpus,
+    and every demo caption tokenises without [UNK]."""
+    import subprocess
+    import sys
+
+    from strongaudio_jax import assets
+
+    out = tmp_path / "vocab.txt"
+    subprocess.run([sys.executable, "tools/build_text_vocab.py", "--files",
+                    assets.demo_corpus("train-*.tfrecord"), "--out", str(out), "--min-count", "1"],
+                   check=True, cwd=pathlib.Path(__file__).parents[1], capture_output=True)
+    assert out.read_text() == pathlib.Path(assets.demo_corpus("text_vocab.txt")).read_text()
+    t = tok.WordPieceTokenizer.from_file(out)
+    ids, _ = t.encode(["A male synthetic voice talking in French about a concert in a church."], 24)
+    assert t.unk_id not in ids and t.decode(ids[0]).startswith("a male synthetic voice")
