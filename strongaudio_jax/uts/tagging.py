@@ -126,16 +126,22 @@ def tag_corpus(items: Sequence[CaptionItem], extractor: Extractor, out_path: str
     pending = [it for it in items if it.id not in done]
     domains = {it.id: it.domain for it in items}
     _terminate_last_line(out_path)
-    with open(out_path, "a", encoding="utf-8") as f:
-        for clip_id, result in extractor.tag_many(pending):
-            row = {"id": clip_id, "tags": result.tags, "status": result.status,
-                   "problems": result.problems, "extractor": extractor.name,
-                   "domain": domains.get(clip_id, "")}
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-            f.flush()
-            setattr(stats, result.status, getattr(stats, result.status) + 1)
-            if progress:
-                progress(stats)
+    results = extractor.tag_many(pending)
+    try:
+        with open(out_path, "a", encoding="utf-8") as f:
+            for clip_id, result in results:
+                row = {"id": clip_id, "tags": result.tags, "status": result.status,
+                       "problems": result.problems, "extractor": extractor.name,
+                       "domain": domains.get(clip_id, "")}
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+                f.flush()
+                setattr(stats, result.status, getattr(stats, result.status) + 1)
+                if progress:
+                    progress(stats)
+    finally:  # on Ctrl-C or an error: the extractor stops sending (its generator's cleanup)
+        close = getattr(results, "close", None)
+        if close:
+            close()
     return stats
 
 
