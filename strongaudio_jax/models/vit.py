@@ -1,10 +1,23 @@
 """Patch transformer (ViT family) over log-mel spectrograms.
 
-Input: features [B, frames, mels] and a frame mask. Patches tile time x frequency
-(AST-style 16x16, or Dasheng-style full-band time patches with patch_freq == mels).
-Time and frequency positions have separate embeddings so a clip shorter than the
-configured maximum just uses the first time positions; padding patches are masked in
-attention and excluded from every pooling downstream (the returned `mask`).
+Input: features [B, frames, mels] and a frame mask. Patches tile time x frequency:
+AST-style 16x16 (`patch_time=16, patch_freq=16`) or Dasheng-style full-band time patches
+(`patch_freq == num_mels`, e.g. 64x4). Tokens are ordered time-major (all frequency patches
+of one time step together), so the real tokens of an end-padded clip form a prefix.
+
+Positions: separate time and frequency embeddings. `pos_time="slice"` gives a clip shorter
+than `max_frames` the first time positions (so padding a clip does not move its positions)
+and refuses longer clips; `pos_time="interpolate"` does the same up to `max_frames` and
+stretches the table linearly for longer clips (fine-tuning or inference on long audio).
+
+Blocks are pre-norm, with optional layer-scale and stochastic depth (linearly rising to
+`drop_path` in the last block). Padding patches are masked in attention, and the output
+`mask` keeps them out of every pooling downstream. `keep` (indices of the patches to encode)
+runs the encoder on a subset of patches, as masked-autoencoder objectives need.
+
+Scale-out options (all from the config): `attention` implementation, `remat` policy per
+block, `scan_layers` (one compiled block, stacked parameters: fast compiles for deep models),
+compute `dtype` (bf16 compute with float32 master weights).
 """
 
 from __future__ import annotations
@@ -13,11 +26,14 @@ import dataclasses
 from typing import Any
 
 import flax.linen as nn
-import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from strongaudio_jax.config import ConfigError
+from strongaudio_jax.models.base import (ATTENTION, REMAT, EncoderOutput, SelfAttention,  # noqa: F401
+                                         check_choice, compute_dtype, dense, drop_path, masked_mean)
+from strongaudio_jax.parallel.mesh import constrain
 
 SIZES = {  # width, depth, heads, mlp
     "mu": (64, 2, 2, 256),
@@ -26,43 +42,59 @@ SIZES = {  # width, depth, heads, mlp
     "s": (384, 12, 6, 1536),
     "b": (768, 12, 12, 3072),
     "l": (1024, 24, 16, 4096),
+    "h": (1280, 32, 16, 5120),  # Dasheng 0.6B-like
+    "g": (1536, 40, 24, 6144),  # Dasheng 1.2B-like
 }
-
-
-@flax.struct.dataclass
-class EncoderOutput:
-    tokens: jax.Array  # [B, N, D]
-    mask: jax.Array  # [B, N] bool, True for real (non-padding) patches
-    grid: tuple[int, int] = flax.struct.field(pytree_node=False)  # (time, freq) patches
-
-
-def _dense(features, logical, name, dtype):
-    return nn.Dense(features, name=name, dtype=dtype,
-                    kernel_init=nn.with_logical_partitioning(nn.initializers.xavier_uniform(), logical))
+ACT = ("batch", "length", "embed")  # logical axes of the residual stream
 
 
 class Block(nn.Module):
+    """Pre-norm transformer block: x + attn(LN(x)), then x + MLP(LN(x))."""
+
     width: int
     heads: int
     mlp: int
     dtype: Any = jnp.float32
+    attention: str = "xla"
+    layer_scale: float = 0.0  # > 0: learned per-channel branch scale, initialised to this
+    stochastic_depth: bool = False  # drop branches at drop_rate (needs a 'dropout' rng)
+    train: bool = False
 
     @nn.compact
-    def __call__(self, x, mask):
+    def __call__(self, x, mask, drop_rate):
+        def branch(y, name):
+            if self.layer_scale:
+                gamma = self.param(f"ls_{name}", nn.with_logical_partitioning(
+                    nn.initializers.constant(self.layer_scale), ("embed",)), (self.width,))
+                y = y * gamma.astype(y.dtype)
+            if self.stochastic_depth:
+                y = drop_path(self, y, drop_rate, self.train)
+            return constrain(y, ACT)
+
         y = nn.LayerNorm(dtype=self.dtype, name="ln_attn")(x)
-        y = nn.MultiHeadDotProductAttention(
-            num_heads=self.heads, dtype=self.dtype, name="attn",
-            kernel_init=nn.with_logical_partitioning(nn.initializers.xavier_uniform(),
-                                                     ("embed", "heads", "kv")),
-            out_kernel_init=nn.with_logical_partitioning(nn.initializers.xavier_uniform(),
-                                                         ("heads", "kv", "embed")),
-        )(y, y, mask=nn.make_attention_mask(mask, mask))
-        x = x + y
+        y = SelfAttention(self.heads, self.dtype, self.attention, name="attn")(y, mask)
+        x = x + branch(y, "attn")
         y = nn.LayerNorm(dtype=self.dtype, name="ln_mlp")(x)
-        y = _dense(self.mlp, ("embed", "mlp"), "mlp_in", self.dtype)(y)
-        y = nn.gelu(y)
-        y = _dense(self.width, ("mlp", "embed"), "mlp_out", self.dtype)(y)
-        return x + y
+        y = dense(self.mlp, ("embed", "mlp"), "mlp_in", self.dtype)(y)
+        y = constrain(nn.gelu(y), ("batch", "length", "mlp"))
+        y = dense(self.width, ("mlp", "embed"), "mlp_out", self.dtype)(y)
+        return x + branch(y, "mlp")
+
+
+class ScanBlock(Block):
+    """Block with the (carry, per-layer input) signature nn.scan wants."""
+
+    def __call__(self, x, mask, drop_rate):
+        return super().__call__(x, mask, drop_rate), None
+
+
+def patchify(feats: jax.Array, patch_time: int, patch_freq: int) -> jax.Array:
+    """[B, T, F] -> [B, T//pt * F//pf, pt*pf] patches in token order (time-major); a partial
+    last time patch is dropped. Also the target of masked-patch objectives."""
+    b, t, f = feats.shape
+    nt, nf = t // patch_time, f // patch_freq
+    x = feats[:, :nt * patch_time].reshape(b, nt, patch_time, nf, patch_freq)
+    return x.transpose(0, 1, 3, 2, 4).reshape(b, nt * nf, patch_time * patch_freq)
 
 
 class ViT(nn.Module):
@@ -72,40 +104,62 @@ class ViT(nn.Module):
     max_frames: int = 1024
     num_mels: int = 64
     dtype: Any = jnp.float32
+    pos_time: str = "slice"  # or "interpolate" (clips longer than max_frames)
+    layer_scale: float = 0.0
+    drop_path: float = 0.0  # stochastic depth rate of the last block (0 in the first)
+    attention: str = "xla"  # "auto", "cudnn" (GPU), "pallas" (TPU)
+    remat: str = "none"  # "full", "dots", "dots_no_batch": recompute activations in backward
+    scan_layers: bool = False
 
     @nn.compact
-    def __call__(self, feats: jax.Array, frame_mask: jax.Array, train: bool = False) -> EncoderOutput:
+    def __call__(self, feats: jax.Array, frame_mask: jax.Array, train: bool = False,
+                 keep: jax.Array | None = None) -> EncoderOutput:
+        """keep: optional [B, K] int indices (token order) of the patches to encode."""
         width, depth, heads, mlp = SIZES[self.size]
         b, t, f = feats.shape
         if f != self.num_mels or f % self.patch_freq:
             raise ValueError(f"ViT expects {self.num_mels} mel bins divisible by patch_freq="
                              f"{self.patch_freq}, got features of shape {feats.shape}")
-        t = t - t % self.patch_time  # drop a partial last patch
-        if t // self.patch_time > self.max_frames // self.patch_time:
-            raise ValueError(f"clip has {t} frames, more than max_frames={self.max_frames}")
         nt, nf = t // self.patch_time, f // self.patch_freq
-        x = feats[:, :t].reshape(b, nt, self.patch_time, nf, self.patch_freq)
-        x = x.transpose(0, 1, 3, 2, 4).reshape(b, nt, nf, self.patch_time * self.patch_freq)
-        x = _dense(width, ("patch", "embed"), "patch_embed", self.dtype)(x.astype(self.dtype))
+        table_len = self.max_frames // self.patch_time
+        if nt > table_len and self.pos_time != "interpolate":
+            raise ValueError(f"clip has {t} frames, more than max_frames={self.max_frames}; "
+                             "crop it or set model.pos_time='interpolate'")
+        x = dense(width, ("patch", "embed"), "patch_embed", self.dtype)(
+            patchify(feats, self.patch_time, self.patch_freq).astype(self.dtype))
         pos_t = self.param("pos_time", nn.with_logical_partitioning(
-            nn.initializers.normal(0.02), ("length", "embed")), (self.max_frames // self.patch_time, width))
+            nn.initializers.normal(0.02), ("length", "embed")), (table_len, width))
         pos_f = self.param("pos_freq", nn.with_logical_partitioning(
             nn.initializers.normal(0.02), ("freq", "embed")), (nf, width))
-        x = x + pos_t[None, :nt, None].astype(self.dtype) + pos_f[None, None].astype(self.dtype)
-        x = x.reshape(b, nt * nf, width)
+        pos_t = jax.image.resize(pos_t, (nt, width), "linear") if nt > table_len else pos_t[:nt]
+        pos = (pos_t[:, None] + pos_f[None]).reshape(nt * nf, width)
+        x = constrain(x + pos.astype(self.dtype)[None], ACT)
         # A patch is real when all its frames are real: no padding leaks into its embedding.
-        patch_mask = frame_mask[:, :t].reshape(b, nt, self.patch_time).all(-1)
+        patch_mask = frame_mask[:, :nt * self.patch_time].reshape(b, nt, self.patch_time).all(-1)
         mask = jnp.repeat(patch_mask, nf, axis=1)
-        for i in range(depth):
-            x = Block(width, heads, mlp, self.dtype, name=f"block{i}")(x, mask)
+        if keep is not None:
+            x = jnp.take_along_axis(x, keep[..., None], axis=1)
+            mask = jnp.take_along_axis(mask, keep, axis=1)
+
+        block = Block
+        if self.remat != "none":
+            block = nn.remat(block, policy=REMAT[self.remat], prevent_cse=not self.scan_layers)
+        rates = np.linspace(0.0, self.drop_path, depth) if depth > 1 else np.zeros(1)
+        kw = dict(width=width, heads=heads, mlp=mlp, dtype=self.dtype, attention=self.attention,
+                  layer_scale=self.layer_scale, stochastic_depth=self.drop_path > 0, train=train)
+        if self.scan_layers:
+            scan_block = ScanBlock if self.remat == "none" else nn.remat(
+                ScanBlock, policy=REMAT[self.remat], prevent_cse=False)
+            stack = nn.scan(scan_block, variable_axes={"params": 0},
+                            split_rngs={"params": True, "dropout": True},
+                            in_axes=(nn.broadcast, 0), length=depth,
+                            metadata_params={nn.PARTITION_NAME: "layers"})
+            x, _ = stack(**kw, name="blocks")(x, mask, jnp.asarray(rates, jnp.float32))
+        else:
+            for i in range(depth):
+                x = block(**kw, name=f"block{i}")(x, mask, float(rates[i]))
         x = nn.LayerNorm(dtype=self.dtype, name="ln_out")(x)
         return EncoderOutput(tokens=x.astype(jnp.float32), mask=mask, grid=(nt, nf))
-
-
-def masked_mean(tokens: jax.Array, mask: jax.Array) -> jax.Array:
-    """Mean over real tokens only; a clip with no real token gives zeros, not NaN."""
-    m = mask.astype(tokens.dtype)[..., None]
-    return (tokens * m).sum(-2) / jnp.maximum(m.sum(-2), 1.0)
 
 
 def build(cfg) -> ViT:
@@ -114,10 +168,8 @@ def build(cfg) -> ViT:
     unknown = set(cfg) - fields
     if unknown:
         raise ConfigError(f"model.{sorted(unknown)[0]} is not a ViT option; known: {sorted(fields)}")
-    if cfg.get("size", "mu") not in SIZES:
-        raise ConfigError(f"model.size={cfg['size']!r} is not one of {sorted(SIZES)}")
-    try:
-        dtype = jnp.dtype(cfg.get("dtype", "float32"))
-    except TypeError as e:
-        raise ConfigError(f"model.dtype={cfg['dtype']!r}: {e}") from None
-    return ViT(**{**cfg, "dtype": dtype})
+    check_choice("size", cfg.get("size", "mu"), SIZES)
+    check_choice("pos_time", cfg.get("pos_time", "slice"), ("slice", "interpolate"))
+    check_choice("attention", cfg.get("attention", "xla"), ATTENTION)
+    check_choice("remat", cfg.get("remat", "none"), REMAT)
+    return ViT(**{**cfg, "dtype": compute_dtype(cfg.get("dtype", "float32"))})

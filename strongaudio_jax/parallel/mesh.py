@@ -3,15 +3,27 @@
 Models name their parameter and activation axes logically ('batch', 'embed', 'mlp', ...);
 `LOGICAL_RULES` maps those names onto mesh axes. Changing how a model is sharded is
 changing this table or the mesh shape in the config, never the model code.
+
+- data: pure data parallelism (parameters replicated).
+- fsdp: data parallelism with parameters and optimizer state sharded along 'embed' (ZeRO-3);
+  XLA all-gathers each layer's weights when it is used.
+- tensor: Megatron-style tensor parallelism: attention heads and the MLP hidden layer are
+  split, the residual stream is replicated.
+Activations use the same names: a mesh axis is used once per array, so the activations'
+'embed' stays replicated where 'batch' already took 'fsdp'.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import functools
 import math
 from typing import Mapping, Sequence
 
 import jax
 import numpy as np
+from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 MESH_AXES = ("data", "fsdp", "tensor")
@@ -28,6 +40,8 @@ LOGICAL_RULES: tuple[tuple[str, object], ...] = (
     ("patch", None),
     ("length", None),
     ("freq", None),
+    ("layers", None),  # the stacked axis of scanned layers
+    ("conv", None),  # convolution kernel taps
 )
 
 
@@ -48,7 +62,11 @@ def make_mesh(shape: Mapping[str, int], devices: Sequence[jax.Device] | None = N
     if math.prod(sizes) != len(devices):
         raise ValueError(f"mesh {dict(zip(MESH_AXES, sizes))} needs {math.prod(sizes)} devices, "
                          f"but {len(devices)} are available; set one axis to -1 to fill")
-    return Mesh(np.asarray(devices).reshape(sizes), MESH_AXES)
+    try:  # physical order (TPU torus, NVLink islands) where JAX knows it
+        grid = mesh_utils.create_device_mesh(sizes, devices, allow_split_physical_axes=True)
+    except (ValueError, NotImplementedError, AssertionError):
+        grid = np.asarray(devices).reshape(sizes)
+    return Mesh(grid, MESH_AXES)
 
 
 def logical_to_spec(logical: Sequence[str | None], mesh: Mesh,
@@ -68,6 +86,38 @@ def logical_to_spec(logical: Sequence[str | None], mesh: Mesh,
         used.update(axes)
         out.append(axes[0] if len(axes) == 1 else (axes or None))
     return P(*out)
+
+
+_ACTIVE_MESH: contextvars.ContextVar[Mesh | None] = contextvars.ContextVar("mesh", default=None)
+
+
+@contextlib.contextmanager
+def activation_mesh(mesh: Mesh):
+    """Within this context (at trace time) `constrain` pins activations onto `mesh`."""
+    token = _ACTIVE_MESH.set(mesh)
+    try:
+        yield mesh
+    finally:
+        _ACTIVE_MESH.reset(token)
+
+
+def on_mesh(mesh: Mesh, fn):
+    """`fn` traced with `mesh` as the activation mesh (wrap before jax.jit)."""
+    @functools.wraps(fn)
+    def traced(*args, **kwargs):
+        with activation_mesh(mesh):
+            return fn(*args, **kwargs)
+    return traced
+
+
+def constrain(x: jax.Array, logical: Sequence[str | None]) -> jax.Array:
+    """Sharding constraint on an activation by logical axis names; a no-op outside
+    `activation_mesh` (single device, eager use, tests of the model alone)."""
+    mesh = _ACTIVE_MESH.get()
+    if mesh is None or mesh.size == 1:
+        return x
+    return jax.lax.with_sharding_constraint(
+        x, NamedSharding(mesh, logical_to_spec(logical, mesh, x.shape)))
 
 
 def state_shardings(logical_specs, abstract_state, mesh: Mesh):
