@@ -110,6 +110,11 @@ def on_mesh(mesh: Mesh, fn):
     return traced
 
 
+def current_mesh() -> Mesh | None:
+    """The activation mesh being traced for (None outside `activation_mesh`)."""
+    return _ACTIVE_MESH.get()
+
+
 def constrain(x: jax.Array, logical: Sequence[str | None]) -> jax.Array:
     """Sharding constraint on an activation by logical axis names; a no-op outside
     `activation_mesh` (single device, eager use, tests of the model alone)."""
