@@ -157,7 +157,8 @@ def test_cli_build_report_and_errors(tmp_path, capsys):
     stats = json.loads((out / "label_4.stats.json").read_text())
     assert stats["num_clips"] == 5 and stats["failed_extractions_left_out"] == 1
     assert stats["tags"][0] == {"index": 0, "tag": "b", "df": 3, "score": round(3 * math.log(1.5), 6)}
-    assert stats["coverage"]["sound"] == {"clips": 1, "covered": 1, "fraction": 1.0, "mean_tags": 1.0}
+    assert stats["coverage"]["sound"] == {"clips": 1, "covered": 1, "fraction": 1.0, "mean_tags": 1.0,
+                                         "tag_fraction": 0.5}  # c2: d kept, a not in K=4
     assert stats["coverage"]["speech"]["covered"] == 1  # c3 ("a" only) has no tag in K=4
 
     rep = tmp_path / "rep"
@@ -172,3 +173,23 @@ def test_cli_build_report_and_errors(tmp_path, capsys):
     assert cli.main(["uts", "build", "--tags", str(tags), "--k", "9", "--out-dir", str(out)]) == 2
     err = capsys.readouterr().err
     assert "exceeds the 5 distinct tags" in err and "Traceback" not in err
+
+
+def test_cli_tag_build_filter_bridge_on_a_demo_shard(tmp_path, capsys):
+    from strongaudio_jax import assets
+
+    shard = assets.demo_corpus("heldout-00000-of-00002.tfrecord")
+    tags, out = tmp_path / "tags.jsonl", tmp_path / "v"
+    assert cli.main(["uts", "tag", "--captions", shard, "--out", str(tags), "--evaluate"]) == 0
+    printed = capsys.readouterr().out
+    assert "rules: 64 clips: 0 already tagged" in printed and "normalised: precision" in printed
+    assert cli.main(["uts", "build", "--tags", str(tags), "--k", "10", "40", "--out-dir", str(out)]) == 0
+    assert cli.main(["uts", "filter", "--records", shard, "--vocab", str(out / "label_10.json"),
+                     "--tags", str(tags), "--index", str(tmp_path / "index.jsonl")]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    kept = sum(1 for _ in open(tmp_path / "index.jsonl"))
+    assert line.startswith(f"64 clips: kept {kept}, dropped ") and 40 <= kept <= 64
+    assert cli.main(["uts", "bridge", "--vocab", str(out / "label_40.json"), "--out", str(tmp_path / "b.json")]) == 0
+    mapping = json.loads((tmp_path / "b.json").read_text())
+    assert mapping["classes"][0] == {"index": 0, "name": "Speech", "tags": ["speech"], "match": "exact"}
+    assert "unmapped: " in capsys.readouterr().out

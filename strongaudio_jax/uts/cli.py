@@ -116,8 +116,10 @@ def cmd_tag(args) -> int:
     rows = tagging.read_tag_file(args.out)
     failed = sum(r["status"] == "failed" for r in rows.values())
     if failed:
-        print(f"{failed} clips have no usable tags (status failed in {args.out}); run again to "
-              "retry them, or see their 'problems'")
+        how = ("extend the lexicon (--lexicon FILE)" if args.extractor == "rules" else
+               "run the same command again to retry them")
+        print(f"{failed} clips have no usable tags (status failed in {args.out}; see their "
+              f"'problems'): {how}")
     if args.evaluate:
         reference = {it.id: it.tags for it in items if it.tags}
         if not reference:

@@ -57,15 +57,18 @@ def write_report(rows: Mapping[str, dict], vocabularies: Mapping[str, Sequence[s
     fig.savefig(os.path.join(out_dir, "tag_frequency.png"), dpi=100)
     plt.close(fig)
 
-    # 2. coverage per domain per vocabulary
-    fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(doms) * max(1, len(names)) / 2), 4))
+    # 2. coverage per domain per vocabulary: clips kept, and share of their tags kept
+    fig, axes = plt.subplots(1, 2, figsize=(max(8, 1.2 * len(doms) * max(1, len(names))), 4))
     width = 0.8 / max(1, len(names))
-    for j, name in enumerate(names):
-        ax.bar([i + j * width for i in range(len(doms))],
-               [cov[name].get(d, {}).get("fraction", 0.0) for d in doms], width, label=name)
-    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(doms))], doms)
-    ax.set(ylabel="clips with >= 1 vocabulary tag", ylim=(0, 1.05), title="Coverage per domain")
-    ax.legend(fontsize=7)
+    for ax, key, label in ((axes[0], "fraction", "clips with >= 1 vocabulary tag"),
+                           (axes[1], "tag_fraction", "share of the clips' tags in the vocabulary")):
+        for j, name in enumerate(names):
+            ax.bar([i + j * width for i in range(len(doms))],
+                   [cov[name].get(d, {}).get(key, 0.0) for d in doms], width, label=name)
+        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(doms))], doms)
+        ax.set(ylim=(0, 1.05), title=label)
+        ax.title.set_fontsize(9)
+    axes[1].legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     fig.savefig(os.path.join(out_dir, "coverage.png"), dpi=100)
     plt.close(fig)
@@ -105,12 +108,14 @@ def write_report(rows: Mapping[str, dict], vocabularies: Mapping[str, Sequence[s
              f"{n} tagged clips, {len(df)} distinct tags, "
              f"{sum(len(t) for t in clip_tags.values()) / n:.2f} tags per clip on average.", "",
              "![tag frequency](tag_frequency.png)", "", "## Coverage per domain", "",
-             "Share of clips left with at least one tag (mean vocabulary tags per clip).", "",
+             "Share of clips left with at least one tag; in brackets, the share of the clips' tags "
+             "the vocabulary keeps and the mean vocabulary tags per clip.", "",
              "| vocabulary | K | " + " | ".join(doms + ["all"]) + " |",
              "|---|---|" + "---|" * (len(doms) + 1)]
     for name in names:
         c = cov[name]
-        cells = [f"{c[d]['fraction']:.3f} ({c[d]['mean_tags']:.1f})" if d in c else "-"
+        cells = [f"{c[d]['fraction']:.3f} ({c[d]['tag_fraction']:.2f}, {c[d]['mean_tags']:.1f})"
+                 if d in c else "-"
                  for d in doms + ["all"]]
         lines.append(f"| {name} | {len(vocabularies[name])} | " + " | ".join(cells) + " |")
     lines += ["", "![coverage](coverage.png)", "", f"## Top {top} tags per domain", "",

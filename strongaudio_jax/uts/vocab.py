@@ -122,18 +122,21 @@ def check_vocabulary(tags: Sequence[str], normalize) -> dict:
 
 def coverage(clip_tags: Mapping[str, Sequence[str]], domains: Mapping[str, str],
              vocab: Sequence[str]) -> dict:
-    """Per domain: clips, clips with >= 1 vocabulary tag, fraction, mean vocabulary tags per clip."""
+    """Per domain: clips, clips with >= 1 vocabulary tag and their fraction, mean vocabulary
+    tags per clip, and the share of all the clips' tags that the vocabulary keeps."""
     vocab_set = set(vocab)
     out: dict[str, dict] = {}
     for clip_id, tags in clip_tags.items():
         for dom in ("all", domains.get(clip_id) or "unknown"):
-            d = out.setdefault(dom, {"clips": 0, "covered": 0, "vocab_tags": 0})
+            d = out.setdefault(dom, {"clips": 0, "covered": 0, "vocab_tags": 0, "tags": 0})
             kept = len(vocab_set.intersection(tags))
             d["clips"] += 1
             d["covered"] += kept > 0
             d["vocab_tags"] += kept
+            d["tags"] += len(set(tags))
     for d in out.values():
         d["fraction"] = d["covered"] / d["clips"]
+        d["tag_fraction"] = d["vocab_tags"] / max(1, d.pop("tags"))
         d["mean_tags"] = d.pop("vocab_tags") / d["clips"]
     return out
 
