@@ -43,7 +43,8 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
     # Dasheng-style full-band time patches (64 mels x 4 frames = 40 ms per token).
     c.model = dict(name="vit", size="xs", patch_time=4, patch_freq=64, max_frames=512,
                    num_mels=64, dtype="float32")  # dtype: compute; parameters stay float32
-    c.objective = dict(name="mtc")
+    # Weighted objectives (strongaudio_jax/objectives/): the loss is the weighted sum.
+    c.objectives = dict(mtc=dict(weight=1.0, pooling="mean", label_smoothing=0.0, pos_weight=1.0))
     c.mesh = dict(data=-1, fsdp=1, tensor=1)
 
     c.train = dict(

@@ -122,4 +122,4 @@ def test_fixed_vocabulary_file(tiny_config, tmp_path, shared_dir):
     out = trainer.train(tiny_config(f"data.vocab_file={label_file}", "train.steps=2",
                                     "probe.tasks=()"), str(tmp_path))
     assert len(out["vocab"]) == 800
-    assert out["state"].params["head"]["classifier"]["kernel"].shape[-1] == 800
+    assert out["state"].params["heads"]["mtc"]["classifier"]["kernel"].shape[-1] == 800

@@ -2,8 +2,9 @@
 
 Built from the config alone (no data files, no devices), so `train` runs it on this host's
 mesh and `compile-check` lowers the very same step for a TPU topology it does not have.
-The model and the objective are resolved by name (`strongaudio_jax.models.<name>`,
-`strongaudio_jax.objectives.<name>`), so adding one is adding a module.
+The model and the objectives are resolved by name (`strongaudio_jax.models.<name>`,
+`strongaudio_jax.objectives.<name>`), so adding one is adding a module; the loss is the
+weighted sum of the configured objectives (`objectives/__init__.py` describes the interface).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from strongaudio_jax import frontend
+from strongaudio_jax import frontend, objectives as objectives_lib
 from strongaudio_jax.config import ConfigError
 from strongaudio_jax.frontend import augment
 from strongaudio_jax.models.vit import masked_mean
@@ -63,13 +64,36 @@ def frontend_config(cfg) -> frontend.MelConfig:
         raise ConfigError(f"frontend config {dict(cfg)}: {e}") from e
 
 
-def batch_spec(cfg: ml_collections.ConfigDict, num_classes: int) -> dict[str, jax.ShapeDtypeStruct]:
-    """Shapes and dtypes of one global batch, as the input pipeline delivers it."""
+def batch_spec(cfg: ml_collections.ConfigDict, num_classes: int,
+               text_fields: tuple[str, ...] = ()) -> dict[str, jax.ShapeDtypeStruct]:
+    """Shapes and dtypes of one global batch, as the input pipeline delivers it (with the
+    tokenised text fields the objectives read)."""
     b, n = cfg.data.batch_size, int(cfg.data.clip_seconds * cfg.data.sample_rate)
     return {"waveform": jax.ShapeDtypeStruct((b, n), jnp.float32),
             "length": jax.ShapeDtypeStruct((b,), jnp.int32),
             "tags": jax.ShapeDtypeStruct((b, num_classes), jnp.float32),
-            "valid": jax.ShapeDtypeStruct((b,), jnp.bool_)}
+            "valid": jax.ShapeDtypeStruct((b,), jnp.bool_),
+            **objectives_lib.text_batch_spec(text_fields, b, text_length(cfg))}
+
+
+def text_length(cfg) -> int:
+    return int(cfg.get("text", {}).get("max_len", 32))
+
+
+def text_tokenizer(cfg):
+    """The config's text tokenizer: text.tokenizer = "" (none), "minilm" (MiniLM's WordPiece
+    vocabulary) or the path of a WordPiece vocab.txt (e.g. built from the corpus captions)."""
+    name = cfg.get("text", {}).get("tokenizer", "")
+    if not name:
+        return None
+    from strongaudio_jax.text import tokenizer as tokenizer_lib
+    try:
+        if name == "minilm":
+            from strongaudio_jax.text import minilm
+            return tokenizer_lib.WordPieceTokenizer.from_file(minilm.vocab_file())
+        return tokenizer_lib.WordPieceTokenizer.from_file(name)
+    except (ImportError, OSError, ValueError) as e:
+        raise ConfigError(f"text.tokenizer={name!r}: {e}") from e
 
 
 @dataclasses.dataclass(frozen=True, eq=False)  # hashed by identity: jit caches on it
@@ -78,8 +102,8 @@ class Program:
 
     cfg: ml_collections.ConfigDict
     encoder: nn.Module
-    objective: Any  # the objective's module (loss_and_metrics)
-    head: nn.Module
+    objectives: tuple[objectives_lib.Objective, ...]  # weighted; heads in params["heads"]
+    extra: Any  # Featurizer.extra producing the objectives' text fields (None: no text)
     mel_cfg: frontend.MelConfig
     aug_cfg: augment.AugmentConfig
     tx: optax.GradientTransformation
@@ -95,24 +119,35 @@ class Program:
         one["length"] = jnp.full((1,), self.batch_spec["waveform"].shape[1], jnp.int32)
         feats, frame_mask = self.features(one)
         enc_vars = self.encoder.init(rng, feats, frame_mask)
-        enc = self.encoder.apply(nn.meta.unbox(enc_vars), feats, frame_mask)
-        params = {"encoder": enc_vars["params"], "head": self.head.init(rng, enc)["params"]}
+        encode = lambda f, m, train=False: self.encoder.apply(nn.meta.unbox(enc_vars), f, m, train=train)
+        enc = encode(feats, frame_mask)
+        heads = objectives_lib.init_all(self.objectives, rng, enc,
+                                        {**one, "features": feats, "frame_mask": frame_mask}, encode)
+        params = {"encoder": enc_vars["params"], "heads": heads}
         return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                           opt_state=self.tx.init(params),
                           ema_params=params if self.cfg.train.ema_decay else None)
 
     def train_step(self, state: TrainState, batch: dict) -> tuple[TrainState, dict]:
         cfg = self.cfg
-        # Augmentation randomness is a function of (seed, step): a resumed run replays it.
-        k_wave, k_spec = jax.random.split(jax.random.fold_in(jax.random.key(cfg.seed), state.step))
+        # Augmentation and objective randomness is a function of (seed, step): a resumed run
+        # replays it.
+        step_key = jax.random.fold_in(jax.random.key(cfg.seed), state.step)
+        k_wave, k_spec = jax.random.split(step_key)
+        k_obj = jax.random.fold_in(step_key, 1)  # the objectives' masking / dropout
         batch = augment.augment_waveforms(k_wave, batch, self.aug_cfg)
         feats, frame_mask = self.features(batch)
         feats = augment.augment_features(k_spec, feats, frame_mask, self.aug_cfg)
 
         def loss_fn(params, feats, frame_mask, batch):
-            enc = self.encoder.apply({"params": params["encoder"]}, feats, frame_mask, train=True)
-            logits = self.head.apply({"params": params["head"]}, enc)
-            return self.objective.loss_and_metrics(logits, batch)
+            def encode(f, m, train=True):
+                return self.encoder.apply({"params": params["encoder"]}, f, m, train=train,
+                                          rngs={"dropout": jax.random.fold_in(step_key, 2)})
+
+            enc = encode(feats, frame_mask)
+            batch = {**batch, "features": feats, "frame_mask": frame_mask}
+            return objectives_lib.weighted_loss(self.objectives, params["heads"], enc, batch,
+                                                k_obj, train=True, encode=encode)
 
         grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
         grad_accum = cfg.train.grad_accum
@@ -153,6 +188,10 @@ class Program:
         enc = self.encoder.apply({"params": encoder_params}, *self.features(batch))
         return masked_mean(enc.tokens, enc.mask)
 
+    def encode(self, encoder_params, batch):
+        """The frozen encoder's tokens and their mask (attention-pooling probes, heads)."""
+        return self.encoder.apply({"params": encoder_params}, *self.features(batch))
+
     def shardings(self, mesh):
         """(state, batch) NamedShardings on `mesh`, from the parameters' logical axis names."""
         boxed = jax.eval_shape(self.init, jax.random.key(0))
@@ -164,13 +203,15 @@ class Program:
         """(init, train_step) jitted onto `mesh`; the step donates the old state."""
         state_sh, batch_sh = self.shardings(mesh)
         init = jax.jit(lambda r: nn.meta.unbox(self.init(r)), out_shardings=state_sh)
-        step = jax.jit(self.train_step, in_shardings=(state_sh, batch_sh),
+        step = jax.jit(mesh_lib.on_mesh(mesh, self.train_step), in_shardings=(state_sh, batch_sh),
                        out_shardings=(state_sh, None), donate_argnums=0)
         return init, step, state_sh
 
 
-def build(cfg: ml_collections.ConfigDict, num_classes: int) -> Program:
-    """The Program for a config and a tag vocabulary of `num_classes`."""
+def build(cfg: ml_collections.ConfigDict, num_classes: int,
+          vocab: tuple[str, ...] | None = None) -> Program:
+    """The Program for a config and a tag vocabulary of `num_classes` (the tags themselves
+    where known; lowering for another topology needs only their number)."""
     mel_cfg = frontend_config(cfg.frontend)
     if mel_cfg.sample_rate != cfg.data.sample_rate:
         raise ConfigError(f"frontend preset {cfg.frontend.preset!r} expects {mel_cfg.sample_rate} "
@@ -184,9 +225,17 @@ def build(cfg: ml_collections.ConfigDict, num_classes: int) -> Program:
                           f"train.grad_accum={cfg.train.grad_accum}")
     encoder = resolve("models", cfg.model.name).build(
         {k: v for k, v in cfg.model.items() if k != "name"})
-    objective = resolve("objectives", cfg.objective.name)
-    head = objective.build(cfg.objective, num_classes=num_classes)
+    if "objective" in cfg:
+        raise ConfigError("config key 'objective' was replaced by 'objectives', a dict of weighted "
+                          "objectives: objectives=dict(mtc=dict(weight=1.0))")
+    tokenizer = text_tokenizer(cfg)
+    ctx = objectives_lib.Context(num_classes=num_classes, vocab=tuple(vocab) if vocab else None,
+                                 tokenizer=tokenizer, text_len=text_length(cfg), encoder=encoder,
+                                 mel_cfg=mel_cfg)
+    objectives = objectives_lib.build_all(cfg.objectives, ctx)
+    fields = objectives_lib.text_fields(objectives)
+    extra = objectives_lib.TextFields(tokenizer, fields, ctx.text_len) if fields else None
     tx, schedule = optimizer.make(cfg.optimizer, cfg.train.steps)
-    return Program(cfg=cfg, encoder=encoder, objective=objective, head=head, mel_cfg=mel_cfg,
+    return Program(cfg=cfg, encoder=encoder, objectives=objectives, extra=extra, mel_cfg=mel_cfg,
                    aug_cfg=aug_cfg, tx=tx, schedule=schedule,
-                   batch_spec=batch_spec(cfg, num_classes))
+                   batch_spec=batch_spec(cfg, num_classes, fields))

@@ -49,16 +49,17 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
             json.dump({str(i): t for i, t in enumerate(vocab)}, f, indent=1)
     if cfg.frontend.get("stats_file") and jax.process_index() == 0:  # evaluation reads this copy
         shutil.copyfile(cfg.frontend.stats_file, os.path.join(workdir, "frontend_stats.json"))
+    program = step_lib.build(cfg, len(vocab), vocab)  # the pure functions (train/step.py)
     featurizer = pipeline.Featurizer(
         vocab={t: i for i, t in enumerate(vocab)}, sample_rate=cfg.data.sample_rate,
-        clip_samples=int(cfg.data.clip_seconds * cfg.data.sample_rate), random_crop=True)
+        clip_samples=int(cfg.data.clip_seconds * cfg.data.sample_rate), random_crop=True,
+        extra=program.extra)  # tokenised text for the objectives that read it
     data_iter = iter(pipeline.train_dataset(train_files, featurizer, cfg.data.batch_size,
                                             cfg.seed, cfg.data.verify_crc, cfg.data.workers))
     logger.info(f"train: {len(train_files)} files, vocabulary of {len(vocab)} tags, "
                 f"global batch {cfg.data.batch_size}, mesh {dict(mesh.shape)}")
 
-    # ---------------------------------------------------------------- Model, objective, step
-    program = step_lib.build(cfg, num_classes=len(vocab))  # the pure functions (train/step.py)
+    # ---------------------------------------------------------------- Model, objectives, step
     init, train_step, state_shardings = program.compile(mesh)
     state = init(jax.random.key(cfg.seed))
     n_params = sum(x.size for x in jax.tree.leaves(state.params))
