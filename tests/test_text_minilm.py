@@ -54,3 +54,29 @@ def test_sentence_embeddings_match_the_package(reference):
     print(f"MiniLM parity over {len(SENTENCES)} sentences: max relative error {rel.max():.2e}, "
           f"max abs error {np.abs(ours - expected).max():.2e}")
     assert rel.max() <= 1e-4, rel
+
+
+def test_contrastive_text_tower_starts_from_minilm(reference):
+    """objectives.contrastive with text_init='minilm': the text tower's initial sentence
+    embeddings are the package's (through Program-style jitted init)."""
+    from strongaudio_jax import objectives
+    from strongaudio_jax.models.vit import EncoderOutput
+    from strongaudio_jax.objectives import contrastive
+
+    expected, _ = reference
+    tok = tokenizer.WordPieceTokenizer.from_file(minilm.vocab_file())
+    ctx = objectives.Context(num_classes=1, vocab=None, tokenizer=tok, text_len=160, encoder=None,
+                             mel_cfg=None)
+    module = contrastive.build({"text_init": "minilm"}, ctx)
+    ids, mask = tok.encode(SENTENCES, max_len=160)
+    enc = EncoderOutput(tokens=np.zeros((len(SENTENCES), 2, 8), np.float32),
+                        mask=np.ones((len(SENTENCES), 2), bool), grid=(2, 1))
+    batch = {"text_ids": ids, "text_mask": mask, "valid": np.ones(len(SENTENCES), bool)}
+    params = jax.jit(lambda r: nn.meta.unbox(module.init(r, enc, batch, False)))(jax.random.key(0))
+    pooled = module.apply(params, ids, mask, method=lambda m, i, k: m.text(i, k))
+    ours = np.asarray(pooled / np.linalg.norm(pooled, axis=-1, keepdims=True))
+    rel = np.linalg.norm(ours - expected, axis=-1) / np.linalg.norm(expected, axis=-1)
+    assert rel.max() <= 1e-4, rel
+    with pytest.raises(Exception, match="MiniLM's 512 positions"):
+        contrastive.build({"text_init": "minilm"}, objectives.Context(
+            num_classes=1, vocab=None, tokenizer=tok, text_len=600, encoder=None, mel_cfg=None))
