@@ -21,8 +21,9 @@ Interface of an objective module `strongaudio_jax/objectives/<name>.py`:
     FIELDS (optional, module level): the text fields the objective reads from the batch, a
         subset of TEXT_FIELDS; the input pipeline then tokenises them (see `TextFields`).
     USES_ENCODER = True (optional, module level): the module is also called with
-        `encode=fn`, fn(features, frame_mask, train) -> EncoderOutput, for an objective that
-        runs the shared encoder on its own view of the input (masked prediction).
+        `encode=fn`, fn(features, frame_mask, train, **kw) -> EncoderOutput, for an objective
+        that runs the shared encoder on its own view of the input (masked prediction passes
+        keep=[B, K] patch indices: models/vit.py).
 
 What every objective finds in `batch` (global arrays, sharded over the batch axis):
     waveform [B, S] f32, length [B] i32, tags [B, K] f32 multi-hot, valid [B] bool (False

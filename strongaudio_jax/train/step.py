@@ -119,7 +119,8 @@ class Program:
         one["length"] = jnp.full((1,), self.batch_spec["waveform"].shape[1], jnp.int32)
         feats, frame_mask = self.features(one)
         enc_vars = self.encoder.init(rng, feats, frame_mask)
-        encode = lambda f, m, train=False: self.encoder.apply(nn.meta.unbox(enc_vars), f, m, train=train)
+        encode = lambda f, m, train=False, **kw: self.encoder.apply(nn.meta.unbox(enc_vars), f, m,
+                                                                   train=train, **kw)
         enc = encode(feats, frame_mask)
         heads = objectives_lib.init_all(self.objectives, rng, enc,
                                         {**one, "features": feats, "frame_mask": frame_mask}, encode)
@@ -140,9 +141,9 @@ class Program:
         feats = augment.augment_features(k_spec, feats, frame_mask, self.aug_cfg)
 
         def loss_fn(params, feats, frame_mask, batch):
-            def encode(f, m, train=True):
+            def encode(f, m, train=True, **kw):  # kw: e.g. keep, a subset of patches (MAE)
                 return self.encoder.apply({"params": params["encoder"]}, f, m, train=train,
-                                          rngs={"dropout": jax.random.fold_in(step_key, 2)})
+                                          rngs={"dropout": jax.random.fold_in(step_key, 2)}, **kw)
 
             enc = encode(feats, frame_mask)
             batch = {**batch, "features": feats, "frame_mask": frame_mask}

@@ -1,0 +1,31 @@
+r"""Multi-task pre-training, as in the study: L_MTC + lambda * (0.25 L_AR + 0.75 L_PAR).
+
+MTC on the tags plus captioning of the summary, whose autoregressive and parallel
+decodings both run on every example (captioning mix="sum", parallel_fraction=0.75);
+lambda is the captioning weight. Any weights can be set from the command line, e.g.
+`objectives.captioning.weight=0.5`. Everything else as configs/mtc.py.
+
+Variants: demo (bundled corpus, ~4 min on 2 CPU cores), smoke (seconds, tests), large
+(ViT-B for an accelerator; set data.train_files / data.eval_files):
+  strongaudio train --config configs/multitask.py:demo --workdir /tmp/strongaudio_mt
+"""
+
+import importlib.util
+import os
+
+LAMBDA = 0.1  # the captioning loss is ~20x MTC's BCE (per token vs per tag); keeps MTC leading
+
+
+def get_config(arg: str = "demo"):
+    spec = importlib.util.spec_from_file_location(
+        "_strongaudio_par_config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "par.py"))
+    par = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(par)
+    c = par.base(arg)
+    size = "mu" if arg == "smoke" else "xs"
+    c.objectives = dict(
+        mtc=dict(weight=1.0, pooling="mean", label_smoothing=0.0, pos_weight=1.0),
+        captioning=dict(weight=LAMBDA, decoder_size=size, label_smoothing=0.1,
+                        parallel_fraction=0.75, mix="sum"))
+    c.text = par.text(arg, max_len=24)
+    return c
