@@ -9,7 +9,18 @@ import soundfile as sf
 
 
 class AudioDecodeError(ValueError):
-    """Audio bytes that cannot be decoded or are unusable; the message names the clip."""
+    """Audio bytes that cannot be decoded or are unusable; the message names the clip.
+
+    `reason` is a short key for counting skipped clips: undecodable_audio, zero_length_audio,
+    non_finite_audio, sample_rate.
+    """
+
+    def __init__(self, message: str, reason: str = "undecodable_audio"):
+        super().__init__(message)
+        self.reason = reason
+
+    def __reduce__(self):  # picklable across worker processes, reason included
+        return AudioDecodeError, (str(self), self.reason)
 
 
 def decode(data: bytes, where: str = "clip") -> tuple[np.ndarray, int]:
@@ -20,9 +31,9 @@ def decode(data: bytes, where: str = "clip") -> tuple[np.ndarray, int]:
         raise AudioDecodeError(f"{where}: audio cannot be decoded ({e})") from e
     wave = wave.mean(axis=1) if wave.shape[1] > 1 else wave[:, 0]
     if wave.size == 0:
-        raise AudioDecodeError(f"{where}: audio has zero samples")
+        raise AudioDecodeError(f"{where}: audio has zero samples", "zero_length_audio")
     if not np.isfinite(wave).all():
-        raise AudioDecodeError(f"{where}: audio contains NaN or Inf samples")
+        raise AudioDecodeError(f"{where}: audio contains NaN or Inf samples", "non_finite_audio")
     return wave, int(rate)
 
 
@@ -32,3 +43,75 @@ def encode(wave: np.ndarray, rate: int, fmt: str = "flac") -> bytes:
     subtype = {"flac": "PCM_16", "wav": "PCM_16", "ogg": "VORBIS"}[fmt]
     sf.write(buf, np.clip(wave, -1.0, 1.0), rate, format=fmt.upper(), subtype=subtype)
     return buf.getvalue()
+
+
+def resample(wave: np.ndarray, rate: int, target: int) -> np.ndarray:
+    """High-quality resampling (soxr, 'HQ'), float32 in and out."""
+    import soxr
+
+    return soxr.resample(wave, rate, target, quality="HQ").astype(np.float32, copy=False)
+
+
+def to_int16(wave: np.ndarray) -> np.ndarray:
+    """float [-1, 1] -> int16 with the scale soundfile uses (x * 32768, clipped): int16 / 32768
+    gives the float back exactly for 16-bit sources."""
+    return np.clip(np.round(wave * 32768.0), -32768, 32767).astype(np.int16)
+
+
+def decode_into(data: bytes, out: np.ndarray, *, where: str = "clip", rate: int,
+                crop: float | None = None) -> int:
+    """Decodes audio into `out` (1-D, int16 or float32, zero-padded) and returns the number of
+    valid samples: mono (channels averaged), at `rate` (resampled when the file's differs), a
+    crop of `len(out)` samples starting at fraction `crop` in [0, 1) of the possible starts
+    (None: from the start).
+
+    The common case (mono integer PCM at `rate`, e.g. 16-bit FLAC) decodes straight into `out`,
+    reading only the cropped frames: no intermediate arrays. Anything else (several channels,
+    float samples, another rate) decodes to float32 first and is checked for NaN/Inf.
+    """
+    n = len(out)
+    try:
+        f = sf.SoundFile(io.BytesIO(data))
+    except Exception as e:  # soundfile raises several types for bad bytes
+        raise AudioDecodeError(f"{where}: audio cannot be decoded ({e})") from e
+    with f:
+        if f.frames <= 0:
+            raise AudioDecodeError(f"{where}: audio has zero samples", "zero_length_audio")
+        direct = (f.channels == 1 and f.samplerate == rate
+                  and f.subtype not in ("FLOAT", "DOUBLE", "VORBIS", "OPUS"))
+        if direct:
+            take = min(n, f.frames)
+            start = _crop_start(crop, f.frames, n)
+            try:
+                if start:
+                    f.seek(start)
+                got = f.read(take, dtype=out.dtype.name, out=out[:take])
+            except Exception as e:
+                raise AudioDecodeError(f"{where}: audio cannot be decoded ({e})") from e
+            got = len(got)
+            if got < take:
+                raise AudioDecodeError(f"{where}: audio stream ends after {start + got} of "
+                                       f"{f.frames} samples (damaged)")
+            out[take:] = 0
+            return take
+        try:
+            wave = f.read(dtype="float32", always_2d=True)
+        except Exception as e:
+            raise AudioDecodeError(f"{where}: audio cannot be decoded ({e})") from e
+        file_rate = f.samplerate
+    wave = wave.mean(axis=1) if wave.shape[1] > 1 else wave[:, 0]
+    if wave.size == 0:
+        raise AudioDecodeError(f"{where}: audio has zero samples", "zero_length_audio")
+    if not np.isfinite(wave).all():
+        raise AudioDecodeError(f"{where}: audio contains NaN or Inf samples", "non_finite_audio")
+    if file_rate != rate:
+        wave = resample(wave, file_rate, rate)
+    start = _crop_start(crop, len(wave), n)
+    wave = wave[start:start + n]
+    out[:len(wave)] = to_int16(wave) if out.dtype == np.int16 else wave
+    out[len(wave):] = 0
+    return len(wave)
+
+
+def _crop_start(crop: float | None, have: int, want: int) -> int:
+    return int(crop * (have - want + 1)) if crop is not None and have > want else 0

@@ -1,155 +1,162 @@
-"""Grain pipeline: TFRecord shards -> decoded, cropped, batched numpy -> global arrays.
+"""Input pipeline: shards (local or gs:// / s3://) -> decoded, cropped, batched numpy -> global arrays.
 
-Training order: shard files are indexed once (headers only), records are globally
-shuffled with a seed (a new permutation each epoch), split across hosts by
-`jax.process_index()`, decoded and randomly cropped with per-record RNG streams, then
-batched. Everything is a pure function of (seed, step), which is what makes the Grain
-iterator state in the checkpoint sufficient for an exact resume.
+Training order (docs/data.md has the whole story):
+  1. each corpus's shard files are indexed once (TFRecord headers; GZIP files via a cached
+     plain copy; ArrayRecord natively);
+  2. hosts split the files between them (whole files, balanced by record count), or the
+     records when there are fewer files than hosts;
+  3. each host draws rows from its corpora with the configured mixing weights, and from each
+     corpus in a fresh global shuffle of its share every epoch;
+  4. worker processes decode whole batches (FLAC/WAV/OGG; mono; resampled if allowed; random
+     crop or zero-pad with the valid length) straight into shared memory;
+  5. `parallel.mesh.global_batch` places them as global `jax.Array`s on the mesh.
+Everything is a pure function of (seed, batch number, draw counts): the iterator state saved
+in the checkpoint resumes at the identical next batch.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import glob
+import json
 import os
-from typing import Callable, Iterator, Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
-import grain
 import jax
 import numpy as np
 
-from strongaudio_jax.data import audio, schema, tfrecord
+from strongaudio_jax.data import batcher, index as index_lib, loader, schema, storage, tfrecord
+from strongaudio_jax.data.featurize import Featurizer  # noqa: F401 (re-exported)
+
+SHARD_SUFFIXES = ("*.tfrecord*", "*.array_record")
 
 
 def expand_paths(pattern: str | Sequence[str]) -> list[str]:
-    """Glob patterns (or a directory's *.tfrecord*) into a sorted file list; errors if empty."""
+    """Glob patterns (or a directory's shards) into a sorted file list; errors if empty.
+    Patterns may be local paths or URLs (gs://, s3://, memory://)."""
     patterns = [pattern] if isinstance(pattern, str) else list(pattern)
     paths: list[str] = []
     for p in patterns:
         p = os.path.expanduser(p)
-        if os.path.isdir(p):
-            p = os.path.join(p, "*.tfrecord*")
-        found = sorted(glob.glob(p))
+        if storage.isdir(p):
+            found = sorted(f for s in SHARD_SUFFIXES for f in storage.glob(storage.join(p, s)))
+        else:
+            found = storage.glob(p)
         if not found:
-            raise FileNotFoundError(f"no TFRecord files match {p!r}; check the data path in the "
-                                    "config (data.train_files / data.eval_files)")
+            raise FileNotFoundError(f"no TFRecord files match {p!r} (nor ArrayRecord); check the data "
+                                    "paths in the config (data.train_files / data.mix / "
+                                    "data.eval_files)")
         paths.extend(found)
     return paths
 
 
-class TFRecordSource:
-    """Random access over the records of several TFRecord files (a Grain data source).
+def mixture(data_cfg) -> dict[str, tuple[list[str], float]]:
+    """{corpus name: (files, weight)} from the config: `data.mix` when set, else one corpus
+    of `data.train_files` with weight 1."""
+    mix = data_cfg.get("mix") or {}
+    if not mix:
+        return {"train": (expand_paths(data_cfg.train_files), 1.0)}
+    out = {}
+    for name, entry in dict(mix).items():
+        try:
+            files, weight = entry["files"], float(entry["weight"])
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"data.mix.{name} must be dict(files=<glob or list>, weight=<number>), "
+                             f"not {entry!r}") from None
+        if not weight > 0:
+            raise ValueError(f"data.mix.{name}.weight must be > 0, not {weight}")
+        out[name] = (expand_paths(files), weight)
+    return out
 
-    Plain files are indexed by reading headers only and read with one seek per record.
-    GZIP files cannot be seeked, so they are decompressed into memory at start-up.
+
+def host_rows(idx: index_lib.RecordIndex, process_index: int, process_count: int,
+              name: str = "train") -> np.ndarray:
+    """This host's rows of a corpus index.
+
+    At least as many files as hosts: whole files per host (disjoint files, so each host opens
+    only its own), assigned greedily largest-first to the host with the fewest records so far
+    (ties: lower number), which every host computes identically. Fewer files than hosts: every
+    host reads every file and takes every `process_count`-th record.
     """
-
-    def __init__(self, paths: Sequence[str], verify_crc: bool = True):
-        self._paths = list(paths)
-        self._verify = verify_crc
-        self._in_memory: dict[int, list[bytes]] = {}
-        rows = []
-        for fi, path in enumerate(self._paths):
-            if tfrecord.is_gzip(path):
-                recs = list(tfrecord.read_records(path, verify_crc=verify_crc))
-                self._in_memory[fi] = recs
-                rows.append(np.stack([np.full(len(recs), fi), np.arange(len(recs)),
-                                      np.arange(len(recs)), np.zeros(len(recs))], 1))
-            else:
-                idx = tfrecord.index_records(path, verify_crc=verify_crc)
-                rows.append(np.concatenate([np.full((len(idx), 1), fi), np.arange(len(idx))[:, None],
-                                            idx], 1))
-        self._rows = np.concatenate(rows).astype(np.int64) if rows else np.zeros((0, 4), np.int64)
-        self._files: dict[int, object] = {}
-
-    def __len__(self) -> int:
-        return len(self._rows)
-
-    def __getitem__(self, i: int) -> tuple[bytes, str]:
-        fi, ri, offset, length = (int(v) for v in self._rows[i % len(self._rows)])
-        where = f"{self._paths[fi]} record {ri}"
-        if fi in self._in_memory:
-            return self._in_memory[fi][ri], where
-        f = self._files.get(fi)
-        if f is None:
-            f = self._files[fi] = open(self._paths[fi], "rb")
-        return tfrecord.read_record_at(f, offset, length, verify_crc=self._verify,
-                                       path=self._paths[fi], index=ri), where
-
-    def __getstate__(self):  # open files do not cross process boundaries
-        return {**self.__dict__, "_files": {}}
-
-    def __repr__(self) -> str:
-        return f"TFRecordSource({len(self._paths)} files, {len(self)} records)"
+    counts = idx.records_per_file()
+    if len(counts) >= process_count:
+        load = np.zeros(process_count, np.int64)
+        owner = np.zeros(len(counts), np.int64)
+        for f in sorted(range(len(counts)), key=lambda f: (-counts[f], f)):
+            owner[f] = int(np.argmin(load))
+            load[owner[f]] += counts[f]
+        rows = np.flatnonzero(owner[idx.rows[:, 0]] == process_index)
+    else:
+        rows = np.arange(len(idx))[process_index::process_count]
+    if len(rows) == 0:
+        raise ValueError(f"corpus {name!r} leaves no records for process {process_index} of "
+                         f"{process_count} ({len(idx)} records in {len(counts)} files)")
+    return rows
 
 
-@dataclasses.dataclass(frozen=True)
-class Featurizer:
-    """Record bytes -> model inputs: waveform crop, its valid length, multi-hot tags.
+def train_dataset(files: Sequence[str] | Mapping[str, tuple[Sequence[str], float]],
+                  featurizer: Featurizer, batch_size: int, seed: int, verify_crc: bool = True,
+                  workers: int = 0, *, skip_bad: bool = False, wave_dtype: str = "int16",
+                  cache_dir: str | None = None) -> loader.BatchDataset:
+    """Endless stream of this host's batches (batch_size is the global batch).
 
-    `extra` (optional) maps the parsed clip to more fixed-shape numpy arrays (e.g. tokenised
-    caption text for text objectives); they are merged into each row under their own keys.
-    It must be picklable (a module-level function or a dataclass) to run in worker processes.
-    """
-
-    vocab: Mapping[str, int]
-    sample_rate: int
-    clip_samples: int
-    random_crop: bool
-    extra: Callable[[schema.Clip], dict[str, np.ndarray]] | None = None
-
-    def __call__(self, record: tuple[bytes, str], rng: np.random.Generator | None = None) -> dict:
-        data, where = record
-        clip = schema.example_to_clip(data, where)
-        if clip.sample_rate != self.sample_rate:
-            raise audio.AudioDecodeError(
-                f"{where} (clip {clip.id!r}): sample rate {clip.sample_rate} Hz, but the config "
-                f"expects {self.sample_rate} Hz (data.sample_rate); resample the corpus")
-        wave, _ = audio.decode(clip.audio, f"{where} (clip {clip.id!r})")
-        start = 0
-        if len(wave) > self.clip_samples and self.random_crop:
-            start = int(rng.integers(0, len(wave) - self.clip_samples + 1))
-        wave = wave[start:start + self.clip_samples]
-        out = np.zeros(self.clip_samples, np.float32)
-        out[:len(wave)] = wave
-        tags = np.zeros(len(self.vocab), np.float32)
-        for t in clip.tags:
-            if t in self.vocab:
-                tags[self.vocab[t]] = 1.0
-        row = {"waveform": out, "length": np.int32(len(wave)), "tags": tags, "valid": np.True_}
-        if self.extra is not None:
-            more = self.extra(clip)
-            clash = set(more) & set(row)
-            if clash:
-                raise ValueError(f"Featurizer.extra returned keys {sorted(clash)} that the "
-                                 f"featurizer already fills; rename them")
-            row.update(more)
-        return row
-
-
-def train_dataset(files: Sequence[str], featurizer: Featurizer, batch_size: int, seed: int,
-                  verify_crc: bool = True, workers: int = 0) -> grain.IterDataset:
-    """Infinite shuffled stream of per-host batches (batch_size is the global batch).
-
+    files: one corpus's shard paths, or {name: (paths, weight)} to mix several corpora.
     workers > 0 decodes in that many processes ahead of the train step; 0 decodes in this
-    process on demand (simplest to debug; enough for small models)."""
-    count = jax.process_count()
+    process on demand (simplest to debug). skip_bad: bad records become masked rows
+    (valid=False) and are counted by reason instead of raising. wave_dtype 'int16' halves the
+    bytes moved (the model divides by 32768 on device); 'float32' gives the same values as floats.
+    """
+    count, me = jax.process_count(), jax.process_index()
     if batch_size % count:
         raise ValueError(f"global batch size {batch_size} is not divisible by {count} processes")
-    source = TFRecordSource(files, verify_crc)
-    if len(source) < batch_size:
-        raise ValueError(f"{source} holds fewer records than one batch ({batch_size})")
-    ds = grain.MapDataset.source(source).shuffle(seed=seed).repeat(None)
-    ds = ds[jax.process_index()::count]
-    ds = ds.random_map(featurizer, seed=seed)
-    ds = ds.batch(batch_size // count, drop_remainder=True).to_iter_dataset()
-    if workers > 0:
-        # Grain's workers read absl flags, which a plain script never parses (grain#1355).
-        from absl import flags
-        if not flags.FLAGS.is_parsed():
-            flags.FLAGS.mark_as_parsed()
-        ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
-    return ds
+    if not isinstance(files, Mapping):
+        files = {"train": (list(files), 1.0)}
+    corpora = []
+    for name, (paths, _) in files.items():
+        idx = index_lib.build_index(list(paths), verify_crc=verify_crc, skip_bad=skip_bad,
+                                    cache_dir=cache_dir)
+        corpora.append(batcher.Corpus(name, idx, host_rows(idx, me, count, name)))
+    total = sum(len(c.rows) for c in corpora)
+    if len(files) == 1 and total < batch_size // count:
+        raise ValueError(f"{corpora[0].name}: {total} records on this host, fewer than one "
+                         f"batch ({batch_size // count})")
+    weights = np.array([w for _, w in files.values()], np.float64)
+    spec = batcher.BatchSpec(corpora, weights / weights.sum(), seed, batch_size // count,
+                             featurizer, wave_dtype, verify_crc, skip_bad)
+    return loader.BatchDataset(spec, workers, process_index=me, process_count=count)
+
+
+def damaged_at_indexing(ds: loader.BatchDataset) -> list[str]:
+    """Damage found while indexing (skip_bad=True only): the records after it are skipped."""
+    return [m for c in ds.spec.corpora for m in c.index.damaged]
+
+
+def waveform_to_float(batch: Mapping) -> dict:
+    """The batch with an int16 waveform as float32 (int16 / 32768, as soundfile decodes);
+    float waveforms pass through. Runs inside the jitted step, on the device."""
+    import jax.numpy as jnp
+
+    wave = batch["waveform"]
+    if wave.dtype == jnp.int16:
+        wave = wave.astype(jnp.float32) * (1.0 / 32768.0)
+    return {**batch, "waveform": wave}
+
+
+class TFRecordSource:
+    """Random access over the records of several shard files: (record bytes, 'file record i')."""
+
+    def __init__(self, paths: Sequence[str], verify_crc: bool = True):
+        self._reader = index_lib.RecordReader(index_lib.build_index(list(paths),
+                                                                    verify_crc=verify_crc),
+                                              verify_crc)
+
+    def __len__(self) -> int:
+        return len(self._reader.index)
+
+    def __getitem__(self, i: int) -> tuple[bytes, str]:
+        i = i % len(self)
+        return self._reader.read(i), self._reader.where(i)
+
+    def __repr__(self) -> str:
+        return f"TFRecordSource({len(self._reader.index.paths)} files, {len(self)} records)"
 
 
 def eval_batches(files: Sequence[str], featurizer: Featurizer, batch_size: int,
@@ -170,7 +177,12 @@ def tag_vocabulary(files: Sequence[str], min_count: int = 1) -> list[str]:
     """Tags of a corpus by descending document frequency (ties alphabetical)."""
     counts: dict[str, int] = {}
     for path in files:
-        for data in tfrecord.read_records(path):
+        if path.endswith(index_lib.ARRAY_RECORD_SUFFIX):
+            source = TFRecordSource([path])
+            records = (source[i][0] for i in range(len(source)))
+        else:
+            records = tfrecord.read_records(path)
+        for data in records:
             for t in set(schema.example_to_clip(data, path).tags):
                 counts[t] = counts.get(t, 0) + 1
     return sorted((t for t, c in counts.items() if c >= min_count), key=lambda t: (-counts[t], t))
@@ -178,13 +190,10 @@ def tag_vocabulary(files: Sequence[str], min_count: int = 1) -> list[str]:
 
 def load_vocabulary(path: str) -> list[str]:
     """A UTS vocabulary file as released (`label_K.json`: {"0": "tag", "1": ...})."""
-    import json
-
-    with open(path) as f:
+    with storage.open_file(path) as f:
         table = json.load(f)
     try:
         return [table[str(i)] for i in range(len(table))]
     except (KeyError, TypeError):
         raise ValueError(f"{path} is not a vocabulary file: expected {{\"0\": tag, \"1\": tag, ...}} "
                          "with consecutive indices") from None
-

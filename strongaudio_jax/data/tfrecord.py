@@ -18,6 +18,8 @@ from typing import BinaryIO, Iterator
 import google_crc32c
 import numpy as np
 
+from strongaudio_jax.data import storage
+
 _HEADER = struct.Struct("<QI")  # length, masked crc of the 8 length bytes
 _CRC = struct.Struct("<I")
 _HEADER_SIZE = 12
@@ -91,7 +93,7 @@ def is_gzip(path, compression: str | None = None) -> bool:
         return want
     if path.endswith(".gz"):
         return True
-    with open(path, "rb") as f:
+    with storage.open_file(path) as f:
         head = f.read(_HEADER_SIZE)
     if not head.startswith(_GZIP_MAGIC):
         return False
@@ -196,7 +198,8 @@ def read_records(path, *, verify_crc: bool = True, skip_corrupt: bool = False,
     path = os.fspath(path)
     stats = ReadStats() if stats is None else stats
     gz = is_gzip(path, compression)
-    with (gzip.open(path, "rb") if gz else open(path, "rb", buffering=_READ_BUFFER)) as f:
+    raw = storage.open_file(path) if storage.is_url(path) else open(path, "rb", buffering=_READ_BUFFER)
+    with raw, (gzip.GzipFile(fileobj=raw, mode="rb") if gz else raw) as f:
         index = offset = 0
         while True:
             try:
@@ -227,17 +230,19 @@ def _check_plain(path: str) -> None:
             f"Decompress it (gunzip -k) or read it sequentially with read_records().")
 
 
-def index_records(path, *, verify_crc: bool = True) -> np.ndarray:
+def index_records(path, *, verify_crc: bool = True, partial: bool = False):
     """(n, 2) int64 [data_offset, data_length] of every record, for random access.
 
     Reads only the 12-byte headers and seeks over the data, so it is cheap even for big shards;
     verify_crc checks the header CRCs (data CRCs are checked by `read_record_at`).
+    partial=True returns (rows before the damage, CorruptRecordError or None) instead of
+    raising at a damaged header or a cut-off file (nothing after it can be located).
     """
     path = os.fspath(path)
     _check_plain(path)
     rows = []
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
+    size = storage.size(path)
+    with storage.open_file(path) as f:
         offset = 0
         while offset < size:
             f.seek(offset)
@@ -256,11 +261,15 @@ def index_records(path, *, verify_crc: bool = True) -> np.ndarray:
                     problem = f"expected {length} data bytes, file ends after {have} of them"
                     truncated = True
             if problem:
-                raise CorruptRecordError(path, len(rows), offset, problem,
-                                         truncated=bool(truncated), hint=_HINT_RANDOM_ACCESS)
+                error = CorruptRecordError(path, len(rows), offset, problem,
+                                           truncated=bool(truncated), hint=_HINT_RANDOM_ACCESS)
+                if not partial:
+                    raise error
+                return np.array(rows, dtype=np.int64).reshape(-1, 2), error
             rows.append((offset + _HEADER_SIZE, length))
             offset = end
-    return np.array(rows, dtype=np.int64).reshape(-1, 2)
+    rows = np.array(rows, dtype=np.int64).reshape(-1, 2)
+    return (rows, None) if partial else rows
 
 
 def read_record_at(f: BinaryIO, offset: int, length: int, *, verify_crc: bool = True,
@@ -270,7 +279,14 @@ def read_record_at(f: BinaryIO, offset: int, length: int, *, verify_crc: bool = 
     `path` and `index` only label errors. The file must be opened in binary mode. Reads with
     one positioned read (pread), so threads may share one open file.
     """
-    buf = os.pread(f.fileno(), length + _FOOTER_SIZE, offset)
+    return check_record_at(os.pread(f.fileno(), length + _FOOTER_SIZE, offset), offset, length,
+                           verify_crc=verify_crc, path=path, index=index)
+
+
+def check_record_at(buf: bytes, offset: int, length: int, *, verify_crc: bool = True,
+                    path: str = "", index: int = -1) -> bytes:
+    """The data of a record from the `length + 4` bytes read at its data `offset` (an index
+    row), after checking that none are missing and (verify_crc) the data CRC."""
     data, footer = buf[:length], buf[length:]
     record_offset = offset - _HEADER_SIZE
     if len(data) < length or len(footer) < _FOOTER_SIZE:

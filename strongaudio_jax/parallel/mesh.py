@@ -22,6 +22,7 @@ import math
 from typing import Mapping, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -138,6 +139,24 @@ def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
 
 
 def global_batch(local: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
-    """Places this host's part of the batch as global arrays sharded along the batch axis."""
-    return {k: jax.make_array_from_process_local_data(batch_sharding(mesh, v.ndim), v)
-            for k, v in local.items()}
+    """Places this host's part of the batch as global arrays sharded along the batch axis.
+
+    An int16 waveform (what the input pipeline ships: half the bytes of float32) travels as
+    int16 and becomes float32 = int16 / 32768 on the devices, the values soundfile gives.
+    The input arrays may be views into the pipeline's reused shared-memory slots: on CPU, where
+    a device array may alias host memory, they are copied first; accelerators copy anyway.
+    """
+    cpu = mesh.devices.flat[0].platform == "cpu"
+    out = {}
+    for k, v in local.items():
+        v = np.array(v) if cpu else np.asarray(v)
+        sharding = batch_sharding(mesh, v.ndim)
+        out[k] = jax.make_array_from_process_local_data(sharding, v)
+        if k == "waveform" and v.dtype == np.int16:
+            out[k] = _int16_to_float(sharding)(out[k])
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def _int16_to_float(sharding: NamedSharding):
+    return jax.jit(lambda w: w.astype(jnp.float32) * (1.0 / 32768.0), out_shardings=sharding)

@@ -34,7 +34,8 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
 
     # ---------------------------------------------------------------- Mesh and data
     mesh = mesh_lib.make_mesh(cfg.mesh)
-    train_files = pipeline.expand_paths(cfg.data.train_files)
+    corpora = pipeline.mixture(cfg.data)  # {name: (files, weight)}: data.mix or data.train_files
+    train_files = [f for files, _ in corpora.values() for f in files]
     if cfg.data.vocab_file:  # a fixed vocabulary (e.g. a released UTS label_K.json)
         try:
             vocab = pipeline.load_vocabulary(cfg.data.vocab_file)
@@ -53,9 +54,15 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
     featurizer = pipeline.Featurizer(
         vocab={t: i for i, t in enumerate(vocab)}, sample_rate=cfg.data.sample_rate,
         clip_samples=int(cfg.data.clip_seconds * cfg.data.sample_rate), random_crop=True,
-        extra=program.extra)  # tokenised text for the objectives that read it
-    data_iter = iter(pipeline.train_dataset(train_files, featurizer, cfg.data.batch_size,
-                                            cfg.seed, cfg.data.verify_crc, cfg.data.workers))
+        extra=program.extra,  # tokenised text for the objectives that read it
+        resample=cfg.data.get("resample", False))
+    dataset = pipeline.train_dataset(corpora, featurizer, cfg.data.batch_size, cfg.seed,
+                                     cfg.data.verify_crc, cfg.data.workers,
+                                     skip_bad=cfg.data.get("skip_bad", False))
+    for damage in pipeline.damaged_at_indexing(dataset):  # only with data.skip_bad
+        logger.info(f"data.skip_bad: skipping the rest of a damaged file: {damage}")
+    data_iter = iter(dataset)
+    bad_logged = data_iter.bad_counts()
     logger.info(f"train: {len(train_files)} files, vocabulary of {len(vocab)} tags, "
                 f"global batch {cfg.data.batch_size}, mesh {dict(mesh.shape)}")
 
@@ -131,8 +138,14 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
                 n = drain()
                 elapsed = time.perf_counter() - t_log
                 tflops = flops_per_step * n / elapsed / 1e12  # per device
+                bad = data_iter.bad_counts()  # records skipped by data.skip_bad, by reason
+                if bad != bad_logged:
+                    logger.info(f"data.skip_bad: bad records skipped so far {bad}, e.g. "
+                                f"{data_iter.bad_messages[-1] if data_iter.bad_messages else ''}")
+                    bad_logged = bad
                 logger.metrics(step, total, history[-1], samples_per_s=n * cfg.data.batch_size /
                                elapsed, data_wait=data_wait / elapsed, skipped_updates=skipped,
+                               skipped_records=sum(bad.values()),
                                tflops_per_device=tflops,
                                mfu=tflops / peak if (peak := flops.peak_tflops(jax.devices()[0]))
                                else None)

@@ -1,0 +1,200 @@
+"""Which records make up batch b, and filling that batch straight into (shared) memory.
+
+Everything here is a pure function of (seed, batch number, per-corpus draw counts), which is
+what makes a restored iterator produce the identical next batch:
+  * corpus of each row: a multinomial draw with the config's weights from rng(seed, b);
+  * the k-th record drawn from corpus c: position k % n of the epoch-(k // n) permutation
+    rng(seed, c, epoch) of this host's n records of c (a fresh global shuffle each epoch);
+  * random crop offsets: rng(seed, b) as well.
+Decoding processes import this module, not JAX.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import traceback
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from strongaudio_jax.data import audio, index as index_lib, schema, tfrecord
+from strongaudio_jax.data.featurize import Featurizer
+
+BAD_REASONS = ("corrupt_record", "bad_record", "undecodable_audio", "zero_length_audio",
+               "non_finite_audio", "sample_rate")
+_ALIGN = 64
+
+
+def bad_reason(e: Exception) -> str | None:
+    """The counting key of a bad-data error, None for errors that are not about the data."""
+    if isinstance(e, tfrecord.CorruptRecordError):
+        return "corrupt_record"
+    if isinstance(e, schema.SchemaError):
+        return "bad_record"
+    if isinstance(e, audio.AudioDecodeError):
+        return e.reason
+    return None
+
+
+@dataclasses.dataclass
+class Corpus:
+    """One corpus as this host reads it: the record index and this host's rows of it."""
+    name: str
+    index: index_lib.RecordIndex
+    rows: np.ndarray  # row numbers into index.rows owned by this host
+
+
+@dataclasses.dataclass
+class BatchSpec:
+    """All a decoding process needs (picklable)."""
+    corpora: list[Corpus]
+    weights: np.ndarray  # normalised, one per corpus
+    seed: int
+    batch_size: int  # per host
+    featurizer: Featurizer
+    wave_dtype: str = "int16"
+    verify_crc: bool = True
+    skip_bad: bool = False
+
+    def layout(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        b, f = self.batch_size, self.featurizer
+        return {"waveform": ((b, f.clip_samples), np.dtype(self.wave_dtype)),
+                "length": ((b,), np.dtype(np.int32)),
+                "tags": ((b, len(f.vocab)), np.dtype(np.float32)),
+                "valid": ((b,), np.dtype(np.bool_))}
+
+    def slot_bytes(self) -> int:
+        return sum(_aligned(int(np.prod(s)) * d.itemsize) for s, d in self.layout().values())
+
+    def views(self, buf, offset: int = 0) -> dict[str, np.ndarray]:
+        """The batch arrays laid out in `buf` (a shared-memory slot) from `offset`."""
+        out = {}
+        for name, (shape, dtype) in self.layout().items():
+            n = int(np.prod(shape)) * dtype.itemsize
+            out[name] = np.ndarray(shape, dtype, buffer=buf, offset=offset)
+            offset += _aligned(n)
+        return out
+
+    def plan(self, b: int, draws: Sequence[int]) -> tuple[np.ndarray, np.ndarray, list[int]]:
+        """(corpus of each row, draw number k of each row within its corpus, draws after)."""
+        rng = np.random.default_rng([self.seed, 0x6D6978, b])
+        if len(self.corpora) == 1:
+            which = np.zeros(self.batch_size, np.int64)
+        else:
+            which = rng.choice(len(self.corpora), size=self.batch_size, p=self.weights)
+        k = np.zeros(self.batch_size, np.int64)
+        after = list(draws)
+        for c in range(len(self.corpora)):
+            rows = np.flatnonzero(which == c)
+            k[rows] = after[c] + np.arange(len(rows))
+            after[c] += len(rows)
+        return which, k, after
+
+
+def _aligned(n: int) -> int:
+    return (n + _ALIGN - 1) // _ALIGN * _ALIGN
+
+
+class BatchFiller:
+    """Fills batches in one process: reads, checks and decodes each row in place."""
+
+    def __init__(self, spec: BatchSpec):
+        self.spec = spec
+        self.readers = [index_lib.RecordReader(c.index, spec.verify_crc) for c in spec.corpora]
+        self._perms: dict[tuple[int, int], np.ndarray] = collections.OrderedDict()
+        self._extra_template: dict[str, np.ndarray] | None = None
+
+    def record(self, c: int, k: int) -> int:
+        """Row (into corpus c's index) of the k-th record drawn from corpus c on this host."""
+        rows = self.spec.corpora[c].rows
+        epoch, j = divmod(int(k), len(rows))
+        perm = self._perms.get((c, epoch))
+        if perm is None:
+            perm = np.random.default_rng([self.spec.seed, c, epoch]).permutation(len(rows))
+            self._perms[(c, epoch)] = perm
+            while len(self._perms) > 2 * len(self.spec.corpora):
+                self._perms.pop(next(iter(self._perms)))
+        return int(rows[perm[j]])
+
+    def fill(self, b: int, which: np.ndarray, k: np.ndarray, out: Mapping[str, np.ndarray]):
+        """Fills `out` with batch b; returns (extras, bad counts by reason, first messages)."""
+        spec, feat = self.spec, self.spec.featurizer
+        crops = np.random.default_rng([spec.seed, 0x63726F70, b]).random(spec.batch_size)
+        extras, bad, messages = [], collections.Counter(), []
+        for r in range(spec.batch_size):
+            c = int(which[r])
+            row = self.record(c, k[r])
+            reader = self.readers[c]
+            where = reader.where(row)
+            try:
+                length, clip = feat.fill(reader.read(row), where, float(crops[r]),
+                                         out["waveform"][r], out["tags"][r])
+                more = feat.extras(clip)
+            except Exception as e:  # noqa: BLE001 (bad data is classified, others re-raised)
+                reason = bad_reason(e)
+                if reason is None or not spec.skip_bad:
+                    raise
+                bad[reason] += 1
+                if len(messages) < 3:
+                    messages.append(str(e))
+                out["waveform"][r] = 0
+                out["tags"][r] = 0
+                out["length"][r] = 0
+                out["valid"][r] = False
+                extras.append(None)
+                continue
+            out["length"][r] = length
+            out["valid"][r] = True
+            extras.append(more)
+            if more and self._extra_template is None:
+                self._extra_template = {n: np.zeros_like(v) for n, v in more.items()}
+        return self._stack_extras(extras), dict(bad), messages
+
+    def _stack_extras(self, extras: list) -> dict[str, np.ndarray]:
+        if self.spec.featurizer.extra is None:
+            return {}
+        if self._extra_template is None:
+            raise ValueError("every record so far was bad data, so the shapes of the "
+                             "Featurizer.extra arrays are unknown; check the shards")
+        rows = [e if e is not None else self._extra_template for e in extras]
+        return {n: np.stack([r[n] for r in rows]) for n in self._extra_template}
+
+
+def worker_main(conn, spec: BatchSpec, shm_name: str, slot_bytes: int) -> None:
+    """A decoding process: fills the batches it is sent into its shared-memory slots.
+
+    Receives (b, slot, which, k); answers ('ok', b, slot, extras, bad, messages) or
+    ('error', b, slot, exception, traceback). Exits on None or when the parent goes away.
+    """
+    from multiprocessing import shared_memory
+
+    # The parent owns and unlinks the segment (spawned children share its resource tracker).
+    shm = shared_memory.SharedMemory(name=shm_name)
+    filler = BatchFiller(spec)
+    try:
+        while True:
+            try:
+                msg = conn.recv()
+            except (EOFError, OSError):
+                return
+            if msg is None:
+                return
+            b, slot, which, k = msg
+            try:
+                out = spec.views(shm.buf, slot * slot_bytes)
+                extras, bad, messages = filler.fill(b, which, k, out)
+                del out
+                conn.send(("ok", b, slot, extras, bad, messages))
+            except Exception as e:  # noqa: BLE001 (sent to the parent, which raises it)
+                try:
+                    conn.send(("error", b, slot, e, traceback.format_exc()))
+                except Exception:  # noqa: BLE001 (an unpicklable exception)
+                    conn.send(("error", b, slot, RuntimeError(str(e)), traceback.format_exc()))
+    finally:
+        for r in filler.readers:
+            r.close()
+        try:
+            shm.close()
+        except BufferError:  # a view outlived its batch (after an error): exit frees it
+            pass

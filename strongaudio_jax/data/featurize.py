@@ -1,0 +1,73 @@
+"""One record -> model inputs (waveform crop, valid length, multi-hot tags, extras).
+
+Kept free of JAX and Grain: decoding worker processes import only this, numpy and soundfile.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Mapping
+
+import numpy as np
+
+from strongaudio_jax.data import audio, schema
+
+
+@dataclasses.dataclass(frozen=True)
+class Featurizer:
+    """Record bytes -> model inputs: waveform crop, its valid length, multi-hot tags.
+
+    resample: a clip at another rate than `sample_rate` is resampled (True) or is bad data
+    (False: an error, or skipped and counted with skip_bad).
+    `extra` (optional) maps the parsed clip to more fixed-shape numpy arrays (e.g. tokenised
+    caption text for text objectives); they are merged into each row under their own keys.
+    It must be picklable (a module-level function or a dataclass) to run in worker processes.
+    """
+
+    vocab: Mapping[str, int]
+    sample_rate: int
+    clip_samples: int
+    random_crop: bool
+    extra: Callable[[schema.Clip], dict[str, np.ndarray]] | None = None
+    resample: bool = False
+
+    def fill(self, data: bytes, where: str, crop: float | None, wave_out: np.ndarray,
+             tags_out: np.ndarray) -> tuple[int, schema.Clip]:
+        """Decodes one record into preallocated rows (waveform int16 or float32, tags);
+        returns (valid samples, the parsed clip). `crop` in [0, 1) places a random crop
+        (ignored unless random_crop)."""
+        clip = schema.example_to_clip(data, where)
+        where = f"{where} (clip {clip.id!r})"
+        if clip.sample_rate != self.sample_rate and not self.resample:
+            raise audio.AudioDecodeError(
+                f"{where}: sample rate {clip.sample_rate} Hz, but the config expects "
+                f"{self.sample_rate} Hz (data.sample_rate); resample the corpus or set "
+                "data.resample=True to resample while reading", "sample_rate")
+        length = audio.decode_into(clip.audio, wave_out, where=where, rate=self.sample_rate,
+                                   crop=crop if self.random_crop else None)
+        tags_out[:] = 0
+        for t in clip.tags:
+            i = self.vocab.get(t)
+            if i is not None:
+                tags_out[i] = 1.0
+        return length, clip
+
+    def extras(self, clip: schema.Clip) -> dict[str, np.ndarray]:
+        if self.extra is None:
+            return {}
+        more = self.extra(clip)
+        clash = set(more) & {"waveform", "length", "tags", "valid"}
+        if clash:
+            raise ValueError(f"Featurizer.extra returned keys {sorted(clash)} that the "
+                             f"featurizer already fills; rename them")
+        return {k: np.asarray(v) for k, v in more.items()}
+
+    def __call__(self, record: tuple[bytes, str], rng: np.random.Generator | None = None) -> dict:
+        """One float32 row (evaluation paths); `rng` draws the crop when random_crop."""
+        data, where = record
+        wave = np.zeros(self.clip_samples, np.float32)
+        tags = np.zeros(len(self.vocab), np.float32)
+        crop = float(rng.random()) if rng is not None and self.random_crop else None
+        length, clip = self.fill(data, where, crop, wave, tags)
+        return {"waveform": wave, "length": np.int32(length), "tags": tags, "valid": np.True_,
+                **self.extras(clip)}

@@ -1,0 +1,146 @@
+"""Random access to the records of a set of shard files (TFRecord plain or GZIP, ArrayRecord).
+
+The index is one int64 table with a row per record: (file, record number in the file, data
+offset, data length). Plain TFRecords are indexed from their 12-byte headers only. A GZIP
+TFRecord cannot be seeked, so it is decompressed once (CRCs checked) into a plain copy in a
+local cache directory and read from there. ArrayRecord files (local paths) index themselves;
+their records are read with the ArrayRecord reader, which checks its own chunk hashes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import tempfile
+from typing import Sequence
+
+import numpy as np
+
+from strongaudio_jax.data import storage, tfrecord
+
+ARRAY_RECORD_SUFFIX = ".array_record"
+
+
+def default_cache_dir() -> str:
+    return os.environ.get("STRONGAUDIO_CACHE", os.path.join(tempfile.gettempdir(),
+                                                             "strongaudio_cache"))
+
+
+@dataclasses.dataclass
+class RecordIndex:
+    paths: list[str]  # as given (named in errors and logs)
+    read_paths: list[str]  # what is actually read (a plain cached copy of a GZIP file)
+    kinds: list[str]  # 'tfrecord' | 'array_record'
+    rows: np.ndarray  # (n, 4) int64: file, record number, data offset, data length
+    damaged: list[str] = dataclasses.field(default_factory=list)  # skipped at indexing time
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def records_per_file(self) -> np.ndarray:
+        return np.bincount(self.rows[:, 0], minlength=len(self.paths))
+
+
+def _gunzipped_copy(path: str, cache_dir: str, verify_crc: bool, skip_bad: bool,
+                    damaged: list[str]) -> str:
+    """A plain TFRecord copy of a GZIP one (made once; keyed by path, size and content head)."""
+    with storage.open_file(path) as f:
+        head = f.read(1 << 16)
+    key = hashlib.sha1(f"{path}|{storage.size(path)}".encode() + head).hexdigest()[:20]
+    out = os.path.join(cache_dir, f"{key}.tfrecord")
+    if os.path.exists(out):
+        return out
+    os.makedirs(cache_dir, exist_ok=True)
+    stats = tfrecord.ReadStats()
+    tmp = f"{out}.tmp{os.getpid()}"
+    with tfrecord.TFRecordWriter(tmp, compression="") as w:
+        for data in tfrecord.read_records(path, verify_crc=verify_crc, skip_corrupt=skip_bad,
+                                          stats=stats, compression="gzip"):
+            w.write(data)
+    damaged.extend(stats.bad)
+    os.replace(tmp, out)
+    return out
+
+
+def build_index(paths: Sequence[str], *, verify_crc: bool = True, skip_bad: bool = False,
+                cache_dir: str | None = None) -> RecordIndex:
+    """Indexes every file; damage that hides the rest of a file raises CorruptRecordError, or
+    with skip_bad ends that file there and is listed in `damaged` (counted, never silent)."""
+    cache_dir = cache_dir or default_cache_dir()
+    read_paths, kinds, tables, damaged = [], [], [], []
+    for fi, path in enumerate(paths):
+        if path.endswith(ARRAY_RECORD_SUFFIX):
+            if storage.is_url(path):
+                raise ValueError(f"{path}: ArrayRecord files are read from local paths only; "
+                                 "copy them to local disk or use TFRecord shards")
+            from array_record.python import array_record_module
+
+            reader = array_record_module.ArrayRecordReader(path)
+            n = reader.num_records()
+            reader.close()
+            kinds.append("array_record")
+            read_paths.append(path)
+            idx = np.full((n, 2), -1, np.int64)
+        else:
+            kinds.append("tfrecord")
+            read = path
+            if tfrecord.is_gzip(path):
+                read = _gunzipped_copy(path, cache_dir, verify_crc, skip_bad, damaged)
+            read_paths.append(read)
+            idx, error = tfrecord.index_records(read, verify_crc=verify_crc, partial=True)
+            if error is not None:
+                error = tfrecord.CorruptRecordError(
+                    path, error.index, error.offset, error.reason, truncated=error.truncated,
+                    hint="Re-create the shard, or set data.skip_bad=True to train on the "
+                         "records before the damage (the loss is counted).")
+                if not skip_bad:
+                    raise error
+                damaged.append(str(error))
+        n = len(idx)
+        tables.append(np.concatenate([np.full((n, 1), fi), np.arange(n)[:, None], idx], 1))
+    rows = (np.concatenate(tables).astype(np.int64) if tables else np.zeros((0, 4), np.int64))
+    return RecordIndex(list(paths), read_paths, kinds, rows, damaged)
+
+
+class RecordReader:
+    """Reads records by index row, CRC-checked, with a bounded number of open files."""
+
+    def __init__(self, index: RecordIndex, verify_crc: bool = True,
+                 max_open: int = storage.MAX_OPEN_FILES):
+        self.index, self.verify_crc = index, verify_crc
+        self._bytes = storage.RandomReader(max_open)
+        self._array_records: dict[int, object] = {}
+        self._max_open = max_open
+
+    def where(self, row: int) -> str:
+        fi, ri = int(self.index.rows[row, 0]), int(self.index.rows[row, 1])
+        return f"{self.index.paths[fi]} record {ri}"
+
+    def read(self, row: int) -> bytes:
+        fi, ri, offset, length = (int(v) for v in self.index.rows[row])
+        if self.index.kinds[fi] == "array_record":
+            return self._array_record(fi).read([ri])[0]
+        buf = self._bytes.read(self.index.read_paths[fi], offset, length + 4)
+        return tfrecord.check_record_at(buf, offset, length, verify_crc=self.verify_crc,
+                                        path=self.index.paths[fi], index=ri)
+
+    def _array_record(self, fi: int):
+        reader = self._array_records.pop(fi, None)
+        if reader is None:
+            from array_record.python import array_record_module
+
+            reader = array_record_module.ArrayRecordReader(self.index.read_paths[fi])
+            while len(self._array_records) >= self._max_open:
+                self._array_records.pop(next(iter(self._array_records))).close()
+        self._array_records[fi] = reader
+        return reader
+
+    def close(self) -> None:
+        self._bytes.close()
+        for r in self._array_records.values():
+            r.close()
+        self._array_records.clear()
+
+    def __getstate__(self):
+        return {**self.__dict__, "_array_records": {}}
