@@ -1,54 +1,163 @@
-"""Input pipeline throughput: TFRecords -> decoded, cropped, batched numpy (clips/s), as JSON.
+"""Input pipeline throughput against the peers (tf.data, PyTorch DataLoader) on the same shards.
 
-    python benchmarks/input_pipeline.py --files 'strongaudio_jax/assets/demo_corpus/train-*' \
-        --batch-size 32 --batches 40 [--workers 2]
+One command runs the project's pipeline, the two peers of `../shared/bench/` and the FLAC
+decoding ceiling in turns, several rounds, each run starting only once the CPU is idle, and
+prints the medians as one JSON object:
 
-Measures the host side only (no device transfer), after `--warmup` batches, so worker
-start-up and the first file reads are not counted. Prints one JSON object.
+    python benchmarks/input_pipeline.py --files '/tmp/bench_records/*.tfrecord' --rounds 3 \\
+        --tf-python /work/vtf/bin/python --torch-python /work/vtorch/bin/python
+
+Shards: `python ../shared/bench/make_bench_records.py --out /tmp/bench_records --clips 2000
+--shards 8 --seed 0` (2,000 FLAC clips of 10 s). Everyone gets the same batch (64), crop (10 s),
+number of worker processes (2), warm-up (10 batches) and timed batches (50); all measure the
+host side only (batches delivered to the training process, no device transfer). A peer whose
+Python is not given is left out. `--only ours` runs just the project's pipeline once.
 """
 
 import argparse
 import json
 import os
 import platform
+import statistics
+import subprocess
 import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-from strongaudio_jax import assets  # noqa: E402
-from strongaudio_jax.data import pipeline  # noqa: E402
+REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+SHARED_BENCH = os.path.join(REPO, "..", "shared", "bench")
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--files", default=assets.demo_corpus("train-*.tfrecord"))
-    ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--batches", type=int, default=40)
-    ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--clip-seconds", type=float, default=4.0)
-    ap.add_argument("--workers", type=int, default=0)
-    args = ap.parse_args()
+def ours(args) -> dict:
+    """The project's pipeline: batches of int16 waveforms decoded by worker processes."""
+    sys.path.insert(0, REPO)
+    from strongaudio_jax.data import pipeline
 
     files = pipeline.expand_paths(args.files)
-    vocab = pipeline.tag_vocabulary(files)
-    featurizer = pipeline.Featurizer({t: i for i, t in enumerate(vocab)}, 16000,
-                                     int(args.clip_seconds * 16000), random_crop=True)
-    it = iter(pipeline.train_dataset(files, featurizer, args.batch_size, seed=0,
-                                     workers=args.workers))
+    crop = int(args.crop_seconds * args.sample_rate)
+    feat = pipeline.Featurizer({}, args.sample_rate, crop, random_crop=True)
+    it = iter(pipeline.train_dataset(files, feat, args.batch, seed=0, workers=args.workers))
     for _ in range(args.warmup):
         next(it)
     t0 = time.perf_counter()
     for _ in range(args.batches):
         next(it)
     dt = time.perf_counter() - t0
-    print(json.dumps({
-        "benchmark": "input_pipeline", "clips_per_s": round(args.batches * args.batch_size / dt, 1),
-        "batch_size": args.batch_size, "batches": args.batches, "workers": args.workers,
-        "clip_seconds": args.clip_seconds, "files": len(files),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores", "python": platform.python_version(),
-        "date": time.strftime("%Y-%m-%d"),
-    }))
+    it.close()
+    clips = args.batches * args.batch / dt
+    return {"clips_per_s": round(clips, 1), "audio_seconds_per_s": round(clips * args.crop_seconds, 1)}
+
+
+def ceiling(args) -> dict:
+    """FLAC decoding alone (soundfile, int16) on one core, times the cores the others use."""
+    sys.path.insert(0, REPO)
+    import io
+
+    import soundfile as sf
+
+    from strongaudio_jax.data import index as index_lib, schema
+
+    reader = index_lib.RecordReader(index_lib.build_index(
+        sorted(__import__("glob").glob(args.files))[:1]))
+    audio = [schema.example_to_clip(reader.read(i)).audio for i in range(min(200, len(reader.index)))]
+    for a in audio[:10]:
+        sf.read(io.BytesIO(a), dtype="int16")
+    t0 = time.perf_counter()
+    for a in audio:
+        sf.read(io.BytesIO(a), dtype="int16")
+    per_clip = (time.perf_counter() - t0) / len(audio)
+    return {"ms_per_clip_one_core": round(per_clip * 1e3, 3),
+            "clips_per_s": round(args.workers / per_clip, 1)}
+
+
+def wait_idle(threshold: float, timeout: float) -> float:
+    """Waits until the CPU was >= threshold idle over one second; returns that idle fraction."""
+    def snapshot():
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        return v[3] + v[4], sum(v)  # idle + iowait, total
+
+    deadline = time.time() + timeout
+    while True:
+        i0, t0 = snapshot()
+        time.sleep(1.0)
+        i1, t1 = snapshot()
+        idle = (i1 - i0) / max(t1 - t0, 1)
+        if idle >= threshold or time.time() > deadline:
+            return idle
+
+
+def run_one(name: str, cmd: list[str]) -> dict:
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+    if out.returncode or not lines:
+        raise RuntimeError(f"{name} failed ({out.returncode}): {out.stderr[-2000:]}")
+    return json.loads(lines[-1])
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--files", default="/tmp/bench_records/*.tfrecord")
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--batches", type=int, default=50)
+    ap.add_argument("--crop-seconds", type=float, default=10.0)
+    ap.add_argument("--sample-rate", type=int, default=16000)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--tf-python", default="", help="a Python with tensorflow-cpu + soundfile")
+    ap.add_argument("--torch-python", default="", help="a Python with torch + soundfile")
+    ap.add_argument("--peers-dir", default=SHARED_BENCH)
+    ap.add_argument("--idle", type=float, default=0.9, help="start a run once the CPU is this idle")
+    ap.add_argument("--idle-timeout", type=float, default=120.0)
+    ap.add_argument("--only", choices=["ours", "ceiling"], help="run one measurement, print it")
+    args = ap.parse_args()
+
+    if args.only:
+        print(json.dumps(ours(args) if args.only == "ours" else ceiling(args)))
+        return
+
+    me = [sys.executable, os.path.abspath(__file__), "--files", args.files, "--batch",
+          str(args.batch), "--workers", str(args.workers), "--warmup", str(args.warmup),
+          "--batches", str(args.batches), "--crop-seconds", str(args.crop_seconds)]
+    common = ["--files", args.files, "--batch", str(args.batch), "--warmup", str(args.warmup),
+              "--batches", str(args.batches)]
+    runners = {"ours": me + ["--only", "ours"], "ceiling": me + ["--only", "ceiling"]}
+    if args.tf_python:
+        runners["tfdata_autotune"] = [args.tf_python, os.path.join(args.peers_dir, "tfdata_peer.py"),
+                                      *common]
+        runners["tfdata_workers"] = [args.tf_python, os.path.join(args.peers_dir, "tfdata_peer.py"),
+                                     *common, "--workers", str(args.workers)]
+    if args.torch_python:
+        runners["torch"] = [args.torch_python, os.path.join(args.peers_dir, "torch_peer.py"),
+                            *common, "--workers", str(args.workers)]
+
+    runs: dict[str, list[float]] = {name: [] for name in runners}
+    idle: list[float] = []
+    for r in range(args.rounds):
+        for name, cmd in runners.items():
+            idle.append(round(wait_idle(args.idle, args.idle_timeout), 3))
+            result = run_one(name, cmd)
+            runs[name].append(result["clips_per_s"])
+            print(f"round {r + 1}/{args.rounds} {name}: {result['clips_per_s']} clips/s "
+                  f"(idle before: {idle[-1]:.0%})", file=sys.stderr, flush=True)
+
+    med = {name: statistics.median(v) for name, v in runs.items()}
+    summary = {
+        "benchmark": "input_pipeline", "median_clips_per_s": med,
+        "median_audio_seconds_per_s": {k: round(v * args.crop_seconds, 1) for k, v in med.items()
+                                       if k != "ceiling"},
+        "runs_clips_per_s": runs,
+        "ours_fraction_of_decode_ceiling": round(med["ours"] / med["ceiling"], 3),
+        "ours_vs_peers": {k: round(med["ours"] / v, 3) for k, v in med.items()
+                          if k not in ("ours", "ceiling")},
+        "batch": args.batch, "workers": args.workers, "crop_seconds": args.crop_seconds,
+        "warmup_batches": args.warmup, "timed_batches": args.batches, "rounds": args.rounds,
+        "cpu_idle_before_each_run": idle, "loadavg_at_end": os.getloadavg(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or ''}",
+        "python": platform.python_version(), "date": time.strftime("%Y-%m-%d %H:%M UTC",
+                                                                      time.gmtime()),
+    }
+    print(json.dumps(summary))
 
 
 if __name__ == "__main__":

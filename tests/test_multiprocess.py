@@ -81,3 +81,65 @@ def test_two_processes_train_die_resume_and_restore_on_one(tiny_corpus, tmp_path
                XLA_FLAGS="--xla_force_host_platform_device_count=3")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.startswith("restored 12 "), out.stderr[-3000:]
+
+
+_READ_ONE_EPOCH = r"""
+import json, sys
+import numpy as np
+from strongaudio_jax.parallel import distributed
+distributed.initialize_from_env()
+import jax
+from strongaudio_jax.data import pipeline
+from strongaudio_jax.parallel import mesh as mesh_lib
+sys.path.insert(0, {repo!r})
+from tests.test_pipeline import feat, ids_of
+
+files = pipeline.expand_paths({pattern!r})
+ds = pipeline.train_dataset(files, feat(), 8, seed=0, workers={workers})
+it = iter(ds)
+mesh = mesh_lib.make_mesh({{"data": -1}})
+ids, shapes = [], []
+for _ in range(6):  # 24 records per host = 6 batches of 4 = one epoch of this host's share
+    local = next(it)
+    ids += ids_of(local)
+    placed = mesh_lib.global_batch({{k: local[k] for k in ("waveform", "length", "valid")}}, mesh)
+    shapes.append(list(placed["waveform"].shape))
+it.close()
+print("RESULT " + json.dumps({{"process": jax.process_index(), "ids": ids, "shapes": shapes,
+                              "devices": jax.device_count()}}), flush=True)
+"""
+
+
+def test_two_processes_read_disjoint_files_and_every_record_once_per_epoch(tmp_path):
+    import json
+
+    from tests.test_pipeline import write_corpus
+
+    for f in range(4):
+        write_corpus(tmp_path / f"shard{f}.tfrecord", f"shard{f}", 12)
+    script = tmp_path / "read.py"
+    port = _free_port()
+    results = []
+    for workers in (0, 2):
+        script.write_text(_READ_ONE_EPOCH.format(repo=str(REPO), workers=workers,
+                                                 pattern=str(tmp_path / "shard*.tfrecord")))
+        procs = []
+        for pid in range(2):
+            env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO),
+                       XLA_FLAGS="--xla_force_host_platform_device_count=2",
+                       JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2",
+                       JAX_PROCESS_ID=str(pid))
+            procs.append(subprocess.Popen([sys.executable, str(script)], env=env, text=True,
+                                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+        outs = [p.communicate(timeout=300)[0] for p in procs]
+        assert [p.returncode for p in procs] == [0, 0], outs
+        got = [json.loads(next(line[7:] for line in o.splitlines() if line.startswith("RESULT ")))
+               for o in outs]
+        results.append(got)
+        port = _free_port()
+        files = [{i.split("-")[0] for i in r["ids"]} for r in got]
+        assert files[0] and files[1] and not files[0] & files[1], files  # disjoint files
+        everything = sorted(f"shard{f}-{i}" for f in range(4) for i in range(12))
+        assert sorted(got[0]["ids"] + got[1]["ids"]) == everything  # each record exactly once
+        assert all(r["devices"] == 4 and r["shapes"] == [[8, 1600]] * 6 for r in got)
+    assert results[0][0]["ids"] == results[1][0]["ids"]  # worker processes change nothing
