@@ -116,3 +116,8 @@ def test_tag_corpus_resumes_and_survives_a_cut_off_line(tmp_path):
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["id"] for r in rows] == ["c0", "c1", "c2", "c3"]
     assert rows[0]["tags"][:4] == ["male", "speech", "spoken", "english"]
+    # A caption the rules cannot tag fails once; rerunning does not append it again.
+    silent = [tagging.CaptionItem("s", "Silence.")]
+    assert tagging.tag_corpus(silent, rules_tagger.RulesTagger(NORM), str(out)).failed == 1
+    assert tagging.tag_corpus(silent, rules_tagger.RulesTagger(NORM), str(out)).skipped_done == 1
+    assert len(out.read_text().splitlines()) == 5

@@ -204,7 +204,7 @@ def cmd_bridge(args) -> int:
     print(f"AudioSet 527 -> {args.vocab}: {c['exact']} exact, {c['stem']} by stem, {c['words']} "
           f"by words, {c['none']} unmapped -> {args.out}")
     if result["unmapped"]:
-        print("unmapped: " + ", ".join(result["unmapped"]))
+        print("unmapped: " + "; ".join(result["unmapped"]))
     return 0
 
 

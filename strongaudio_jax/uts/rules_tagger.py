@@ -76,6 +76,7 @@ class RulesTagger:
             read_lexicon(path, self.lexicon, self.implies)
         self.max_cue = max(len(k) for k in self.lexicon)
         self.name = "rules"
+        self.retry_failed = False  # deterministic: a failed caption fails again
 
     def _cue_tags(self, clause: str) -> list[str]:
         words = _TOKEN.findall(clause)

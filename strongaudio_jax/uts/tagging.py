@@ -3,7 +3,8 @@
 An extractor is any object with a `name` and `tag_many(items)` that yields `(clip_id,
 TagResult)` pairs in any order as they finish. `tag_corpus` writes each result to a JSONL
 file the moment it arrives, so an interrupted run keeps what it finished and the next run
-sends only the clips without a usable result (failed ones are tried again).
+sends only the clips without a usable result (failed ones are tried again unless the extractor
+sets `retry_failed = False`, as the deterministic rules extractor does).
 
 Tag file lines: {"id", "tags", "status", "problems", "extractor", "domain"}; the last line for
 an id wins.
@@ -121,7 +122,8 @@ class TagRunStats:
 def tag_corpus(items: Sequence[CaptionItem], extractor: Extractor, out_path: str,
                progress=None) -> TagRunStats:
     """Tags every item not yet done in `out_path`, appending one flushed line per result."""
-    done = usable_tags(out_path)
+    # Failed clips are tried again, unless the extractor is deterministic (same caption, same reply).
+    done = usable_tags(out_path) if getattr(extractor, "retry_failed", True) else read_tag_file(out_path)
     stats = TagRunStats(total=len(items), skipped_done=sum(it.id in done for it in items))
     pending = [it for it in items if it.id not in done]
     domains = {it.id: it.domain for it in items}
