@@ -16,7 +16,7 @@ def _user_errors():
     from strongaudio_jax.train.checkpoint import CheckpointMismatchError
     from strongaudio_jax.train.trainer import NonFiniteLossError
     return (ConfigError, AudioDecodeError, SchemaError, CorruptRecordError, NonFiniteLossError,
-            CheckpointMismatchError, FileNotFoundError)
+            CheckpointMismatchError, FileNotFoundError, KeyError)
 
 
 def cmd_train(args) -> int:
@@ -51,6 +51,14 @@ def cmd_stats(args) -> int:
     return 0
 
 
+def cmd_inspect(args) -> int:
+    """Summary of a set of shards, or one record in full (--dump)."""
+    from strongaudio_jax.data import inspect_shards, pipeline
+
+    inspect_shards.main(pipeline.expand_paths(args.files), args.top, args.dump, args.json)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="strongaudio", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
@@ -68,6 +76,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--per-bin", action="store_true", help="one mean/std per mel bin")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     p.set_defaults(func=cmd_stats)
+
+    p = sub.add_parser("inspect", help="summary of TFRecord/ArrayRecord shards; dump one record")
+    p.add_argument("files", nargs="+", help="shard paths or glob patterns (local or gs://...)")
+    p.add_argument("--top", type=int, default=20, help="how many of the most frequent tags")
+    p.add_argument("--dump", metavar="ID_OR_NUMBER", help="print one record (clip id or number)")
+    p.add_argument("--json", action="store_true", help="the summary as one JSON object")
+    p.set_defaults(func=cmd_inspect)
 
     from strongaudio_jax.uts import cli as uts_cli  # `strongaudio uts tag|build|filter|...`
     uts_cli.add_parser(sub)
