@@ -16,7 +16,7 @@ def _user_errors():
     from strongaudio_jax.train.checkpoint import CheckpointMismatchError
     from strongaudio_jax.train.trainer import NonFiniteLossError
     return (ConfigError, AudioDecodeError, SchemaError, CorruptRecordError, NonFiniteLossError,
-            CheckpointMismatchError, FileNotFoundError, KeyError)
+            CheckpointMismatchError, FileNotFoundError)
 
 
 def cmd_train(args) -> int:

@@ -17,6 +17,10 @@ import numpy as np
 from strongaudio_jax.data import index as index_lib, schema, tfrecord
 
 
+class RecordNotFoundError(FileNotFoundError):
+    """--dump names a record that is not there."""
+
+
 def _records(path: str, stats: tfrecord.ReadStats):
     """(record number, bytes) of a TFRecord (damage counted in stats) or ArrayRecord file."""
     if path.endswith(index_lib.ARRAY_RECORD_SUFFIX):
@@ -85,7 +89,7 @@ def dump(files: Sequence[str], which: str) -> dict:
                 out["tags"], out["labels"] = list(clip.tags), dict(clip.labels)
                 return out
             n += 1
-    raise KeyError(f"no record with id or number {which!r} in {len(files)} file(s)")
+    raise RecordNotFoundError(f"no record with id or number {which!r} in {len(files)} file(s)")
 
 
 def print_summary(s: dict) -> None:
