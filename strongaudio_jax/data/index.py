@@ -112,6 +112,7 @@ class RecordReader:
         self._bytes = storage.RandomReader(max_open)
         self._array_records: dict[int, object] = {}
         self._max_open = max_open
+        self._pool = None  # threads for remote reads, made on first use
 
     def where(self, row: int) -> str:
         fi, ri = int(self.index.rows[row, 0]), int(self.index.rows[row, 1])
@@ -124,6 +125,22 @@ class RecordReader:
         buf = self._bytes.read(self.index.read_paths[fi], offset, length + 4)
         return tfrecord.check_record_at(buf, offset, length, verify_crc=self.verify_crc,
                                         path=self.index.paths[fi], index=ri)
+
+    def read_many(self, rows) -> list:
+        """Each row's record bytes, or the exception reading it raised (in row order). Rows in
+        remote files are fetched concurrently: their latency, not bandwidth, is the limit."""
+        def one(row):
+            try:
+                return self.read(row)
+            except Exception as e:  # noqa: BLE001 (returned to the caller, which decides)
+                return e
+        remote = [storage.is_url(self.index.read_paths[int(self.index.rows[r, 0])]) for r in rows]
+        if not any(remote):
+            return [one(r) for r in rows]
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+            self._pool = ThreadPoolExecutor(storage.REMOTE_CONCURRENCY)
+        return list(self._pool.map(one, rows))
 
     def _array_record(self, fi: int):
         reader = self._array_records.pop(fi, None)
@@ -143,4 +160,4 @@ class RecordReader:
         self._array_records.clear()
 
     def __getstate__(self):
-        return {**self.__dict__, "_array_records": {}}
+        return {**self.__dict__, "_array_records": {}, "_pool": None}
