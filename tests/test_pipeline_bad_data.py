@@ -80,10 +80,11 @@ def _make(case, tmp_path):
     return _shard(tmp_path / "bad.tfrecord", record), words
 
 
+@pytest.mark.parametrize("extra", [clip_id, None], ids=["whole clip", "training fields only"])
 @pytest.mark.parametrize("case", CASES)
-def test_bad_record_is_a_clear_error(case, tmp_path):
+def test_bad_record_is_a_clear_error(case, extra, tmp_path):
     path, words = _make(case, tmp_path)
-    it = iter(pipeline.train_dataset([path], feat(), 5, seed=0))
+    it = iter(pipeline.train_dataset([path], feat(extra=extra), 5, seed=0))
     with pytest.raises((tfrecord.CorruptRecordError, schema.SchemaError,
                         audio.AudioDecodeError)) as e:
         next(it)

@@ -32,28 +32,33 @@ class Featurizer:
     resample: bool = False
 
     def fill(self, data: bytes, where: str, crop: float | None, wave_out: np.ndarray,
-             tags_out: np.ndarray) -> tuple[int, schema.Clip]:
+             tags_out: np.ndarray) -> tuple[int, schema.Clip | None]:
         """Decodes one record into preallocated rows (waveform int16 or float32, tags);
-        returns (valid samples, the parsed clip). `crop` in [0, 1) places a random crop
-        (ignored unless random_crop)."""
-        clip = schema.example_to_clip(data, where)
-        where = f"{where} (clip {clip.id!r})"
-        if clip.sample_rate != self.sample_rate and not self.resample:
+        returns (valid samples, the parsed clip when `extra` needs it, else None). `crop` in
+        [0, 1) places a random crop (ignored unless random_crop)."""
+        if self.extra is not None:  # the objectives' text needs the whole clip
+            clip = schema.example_to_clip(data, where)
+            cid, encoded, rate, tags = clip.id, clip.audio, clip.sample_rate, clip.tags
+        else:
+            clip = None
+            cid, encoded, rate, tags = schema.example_to_training_fields(data, where)
+        where = f"{where} (clip {cid!r})"
+        if rate != self.sample_rate and not self.resample:
             raise audio.AudioDecodeError(
-                f"{where}: sample rate {clip.sample_rate} Hz, but the config expects "
+                f"{where}: sample rate {rate} Hz, but the config expects "
                 f"{self.sample_rate} Hz (data.sample_rate); resample the corpus or set "
                 "data.resample=True to resample while reading", "sample_rate")
-        length = audio.decode_into(clip.audio, wave_out, where=where, rate=self.sample_rate,
+        length = audio.decode_into(encoded, wave_out, where=where, rate=self.sample_rate,
                                    crop=crop if self.random_crop else None)
         tags_out[:] = 0
-        for t in clip.tags:
+        for t in tags:
             i = self.vocab.get(t)
             if i is not None:
                 tags_out[i] = 1.0
         return length, clip
 
-    def extras(self, clip: schema.Clip) -> dict[str, np.ndarray]:
-        if self.extra is None:
+    def extras(self, clip: schema.Clip | None) -> dict[str, np.ndarray]:
+        if self.extra is None or clip is None:
             return {}
         more = self.extra(clip)
         clash = set(more) & {"waveform", "length", "tags", "valid"}
