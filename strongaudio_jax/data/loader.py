@@ -86,7 +86,11 @@ class BatchIterator(grain.DatasetIterator):
             if self._pool is None:
                 self._pool = _Pool(self._spec, self._ds.workers, self._ds.slots)
                 self._pool.start(self._next, self._draws)
-            batch, extras, bad, messages, draws = self._pool.get(self._next)
+            try:
+                batch, extras, bad, messages, draws = self._pool.get(self._next)
+            except BaseException:
+                self.close()  # a failed pool is not reused; the next call starts afresh
+                raise
         self._next += 1
         self._draws = draws
         self._bad.update(bad)
