@@ -193,3 +193,28 @@ def test_cli_tag_build_filter_bridge_on_a_demo_shard(tmp_path, capsys):
     mapping = json.loads((tmp_path / "b.json").read_text())
     assert mapping["classes"][0] == {"index": 0, "name": "Speech", "tags": ["speech"], "match": "exact"}
     assert "unmapped: " in capsys.readouterr().out
+
+
+def test_report_without_matplotlib_says_how_to_install(tmp_path, capsys, monkeypatch):
+    import sys
+
+    tags = tmp_path / "tags.jsonl"
+    _write_tag_file(tags, [(t, "speech") for t in CLIPS])
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    assert cli.main(["uts", "report", "--tags", str(tags), "--out-dir", str(tmp_path / "r")]) == 2
+    assert "pip install 'strongaudio_jax[report]'" in capsys.readouterr().err
+
+
+def test_filter_keeps_the_records_tag_scores(tmp_path):
+    from tests.conftest import _synthetic_clip
+    import numpy as np
+
+    clip = _synthetic_clip("tone", 0, np.random.default_rng(0))
+    clip.tags, clip.tag_scores = ("music", "Tones", "sine"), (0.9, 0.8, 0.7)
+    src = tmp_path / "in" / "a.tfrecord"
+    src.parent.mkdir()
+    with tfrecord.TFRecordWriter(str(src)) as w:
+        w.write(schema.clip_to_example(clip))
+    filter_lib.filter_shards([str(src)], ["sine", "tone"], normalize.Normalizer(), out_dir=str(tmp_path / "out"))
+    out = schema.example_to_clip(next(tfrecord.read_records(str(tmp_path / "out" / "a.tfrecord"))))
+    assert out.tags == ("tone", "sine") and out.tag_scores == pytest.approx((0.8, 0.7))

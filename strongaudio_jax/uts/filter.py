@@ -103,8 +103,12 @@ def filter_shards(files: Sequence[str], vocab: Sequence[str], normalize: Normali
                                                 "indices": [j for j, _ in hits]},
                                                ensure_ascii=False) + "\n")
                     if writer:
+                        # The record's own scores follow their tags; tags from a tag file score 1.
+                        scores: dict = {}
+                        for t, sc in zip(clip.tags, clip.tag_scores) if tag_rows is None else ():
+                            scores.setdefault(vmap.lookup(t), sc)
                         clip.tags = tuple(t for _, t in hits)
-                        clip.tag_scores = (1.0,) * len(hits)
+                        clip.tag_scores = tuple(scores.get(h, 1.0) for h in hits)
                         if provenance:
                             clip.tags_model = provenance
                         writer.write(schema.clip_to_example(clip))

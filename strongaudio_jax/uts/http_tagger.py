@@ -3,8 +3,9 @@
 Standard library only: `urllib` requests on a thread pool. Requests are sent in bounded
 batches with at most `concurrency` in flight and at most `rate` starts per second; timeouts,
 connection errors, HTTP 429 and 5xx, and bodies that are not the API's JSON are retried with
-exponential backoff (Retry-After is honoured). A reply whose *content* is malformed is not
-retried: it is parsed, repaired where safe or counted as failed, like any LLM reply.
+exponential backoff (Retry-After is honoured up to `max_backoff`). A reply whose *content* is
+malformed is not retried: it is parsed, repaired where safe or counted as failed, like any LLM
+reply.
 
 The API key is read from the environment ($STRONGAUDIO_LLM_API_KEY, else $OPENAI_API_KEY) and
 only ever goes into the Authorization header: never into messages, logs or output files.
@@ -131,8 +132,8 @@ class HTTPTagger:
                 attempt += 1
                 if attempt > self.max_retries:
                     return llm_reply.TagResult.failed(f"gave up after {attempt} attempts: {e}")
-                delay = e.wait if e.wait is not None else min(
-                    self.max_backoff, self.backoff * 2 ** (attempt - 1) * (0.5 + random.random()))
+                delay = min(self.max_backoff, e.wait if e.wait is not None else
+                            self.backoff * 2 ** (attempt - 1) * (0.5 + random.random()))
                 log.warning("clip %s: %s; retry %d/%d in %.1f s", item.id, e, attempt,
                             self.max_retries, delay)
                 self.retries += 1
