@@ -121,3 +121,6 @@ def test_tag_corpus_resumes_and_survives_a_cut_off_line(tmp_path):
     assert tagging.tag_corpus(silent, rules_tagger.RulesTagger(NORM), str(out)).failed == 1
     assert tagging.tag_corpus(silent, rules_tagger.RulesTagger(NORM), str(out)).skipped_done == 1
     assert len(out.read_text().splitlines()) == 5
+    # A clip without a caption is never sent to an extractor; it is recorded as failed.
+    stats = tagging.tag_corpus([tagging.CaptionItem("e", " ")], rules_tagger.RulesTagger(NORM), str(out))
+    assert stats.failed == 1 and tagging.read_tag_file(str(out))["e"]["problems"] == ["no caption"]

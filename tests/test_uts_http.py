@@ -176,3 +176,41 @@ def test_wrong_key_stops_with_a_clear_message(server, monkeypatch, tmp_path, cap
     err = capsys.readouterr().err
     assert code == 2 and "HTTP 401" in err and "STRONGAUDIO_LLM_API_KEY" in err
     assert "sk-wrong-secret" not in err and "Traceback" not in err
+
+
+def test_ctrl_c_on_the_command_line_then_the_same_command_resumes(server, tmp_path):
+    """A real SIGINT to `strongaudio uts tag --extractor http`; the rerun sends only unfinished clips."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    server.delay = 0.03
+    captions = tmp_path / "captions.jsonl"
+    captions.write_text("".join(json.dumps({"id": f"c{i:02d}", "caption": f"canned clip {i}"}) + "\n"
+                                for i in range(30)))
+    out = tmp_path / "tags.jsonl"
+    cmd = [sys.executable, "-m", "strongaudio_jax.cli", "uts", "tag", "--captions", str(captions),
+           "--out", str(out), "--extractor", "http", "--url", server.url, "--model", "m",
+           "--concurrency", "2"]
+    env = dict(os.environ, STRONGAUDIO_LLM_API_KEY=KEY, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while (not out.exists() or len(out.read_text().splitlines()) < 6) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 130, stderr
+    done_first = set(tagging.usable_tags(str(out)))
+    assert 6 <= len(done_first) < 30
+    server.phase = 2
+    rerun = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"30 clips: {len(done_first)} already tagged, {30 - len(done_first)} ok" in rerun.stdout
+    second = {c for c, p, _ in server.requests if p == 2}
+    assert not second & {f"canned clip {int(k[1:])}" for k in done_first}
+    assert set(tagging.usable_tags(str(out))) == {f"c{i:02d}" for i in range(30)}
+    for text in (stdout, stderr, rerun.stdout, rerun.stderr, out.read_text()):
+        assert KEY not in text

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import itertools
 import json
 import os
 from typing import Iterable, Iterator, Protocol, Sequence
@@ -125,13 +126,15 @@ def tag_corpus(items: Sequence[CaptionItem], extractor: Extractor, out_path: str
     # Failed clips are tried again, unless the extractor is deterministic (same caption, same reply).
     done = usable_tags(out_path) if getattr(extractor, "retry_failed", True) else read_tag_file(out_path)
     stats = TagRunStats(total=len(items), skipped_done=sum(it.id in done for it in items))
-    pending = [it for it in items if it.id not in done]
+    pending = [it for it in items if it.id not in done and it.caption.strip()]
+    no_caption = [(it.id, TagResult.failed("no caption")) for it in items
+                  if it.id not in done and not it.caption.strip()]
     domains = {it.id: it.domain for it in items}
     _terminate_last_line(out_path)
     results = extractor.tag_many(pending)
     try:
         with open(out_path, "a", encoding="utf-8") as f:
-            for clip_id, result in results:
+            for clip_id, result in itertools.chain(no_caption, results):
                 row = {"id": clip_id, "tags": result.tags, "status": result.status,
                        "problems": result.problems, "extractor": extractor.name,
                        "domain": domains.get(clip_id, "")}
