@@ -116,6 +116,10 @@ def test_tag_corpus_resumes_and_survives_a_cut_off_line(tmp_path):
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["id"] for r in rows] == ["c0", "c1", "c2", "c3"]
     assert rows[0]["tags"][:4] == ["male", "speech", "spoken", "english"]
+    # A whole last row without its newline is kept, not cut off.
+    out.write_text(out.read_text().rstrip("\n"))
+    assert tagging.tag_corpus(items, rules_tagger.RulesTagger(NORM), str(out)).skipped_done == 4
+    assert len(out.read_text().splitlines()) == 4 and out.read_text().endswith("\n")
     # A caption the rules cannot tag fails once; rerunning does not append it again.
     silent = [tagging.CaptionItem("s", "Silence.")]
     assert tagging.tag_corpus(silent, rules_tagger.RulesTagger(NORM), str(out)).failed == 1

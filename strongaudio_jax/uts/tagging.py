@@ -97,6 +97,8 @@ def read_tag_file(path: str) -> dict[str, dict]:
             if n == len(lines):  # an unterminated last line: the writer died mid-write
                 continue
             raise ValueError(f"{path}:{n}: not a JSON line") from None
+        if not isinstance(row, dict) or "id" not in row or "tags" not in row:
+            raise ValueError(f"{path}:{n}: a tag-file line needs 'id' and 'tags'")
         rows[row["id"]] = row
     return rows
 
@@ -151,13 +153,20 @@ def tag_corpus(items: Sequence[CaptionItem], extractor: Extractor, out_path: str
 
 
 def _terminate_last_line(path: str) -> None:
-    """Cuts off an unterminated last line (a writer killed mid-line); its clip is tagged again."""
+    """Ends an unterminated last line: kept if it is a whole row, else cut off (a writer killed
+    mid-line; `read_tag_file` ignored it too, so its clip is tagged again)."""
     if not os.path.exists(path) or not os.path.getsize(path):
         return
     with open(path, "rb+") as f:
         data = f.read()
-        if not data.endswith(b"\n"):
-            f.truncate(data.rfind(b"\n") + 1)
+        if data.endswith(b"\n"):
+            return
+        start = data.rfind(b"\n") + 1
+        try:
+            json.loads(data[start:])
+            f.write(b"\n")
+        except ValueError:
+            f.truncate(start)
 
 
 def results_in_order(items: Iterable[CaptionItem], fn) -> Iterator[tuple[str, TagResult]]:
