@@ -119,27 +119,23 @@ def test_two_processes_read_disjoint_files_and_every_record_once_per_epoch(tmp_p
         write_corpus(tmp_path / f"shard{f}.tfrecord", f"shard{f}", 12)
     script = tmp_path / "read.py"
     port = _free_port()
-    results = []
-    for workers in (0, 2):
-        script.write_text(_READ_ONE_EPOCH.format(repo=str(REPO), workers=workers,
-                                                 pattern=str(tmp_path / "shard*.tfrecord")))
-        procs = []
-        for pid in range(2):
-            env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO),
-                       XLA_FLAGS="--xla_force_host_platform_device_count=2",
-                       JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2",
-                       JAX_PROCESS_ID=str(pid))
-            procs.append(subprocess.Popen([sys.executable, str(script)], env=env, text=True,
-                                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
-        outs = [p.communicate(timeout=300)[0] for p in procs]
-        assert [p.returncode for p in procs] == [0, 0], outs
-        got = [json.loads(next(line[7:] for line in o.splitlines() if line.startswith("RESULT ")))
-               for o in outs]
-        results.append(got)
-        port = _free_port()
-        files = [{i.split("-")[0] for i in r["ids"]} for r in got]
-        assert files[0] and files[1] and not files[0] & files[1], files  # disjoint files
-        everything = sorted(f"shard{f}-{i}" for f in range(4) for i in range(12))
-        assert sorted(got[0]["ids"] + got[1]["ids"]) == everything  # each record exactly once
-        assert all(r["devices"] == 4 and r["shapes"] == [[8, 1600]] * 6 for r in got)
-    assert results[0][0]["ids"] == results[1][0]["ids"]  # worker processes change nothing
+    # two decoding worker processes inside each of the two JAX processes
+    script.write_text(_READ_ONE_EPOCH.format(repo=str(REPO), workers=2,
+                                             pattern=str(tmp_path / "shard*.tfrecord")))
+    procs = []
+    for pid in range(2):
+        env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO),
+                   XLA_FLAGS="--xla_force_host_platform_device_count=2",
+                   JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2",
+                   JAX_PROCESS_ID=str(pid))
+        procs.append(subprocess.Popen([sys.executable, str(script)], env=env, text=True,
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    got = [json.loads(next(line[7:] for line in o.splitlines() if line.startswith("RESULT ")))
+           for o in outs]
+    files = [{i.split("-")[0] for i in r["ids"]} for r in got]
+    assert files[0] and files[1] and not files[0] & files[1], files  # disjoint files
+    everything = sorted(f"shard{f}-{i}" for f in range(4) for i in range(12))
+    assert sorted(got[0]["ids"] + got[1]["ids"]) == everything  # each record exactly once
+    assert all(r["devices"] == 4 and r["shapes"] == [[8, 1600]] * 6 for r in got)
