@@ -117,7 +117,7 @@ def test_survives_timeouts_5xx_429_bad_bodies_and_malformed_replies(server, monk
             row = rows[f"{w}-{i}"]
             assert row["status"] == "ok", row
             assert row["tags"] == ["dog", "bark", "outdoor", "park", "distant", "loud"]
-            assert row["problems"] == ([] if w == "canned" else ["succeeded after 1 retries"])
+            assert row["problems"] == ([] if w == "canned" else ["answered after 1 retries"])
     assert status["multiword-0"] == "repaired" and "not one word" in " ".join(rows["multiword-0"]["problems"])
     assert status["prose-0"] == "failed" and "no JSON" in rows["prose-0"]["problems"][0]
     assert status["wrongkey-0"] == "failed" and "no 'tags' key" in rows["wrongkey-0"]["problems"][0]
@@ -126,6 +126,7 @@ def test_survives_timeouts_5xx_429_bad_bodies_and_malformed_replies(server, monk
     # Malformed *content* is judged, not retried; transport failures are retried.
     assert server.count("prose") == 2 and server.count("wrongkey") == 2
     assert server.count("flaky") == 4 and server.count("down") == 8
+    assert t.retries == 4 * 2 + 3 * 2  # one each for flaky/slow/ratelimited/badbody, three for down
     assert "retry 1/3" in caplog.text
     # The key reached the server on every request, and nowhere else.
     assert {auth for _, _, auth in server.requests} == {f"Bearer {KEY}"}

@@ -112,7 +112,8 @@ def cmd_tag(args) -> int:
                                rate=args.rate, timeout=args.timeout, max_retries=args.max_retries)
     items = tagging.read_captions(args.captions)
     stats = tagging.tag_corpus(items, extractor, args.out)
-    print(f"{extractor.name}: {stats.line()} -> {args.out}")
+    retries = f", {extractor.retries} retried requests" if getattr(extractor, "retries", 0) else ""
+    print(f"{extractor.name}: {stats.line()}{retries} -> {args.out}")
     rows = tagging.read_tag_file(args.out)
     failed = sum(r["status"] == "failed" for r in rows.values())
     if failed:

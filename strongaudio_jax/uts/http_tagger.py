@@ -14,6 +14,7 @@ only ever goes into the Authorization header: never into messages, logs or outpu
 from __future__ import annotations
 
 import concurrent.futures as cf
+import itertools
 import json
 import logging
 import os
@@ -89,6 +90,7 @@ class HTTPTagger:
         self._key = api_key if api_key is not None else api_key_from_env()
         self.name = f"http:{model}"
         self.retries = 0  # total retried attempts, for the run summary
+        self._lock = threading.Lock()
 
     def __repr__(self) -> str:  # never shows the key
         return f"HTTPTagger({self.url!r}, model={self.model!r}, key={'set' if self._key else 'unset'})"
@@ -136,25 +138,33 @@ class HTTPTagger:
                             self.backoff * 2 ** (attempt - 1) * (0.5 + random.random()))
                 log.warning("clip %s: %s; retry %d/%d in %.1f s", item.id, e, attempt,
                             self.max_retries, delay)
-                self.retries += 1
+                with self._lock:
+                    self.retries += 1
                 time.sleep(delay)
                 continue
             result = llm_reply.parse_reply(content, self.normalize)
             if attempt:
-                result.problems.insert(0, f"succeeded after {attempt} retries")
+                result.problems.insert(0, f"answered after {attempt} retries")
             return result
 
     # ------------------------------------------------------------------ many
 
     def tag_many(self, items: Sequence[CaptionItem]) -> Iterator[tuple[str, llm_reply.TagResult]]:
-        """Yields results as they finish; bounded batches keep memory flat for big corpora."""
-        batch = self.concurrency * 4
+        """Yields results as they finish. A sliding window of 4 x concurrency submitted requests
+        keeps memory flat for big corpora without waiting on the slowest request of a batch."""
+        window = self.concurrency * 4
         pool = cf.ThreadPoolExecutor(self.concurrency, thread_name_prefix="uts-http")
+        todo = iter(items)
+        running: dict[cf.Future, str] = {}
         try:
-            for start in range(0, len(items), batch):
-                futures = {pool.submit(self._tag_one, it): it.id for it in items[start:start + batch]}
-                for fut in cf.as_completed(futures):
-                    yield futures[fut], fut.result()
+            while True:
+                for it in itertools.islice(todo, window - len(running)):
+                    running[pool.submit(self._tag_one, it)] = it.id
+                if not running:
+                    return
+                finished, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+                for fut in finished:
+                    yield running.pop(fut), fut.result()
         finally:  # interrupted (Ctrl-C, error): drop what has not started, keep what is written
             pool.shutdown(wait=False, cancel_futures=True)
 
