@@ -2,7 +2,7 @@
 
   tag     captions (TFRecords or JSONL) -> tag file (JSONL, resumable)
   build   tag file(s) or tagged TFRecords -> label_K.json + label_K.stats.json for several K
-  filter  TFRecords + label_K.json -> rewritten shards and/or a side index; clips with no tag dropped
+  filter  TFRecords + label_K.json -> rewritten shards and/or a side index (tagless clips dropped)
   bridge  label_K.json -> AudioSet-527 class -> UTS tag mapping, unmapped classes listed
   report  tag file + vocabularies -> report.md with PNG plots
   check   label_K.json -> duplicates and normalisation collisions
@@ -24,18 +24,22 @@ def add_parser(sub) -> None:
 
     def norm_args(q):
         q.add_argument("--synonyms", nargs="*", default=[], metavar="FILE",
-                       help="extra synonym tables ('variant canonical' per line), applied after the default")
+                       help="extra synonym tables ('variant canonical' per line), "
+                            "applied after the default")
 
     q = uts.add_parser("tag", help="extract 5-10 tags per caption")
     q.add_argument("--captions", nargs="+", required=True,
                    help="TFRecord shards (globs) or JSONL files with id and caption")
     q.add_argument("--out", required=True, help="tag file (JSONL); an existing one is resumed")
     q.add_argument("--extractor", choices=("rules", "http"), default="rules")
-    q.add_argument("--lexicon", nargs="*", default=[], metavar="FILE", help="(rules) extra lexicon files")
-    q.add_argument("--url", help="(http) base URL of an OpenAI-compatible API, e.g. http://host:8000/v1")
+    q.add_argument("--lexicon", nargs="*", default=[], metavar="FILE",
+                   help="(rules) extra lexicon files")
+    q.add_argument("--url", help="(http) base URL of an OpenAI-compatible API, "
+                                 "e.g. http://host:8000/v1")
     q.add_argument("--model", help="(http) model name the server expects")
     q.add_argument("--concurrency", type=int, default=8, help="(http) requests in flight")
-    q.add_argument("--rate", type=float, default=0.0, help="(http) max requests per second (0: no limit)")
+    q.add_argument("--rate", type=float, default=0.0,
+                   help="(http) max requests per second (0: no limit)")
     q.add_argument("--timeout", type=float, default=60.0, help="(http) seconds per request")
     q.add_argument("--max-retries", type=int, default=5, help="(http) retries per caption")
     q.add_argument("--evaluate", action="store_true",
@@ -51,7 +55,8 @@ def add_parser(sub) -> None:
     norm_args(q)
     q.set_defaults(uts_func=cmd_build)
 
-    q = uts.add_parser("filter", help="map clips' tags onto a vocabulary, drop clips left with none")
+    q = uts.add_parser("filter",
+                       help="map clips' tags onto a vocabulary, drop clips left with none")
     q.add_argument("--records", nargs="+", required=True, help="TFRecord shards (globs)")
     q.add_argument("--vocab", required=True, help="label_K.json")
     q.add_argument("--tags", help="tag file from `uts tag` (default: the records' own tags)")
@@ -107,7 +112,8 @@ def cmd_tag(args) -> int:
     else:
         from strongaudio_jax.uts.http_tagger import HTTPTagger
         if not args.url or not args.model:
-            raise ValueError("--extractor http needs --url (e.g. http://localhost:8000/v1) and --model")
+            raise ValueError("--extractor http needs --url (e.g. http://localhost:8000/v1) "
+                             "and --model")
         extractor = HTTPTagger(args.url, args.model, normalize, concurrency=args.concurrency,
                                rate=args.rate, timeout=args.timeout, max_retries=args.max_retries)
     items = tagging.read_captions(args.captions)

@@ -65,7 +65,8 @@ def filter_shards(files: Sequence[str], vocab: Sequence[str], normalize: Normali
     from strongaudio_jax.data import schema, tfrecord
 
     if not out_dir and not index_path:
-        raise ValueError("give an output: a folder for rewritten shards, a side-index path, or both")
+        raise ValueError("give an output: a folder for rewritten shards, a side-index path, "
+                         "or both")
     vmap = VocabularyMap(vocab, normalize)
     stats = FilterStats()
     if out_dir:

@@ -1,7 +1,7 @@
 """Extractor over an OpenAI-compatible chat endpoint (vLLM, SGLang, or a hosted API).
 
-Standard library only: `urllib` requests on a thread pool. Requests are sent in bounded
-batches with at most `concurrency` in flight and at most `rate` starts per second; timeouts,
+Standard library only: `urllib` requests on a thread pool. Requests are queued in a bounded
+sliding window, with at most `concurrency` in flight and at most `rate` starts per second; timeouts,
 connection errors, HTTP 429 and 5xx, and bodies that are not the API's JSON are retried with
 exponential backoff (Retry-After is honoured up to `max_backoff`). A reply whose *content* is
 malformed is not retried: it is parsed, repaired where safe or counted as failed, like any LLM
@@ -93,7 +93,8 @@ class HTTPTagger:
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:  # never shows the key
-        return f"HTTPTagger({self.url!r}, model={self.model!r}, key={'set' if self._key else 'unset'})"
+        key = "set" if self._key else "unset"
+        return f"HTTPTagger({self.url!r}, model={self.model!r}, key={key})"
 
     # ------------------------------------------------------------------ one request
 

@@ -97,7 +97,8 @@ def parse_reply(text: str, normalize: Normalizer) -> TagResult:
         return TagResult.failed("no JSON object in the reply")
     value, problems = found
     if not isinstance(value, dict):
-        return TagResult.failed(f"reply is a JSON {type(value).__name__}, not an object with 'tags'")
+        return TagResult.failed(
+            f"reply is a JSON {type(value).__name__}, not an object with 'tags'")
     if "tags" in value:
         raw = value["tags"]
     else:
@@ -125,5 +126,6 @@ def parse_reply(text: str, normalize: Normalizer) -> TagResult:
         problems.append(f"kept the first {MAX_TAGS} of {len(tags)} tags")
         tags = tags[:MAX_TAGS]
     if len(tags) < MIN_TAGS:
-        return TagResult(tags, "failed", problems + [f"only {len(tags)} valid tags (need {MIN_TAGS})"])
+        problems.append(f"only {len(tags)} valid tags (need {MIN_TAGS})")
+        return TagResult(tags, "failed", problems)
     return TagResult(tags, "repaired" if problems else "ok", problems)

@@ -59,7 +59,8 @@ def read_table(path: str) -> dict[str, str]:
                 continue
             parts = line.split()
             if len(parts) != 2:
-                raise ValueError(f"{path}:{n}: expected 'variant canonical' (two words), got {line!r}")
+                raise ValueError(
+                    f"{path}:{n}: expected 'variant canonical' (two words), got {line!r}")
             table[parts[0].lower()] = parts[1].lower()
     return table
 

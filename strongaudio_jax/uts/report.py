@@ -1,4 +1,4 @@
-"""`strongaudio uts report`: a markdown page with PNG plots about a tagged corpus and its vocabularies.
+"""`strongaudio uts report`: a markdown page with PNG plots on a tagged corpus and its vocabularies.
 
 Plots: tag frequency (rank vs document frequency, log-log), coverage per domain for each K,
 top tags per domain, and the overlap between the vocabularies. Needs matplotlib
@@ -40,7 +40,8 @@ def write_report(rows: Mapping[str, dict], vocabularies: Mapping[str, Sequence[s
     domains = clip_domains(rows)
     df, n = vocab_lib.document_frequency(clip_tags.values())
     if not n:
-        raise ValueError("the tag file has no usable rows (status ok or repaired); nothing to report")
+        raise ValueError("the tag file has no usable rows (status ok or repaired); "
+                         "nothing to report")
     doms = sorted(set(domains.values()), key=lambda d: (d not in vocab_lib.DOMAINS, d))
     names = list(vocabularies)
     cov = {name: vocab_lib.coverage(clip_tags, domains, v) for name, v in vocabularies.items()}
@@ -77,7 +78,8 @@ def write_report(rows: Mapping[str, dict], vocabularies: Mapping[str, Sequence[s
     per_dom = {d: collections.Counter() for d in doms}
     for k, tags in clip_tags.items():
         per_dom[domains[k]].update(set(tags))
-    fig, axes = plt.subplots(1, len(doms), figsize=(3.2 * len(doms), 0.25 * top + 1.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(doms), figsize=(3.2 * len(doms), 0.25 * top + 1.2),
+                             squeeze=False)
     for ax, d in zip(axes[0], doms):
         best = per_dom[d].most_common(top)[::-1]
         ax.barh([t for t, _ in best], [c for _, c in best])
@@ -97,7 +99,8 @@ def write_report(rows: Mapping[str, dict], vocabularies: Mapping[str, Sequence[s
         ax.set_yticks(range(len(names)), names, fontsize=7)
         for i in range(len(names)):
             for j in range(len(names)):
-                ax.text(j, i, f"{overlap[i][j]:.2f}", ha="center", va="center", fontsize=6, color="w")
+                ax.text(j, i, f"{overlap[i][j]:.2f}", ha="center", va="center", fontsize=6,
+                        color="w")
         ax.set_title("share of row's tags in column", fontsize=8)
         fig.colorbar(im, ax=ax)
         fig.tight_layout()
@@ -121,7 +124,8 @@ def write_report(rows: Mapping[str, dict], vocabularies: Mapping[str, Sequence[s
     lines += ["", "![coverage](coverage.png)", "", f"## Top {top} tags per domain", "",
               "![top tags](top_tags.png)", ""]
     for d in doms:
-        lines.append(f"- **{d}**: " + ", ".join(f"{t} ({c})" for t, c in per_dom[d].most_common(top)))
+        best = per_dom[d].most_common(top)
+        lines.append(f"- **{d}**: " + ", ".join(f"{t} ({c})" for t, c in best))
     if names:
         lines += ["", "## Overlap between vocabularies", "",
                   "Share of the row vocabulary's tags that are also in the column vocabulary.", "",

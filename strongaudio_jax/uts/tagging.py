@@ -125,8 +125,10 @@ class TagRunStats:
 def tag_corpus(items: Sequence[CaptionItem], extractor: Extractor, out_path: str,
                progress=None) -> TagRunStats:
     """Tags every item not yet done in `out_path`, appending one flushed line per result."""
-    # Failed clips are tried again, unless the extractor is deterministic (same caption, same reply).
-    done = usable_tags(out_path) if getattr(extractor, "retry_failed", True) else read_tag_file(out_path)
+    # Failed clips are tried again, unless the extractor is deterministic (same caption, same
+    # reply).
+    retry = getattr(extractor, "retry_failed", True)
+    done = usable_tags(out_path) if retry else read_tag_file(out_path)
     stats = TagRunStats(total=len(items), skipped_done=sum(it.id in done for it in items))
     pending = [it for it in items if it.id not in done and it.caption.strip()]
     no_caption = [(it.id, TagResult.failed("no caption")) for it in items

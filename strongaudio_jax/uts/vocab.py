@@ -91,7 +91,8 @@ def read_vocabulary(path: str) -> list[str]:
             raise ValueError(f"{path} is not JSON ({e})") from None
     if not isinstance(table, dict) or sorted(table, key=lambda k: (len(k), k)) != [
             str(i) for i in range(len(table))]:
-        raise ValueError(f"{path} is not a vocabulary file: expected {{\"0\": tag, \"1\": tag, ...}} "
+        raise ValueError(f"{path} is not a vocabulary file: expected "
+                         "{\"0\": tag, \"1\": tag, ...} "
                          "with consecutive indices")
     tags = [table[str(i)] for i in range(len(table))]
     bad = [i for i, t in enumerate(tags) if not isinstance(t, str) or not t]
@@ -101,7 +102,8 @@ def read_vocabulary(path: str) -> list[str]:
 
 
 def check_vocabulary(tags: Sequence[str], normalize) -> dict:
-    """Problems worth knowing before training on a vocabulary (not errors: released files have some)."""
+    """Problems worth knowing before training on a vocabulary (not errors: the released files
+    have some)."""
     seen: dict[str, int] = {}
     duplicates, collisions, not_normal = [], [], []
     for i, t in enumerate(tags):
