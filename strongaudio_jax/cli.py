@@ -59,6 +59,23 @@ def cmd_inspect(args) -> int:
     return 0
 
 
+def cmd_compile_check(args) -> int:
+    """Compiles the config's train step for a TPU topology on this (CPU) host; 1 if it does
+    not fit the chips' memory."""
+    import jax
+
+    jax.config.update("jax_platforms", "cpu")  # the host runs nothing; libtpu only compiles
+    from strongaudio_jax import config as config_lib
+    from strongaudio_jax.parallel import compile_check
+
+    cfg = config_lib.load(args.config, args.overrides)
+    try:
+        return compile_check.main(cfg, args.topology, args.num_classes)
+    except compile_check.LibtpuMissingError as e:
+        print(f"strongaudio compile-check: error: {e}", file=sys.stderr)
+        return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="strongaudio", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
@@ -83,6 +100,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dump", metavar="ID_OR_NUMBER", help="print one record (clip id or number)")
     p.add_argument("--json", action="store_true", help="the summary as one JSON object")
     p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("compile-check", help="compile the train step for a TPU topology on "
+                       "this CPU host; per-chip memory, fails if it does not fit")
+    p.add_argument("--config", required=True, help="configs/<name>.py[:variant]")
+    p.add_argument("--topology", action="append", default=[],
+                   help="e.g. v5p-64, v5e-256, v4-128 or v5p:4x4x4 (repeatable; default: the "
+                        "config's compile_check.topology)")
+    p.add_argument("--num-classes", type=int, help="tag vocabulary size (default: from the config)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    p.set_defaults(func=cmd_compile_check)
 
     from strongaudio_jax.uts import cli as uts_cli  # `strongaudio uts tag|build|filter|...`
     uts_cli.add_parser(sub)

@@ -1,0 +1,57 @@
+r"""MTC pre-training of the Zipformer-style encoder (strongaudio_jax/models/zipformer.py), the
+architecture of the reference study's Zipformer-M (65M parameters at size "m"), on 80-bin
+Kaldi fbank as in icefall.
+
+Variants (the argument after the colon):
+  demo     a small Zipformer on the bundled demo corpus, a CPU run of a few minutes:
+             strongaudio train --config configs/zipformer_mtc.py:demo --workdir /tmp/zipformer_demo
+  smoke    a tiny Zipformer, a few steps (tests):
+             strongaudio train --config configs/zipformer_mtc.py:smoke --workdir /tmp/zipformer_smoke
+  v5p-64   size m, 10 s clips, global batch 1024, FSDP over 32 TPU v5p chips:
+             strongaudio compile-check --config configs/zipformer_mtc.py:v5p-64
+             launch/tpu_pod.sh NAME ZONE configs/zipformer_mtc.py:v5p-64 gs://BUCKET/zipformer \
+               data.train_files='gs://BUCKET/corpus/train-*.tfrecord' data.vocab_file=label_1.5k.json
+  gpu8     size m on one 8-GPU node, global batch 512 (attention="auto": cuDNN where it can):
+             launch/gpu.sh configs/zipformer_mtc.py:gpu8 /data/runs/zipformer data.train_files=...
+"""
+
+import importlib.util
+import os
+
+import ml_collections
+
+
+def _demo_config() -> ml_collections.ConfigDict:
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mtc.py")
+    spec = importlib.util.spec_from_file_location("_mtc_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config("demo")
+
+
+def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
+    c = _demo_config()
+    # Kaldi fbank, 80 bins, as icefall's Zipformer recipes; roughly normalised.
+    c.frontend = dict(preset="kaldi_fbank80", norm_mean=-8.0, norm_std=4.0, stats_file="")
+    c.augment.update(freq_mask_width=10)
+    c.model = dict(name="zipformer", size="s", num_mels=80, dtype="float32", attention="xla",
+                   remat="none")
+    if arg == "demo":
+        pass
+    elif arg == "smoke":
+        c.model.size = "tiny"
+        c.train.update(steps=12, log_every=4, checkpoint_every=6)
+        c.data.batch_size = 16
+        c.probe.steps = 100
+    elif arg in ("v5p-64", "gpu8"):
+        c.model.update(size="m", dtype="bfloat16", attention="xla" if arg == "v5p-64" else "auto")
+        c.data.update(clip_seconds=10.0, batch_size=1024 if arg == "v5p-64" else 512, workers=8,
+                      train_files="", eval_files="")
+        c.mesh = dict(data=4, fsdp=-1, tensor=1) if arg == "v5p-64" else dict(data=1, fsdp=-1, tensor=1)
+        c.train.update(steps=200_000, log_every=100, checkpoint_every=2000, eval_every=20_000)
+        c.optimizer.update(lr=1e-3, warmup_steps=5000)
+    else:
+        raise ValueError(f"unknown variant {arg!r} of configs/zipformer_mtc.py; "
+                         "use demo, smoke, v5p-64 or gpu8")
+    c.compile_check = dict(topology="v5p-64" if arg == "v5p-64" else "", num_classes=527)
+    return c
