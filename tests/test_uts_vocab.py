@@ -218,3 +218,27 @@ def test_filter_keeps_the_records_tag_scores(tmp_path):
     filter_lib.filter_shards([str(src)], ["sine", "tone"], normalize.Normalizer(), out_dir=str(tmp_path / "out"))
     out = schema.example_to_clip(next(tfrecord.read_records(str(tmp_path / "out" / "a.tfrecord"))))
     assert out.tags == ("tone", "sine") and out.tag_scores == pytest.approx((0.8, 0.7))
+
+
+def test_audioset_labelled_records_filtered_into_uts_space(tmp_path, capsys):
+    from tests.conftest import _synthetic_clip
+    import numpy as np
+
+    clip = _synthetic_clip("noise", 0, np.random.default_rng(0))
+    clip.tags, clip.tag_scores = ("Dog", "Male speech, man speaking", "Harpsichord"), ()
+    (tmp_path / "in").mkdir()
+    with tfrecord.TFRecordWriter(str(tmp_path / "in" / "a.tfrecord")) as w:
+        w.write(schema.clip_to_example(clip))
+    vocab.write_vocabulary(str(tmp_path / "label_4.json"), ["speech", "dog", "male", "music"])
+    assert cli.main(["uts", "bridge", "--vocab", str(tmp_path / "label_4.json"),
+                     "--out", str(tmp_path / "b.json")]) == 0
+    assert cli.main(["uts", "filter", "--records", str(tmp_path / "in" / "a.tfrecord"),
+                     "--vocab", str(tmp_path / "label_4.json"), "--audioset-bridge", str(tmp_path / "b.json"),
+                     "--out-dir", str(tmp_path / "out")]) == 0
+    assert "kept 1, dropped 0" in capsys.readouterr().out.splitlines()[-1]
+    out = schema.example_to_clip(next(tfrecord.read_records(str(tmp_path / "out" / "a.tfrecord"))))
+    assert out.tags == ("dog", "male", "speech") and "via b.json" in out.tags_model
+    stats = filter_lib.filter_shards([str(tmp_path / "in" / "a.tfrecord")], ["speech"], normalize.Normalizer(),
+                                     index_path=str(tmp_path / "i.jsonl"),
+                                     translate=bridge.translator(json.loads((tmp_path / "b.json").read_text())))
+    assert (stats.tags_in, stats.tags_kept) == (3, 1)  # three AudioSet classes in, one UTS tag kept

@@ -98,3 +98,16 @@ def to_uts(class_indices: Sequence[int], mapping: dict) -> list[str]:
     for i in class_indices:
         out.extend(t for t in mapping["classes"][i]["tags"] if t not in out)
     return out
+
+
+def translator(mapping: dict):
+    """tags -> tags with AudioSet display names (any case) replaced by their UTS tags; other
+    tags pass through unchanged, so records mixing both keep all of them."""
+    by_name = {c["name"].lower(): c["tags"] for c in mapping["classes"]}
+
+    def translate(tags):
+        out: list[str] = []
+        for t in tags:
+            out.extend(x for x in by_name.get(t.lower(), [t]) if x not in out)
+        return out
+    return translate

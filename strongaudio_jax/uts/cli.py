@@ -62,6 +62,9 @@ def add_parser(sub) -> None:
     q.add_argument("--tags", help="tag file from `uts tag` (default: the records' own tags)")
     q.add_argument("--out-dir", help="write rewritten shards here (same file names)")
     q.add_argument("--index", help="write a side index (JSONL: id, tags, indices) here")
+    q.add_argument("--audioset-bridge", metavar="JSON",
+                   help="records tagged with AudioSet class names: translate them through this "
+                        "mapping (from `uts bridge`) first")
     norm_args(q)
     q.set_defaults(uts_func=cmd_filter)
 
@@ -193,9 +196,16 @@ def cmd_filter(args) -> int:
         raise ValueError(f"tag file {args.tags!r} has no usable rows")
     provenance = f"uts filter {os.path.basename(args.vocab)}" + (
         f" of {next(iter(rows.values()))['extractor']} tags" if rows else "")
+    translate = None
+    if args.audioset_bridge:
+        from strongaudio_jax.uts import bridge
+        with open(args.audioset_bridge, encoding="utf-8") as f:
+            translate = bridge.translator(json.load(f))
+        provenance += f" via {os.path.basename(args.audioset_bridge)}"
     stats = filter_lib.filter_shards(tagging.expand(args.records, "TFRecord"), vocab_tags,
                                      _normalizer(args), tag_rows=rows, out_dir=args.out_dir,
-                                     index_path=args.index, provenance=provenance)
+                                     index_path=args.index, provenance=provenance,
+                                     translate=translate)
     print(stats.line() + "".join(f" -> {p}" for p in (args.out_dir, args.index) if p))
     return 0
 

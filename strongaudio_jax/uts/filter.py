@@ -5,7 +5,8 @@ vocabulary entry "car", and "low-frequency" matches a released "low_frequency"; 
 then carries the vocabulary's own spelling, which is what training looks up. Two outputs:
   - rewritten TFRecord shards (same shard names, tags replaced, provenance in tags/model);
   - a side index (JSONL: id -> vocabulary tags and indices) that leaves the shards untouched.
-Tags may come from the records themselves or from a tag file written by `uts tag`.
+Tags may come from the records themselves or from a tag file written by `uts tag`; records
+labelled with AudioSet class names are translated through an AudioSet bridge first.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 from strongaudio_jax.uts.normalize import Normalizer
 
@@ -60,8 +61,12 @@ class VocabularyMap:
 
 def filter_shards(files: Sequence[str], vocab: Sequence[str], normalize: Normalizer, *,
                   tag_rows: Mapping[str, dict] | None = None, out_dir: str | None = None,
-                  index_path: str | None = None, provenance: str = "") -> FilterStats:
-    """Writes filtered shards to out_dir and/or a side index; returns the counts."""
+                  index_path: str | None = None, provenance: str = "",
+                  translate: Callable[[Sequence[str]], list[str]] | None = None) -> FilterStats:
+    """Writes filtered shards to out_dir and/or a side index; returns the counts.
+
+    translate: applied to each clip's tags first, e.g. AudioSet class names -> UTS tags
+    (`bridge.translator`)."""
     from strongaudio_jax.data import schema, tfrecord
 
     if not out_dir and not index_path:
@@ -92,8 +97,8 @@ def filter_shards(files: Sequence[str], vocab: Sequence[str], normalize: Normali
                         tags = row["tags"]
                     else:
                         tags = clip.tags
-                    hits = vmap(tags)
-                    stats.tags_in += len(tags)
+                    stats.tags_in += len(tags)  # before translation: lost classes show here
+                    hits = vmap(translate(tags) if translate else tags)
                     stats.tags_kept += len(hits)
                     if not hits:
                         stats.dropped_no_tags += 1
