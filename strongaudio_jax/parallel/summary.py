@@ -60,6 +60,15 @@ def golden_summary(stem: str) -> dict:
     return summarize(cfg, mesh, compile_check.num_classes_of(cfg))
 
 
+def to_json(summary: dict) -> str:
+    """JSON with one line per parameter, so a golden file's diff reads parameter by parameter."""
+    import json
+
+    head = {k: v for k, v in summary.items() if k != "params"}
+    lines = [f"  {json.dumps(name)}: {json.dumps(entry)}" for name, entry in summary["params"].items()]
+    return (json.dumps(head, indent=1)[:-2] + ',\n "params": {\n' + ",\n".join(lines) + "\n }\n}\n")
+
+
 def main() -> None:
     import argparse
     import json
@@ -71,7 +80,7 @@ def main() -> None:
                                " --xla_force_host_platform_device_count=8")
     os.environ["JAX_PLATFORMS"] = "cpu"
     for stem in GOLDEN:
-        text = json.dumps(golden_summary(stem), indent=1) + "\n"
+        text = to_json(golden_summary(stem))
         path = GOLDEN_DIR / f"sharding_{stem}.json"
         if args.update:
             path.parent.mkdir(parents=True, exist_ok=True)
