@@ -72,6 +72,7 @@ class Masked(nn.Module):
         mean, var = target.mean(-1, keepdims=True), target.var(-1, keepdims=True)
         target = (target - mean) / jnp.sqrt(var + 1e-6)
         hidden = (real & ~jnp.repeat(visible_time, nf, 1)).astype(jnp.float32)
+        self.sow("intermediates", "hidden", hidden)  # which patches the loss scores
         per_patch = ((pred - target) ** 2).mean(-1)
         loss = (per_patch * hidden).sum() / jnp.maximum(hidden.sum(), 1.0)
         return loss, {"mse": loss, "hidden_fraction": hidden.sum() / jnp.maximum(real.sum(), 1)}
