@@ -179,6 +179,20 @@ def test_eight_devices_equal_one_and_gradients_are_finite(tokenizer, loss, pooli
     assert all(float(jnp.abs(x).max()) == 0 for x in jax.tree.leaves(grads))  # all padding
 
 
+def test_a_clip_without_real_tokens_is_harmless(tokenizer):
+    """Attention pooling over no real token (a padding row of nothing) stays finite."""
+    module = _module(tokenizer, loss="siglip", pooling="attention")
+    enc, batch = _inputs(tokenizer)
+    params = _init(module, enc, batch)
+    enc = enc.replace(mask=enc.mask.at[7].set(False))
+    batch["valid"] = jnp.arange(8) < 7
+    f = jax.jit(jax.value_and_grad(lambda p, e, b: module.apply(p, e, b, True)[0]))
+    value, grads = f(params, enc, batch)
+    assert all(bool(jnp.isfinite(x).all()) for x in jax.tree.leaves((value, grads)))
+    small = jax.tree.map(lambda x: x[:7], (enc, batch))
+    np.testing.assert_allclose(value, f(params, *small)[0], rtol=1e-6)
+
+
 def test_options_are_checked(tokenizer):
     with pytest.raises(ConfigError, match="loss"):
         _module(tokenizer, loss="triplet")

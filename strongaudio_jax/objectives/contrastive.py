@@ -31,7 +31,7 @@ from strongaudio_jax.text import encoder as text_encoder
 FIELDS = ("text",)  # the caption summary, tokenised by the input pipeline
 
 DEFAULTS = dict(
-    loss="siglip",  # "siglip" (sigmoid, per pair) or "clip" (symmetric InfoNCE)
+    loss="clip",  # "clip" (symmetric InfoNCE, the study's) or "siglip" (sigmoid, per pair)
     embed_dim=256,  # joint audio-text embedding width
     pooling="mean",  # audio pooling: "mean" over real tokens, or "attention" (learned)
     text_size="tiny",  # text encoder shape (strongaudio_jax.text.encoder.SIZES)
@@ -66,9 +66,9 @@ def siglip_loss(logits: jax.Array, valid: jax.Array) -> jax.Array:
     divided by the number of valid rows (SigLIP's normalisation)."""
     n = logits.shape[0]
     sign = 2.0 * jnp.eye(n, dtype=logits.dtype) - 1.0
-    pair = (valid[:, None] & valid[None, :]).astype(logits.dtype)
-    nll = -jax.nn.log_sigmoid(sign * logits)
-    return (nll * pair).sum() / jnp.maximum(valid.astype(jnp.float32).sum(), 1.0)
+    pair = valid[:, None] & valid[None, :]
+    nll = jnp.where(pair, -jax.nn.log_sigmoid(sign * logits), 0.0)
+    return nll.sum() / jnp.maximum(valid.astype(jnp.float32).sum(), 1.0)
 
 
 def recall_at_1(logits: jax.Array, valid: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -144,7 +144,8 @@ class Contrastive(nn.Module):
         """L2-normalised clip embeddings [B, embed_dim] (also for retrieval evaluation)."""
         if self.pooling == "attention":
             score = self.pool_score(enc.tokens)[..., 0]
-            weights = jax.nn.softmax(jnp.where(enc.mask, score, -jnp.inf), axis=-1)
+            # MASKED, not -inf: a clip without real tokens pools to zeros, not NaN.
+            weights = jax.nn.softmax(jnp.where(enc.mask, score, MASKED), axis=-1)
             pooled = jnp.einsum("bn,bnd->bd", jnp.where(enc.mask, weights, 0.0), enc.tokens)
         else:
             pooled = masked_mean(enc.tokens, enc.mask)
@@ -177,7 +178,7 @@ def _project(width: int) -> nn.Dense:
 
 
 def _normalize(x: jax.Array) -> jax.Array:
-    return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+    return text_encoder.l2_normalize(x)
 
 
 def build(cfg, ctx: objectives.Context) -> Contrastive:

@@ -84,9 +84,13 @@ def sentence_embedding(tokens: jax.Array, mask: jax.Array, normalize: bool = Tru
     """Mean of the real tokens' states (sentence-transformers' pooling), optionally L2-normed."""
     m = mask.astype(tokens.dtype)[..., None]
     emb = (tokens * m).sum(-2) / jnp.maximum(m.sum(-2), 1e-9)
-    if normalize:
-        emb = emb / jnp.maximum(jnp.linalg.norm(emb, axis=-1, keepdims=True), 1e-12)
-    return emb
+    return l2_normalize(emb) if normalize else emb
+
+
+def l2_normalize(x: jax.Array) -> jax.Array:
+    """x / max(|x|, 1e-12) along the last axis, with a finite gradient at x = 0 (where
+    the norm's own gradient is 0/0): an all-padding row must not poison the batch."""
+    return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), 1e-24))
 
 
 def build(cfg, vocab_size: int) -> TextEncoder:
