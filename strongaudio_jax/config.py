@@ -7,14 +7,14 @@ import difflib
 import importlib.util
 import os
 
-import ml_collections
-
 
 class ConfigError(ValueError):
     """A config path, variant or override key the user gave is wrong."""
 
 
 def _flat_keys(cfg, prefix=""):
+    import ml_collections
+
     for k, v in cfg.items():
         if isinstance(v, ml_collections.ConfigDict):
             yield from _flat_keys(v, f"{prefix}{k}.")
@@ -24,6 +24,8 @@ def _flat_keys(cfg, prefix=""):
 
 def load(spec: str, overrides: list[str] = ()) -> ml_collections.ConfigDict:
     """`spec` is 'path/to/config.py[:variant]'; overrides are 'dotted.key=value' strings."""
+    import ml_collections  # here, so that models (ConfigError) import without it (GPU benchmark)
+
     path, _, arg = spec.partition(":")
     if not os.path.isfile(path):
         raise ConfigError(f"config file {path!r} not found (expected configs/<name>.py[:variant], "
