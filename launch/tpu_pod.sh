@@ -23,4 +23,4 @@ git ls-files -z | tar --null -T - -czf /tmp/strongaudio_src.tgz
 "${tpu[@]}" scp /tmp/strongaudio_src.tgz "$name:$remote_dir/src.tgz" --worker=all
 args=$(printf ' %q' --config "$config" --workdir "$workdir" "$@")
 "${tpu[@]}" ssh "$name" --worker=all --command "cd $remote_dir && tar -xzf src.tgz && \
-  pip install -q -e '.[tpu]' && ~/.local/bin/strongaudio train$args 2>&1 | tee -a train.log"
+  python3 -m pip install -q -e '.[tpu]' && python3 -m strongaudio_jax.cli train$args 2>&1 | tee -a train.log"
