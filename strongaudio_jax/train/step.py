@@ -189,9 +189,11 @@ class Program:
         enc = self.encoder.apply({"params": encoder_params}, *self.features(batch))
         return masked_mean(enc.tokens, enc.mask)
 
-    def encode(self, encoder_params, batch):
-        """The frozen encoder's tokens and their mask (attention-pooling probes, heads)."""
-        return self.encoder.apply({"params": encoder_params}, *self.features(batch))
+    def tokens(self, encoder_params, batch) -> tuple[jax.Array, jax.Array]:
+        """The frozen encoder's tokens [B, N, D] and real-token mask [B, N] (attention-pooling
+        probes, evaluation through the objectives' heads)."""
+        enc = self.encoder.apply({"params": encoder_params}, *self.features(batch))
+        return enc.tokens, enc.mask
 
     def shardings(self, mesh):
         """(state, batch) NamedShardings on `mesh`, from the parameters' logical axis names."""

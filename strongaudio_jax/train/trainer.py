@@ -51,6 +51,8 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
     if cfg.frontend.get("stats_file") and jax.process_index() == 0:  # evaluation reads this copy
         shutil.copyfile(cfg.frontend.stats_file, os.path.join(workdir, "frontend_stats.json"))
     program = step_lib.build(cfg, len(vocab), vocab)  # the pure functions (train/step.py)
+    if program.extra is not None and jax.process_index() == 0:  # text objectives' vocabulary
+        program.extra.tokenizer.save(os.path.join(workdir, "text_vocab.txt"))
     featurizer = pipeline.Featurizer(
         vocab={t: i for i, t in enumerate(vocab)}, sample_rate=cfg.data.sample_rate,
         clip_samples=int(cfg.data.clip_seconds * cfg.data.sample_rate), random_crop=True,
@@ -83,13 +85,15 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
     from strongaudio_jax.eval import probe
 
     embed = jax.jit(program.embed)
+    tokens = jax.jit(program.tokens)  # for attention-pooling probes (probe.pooling)
 
     def evaluate(state: step_lib.TrainState) -> list:
         """Linear probes on the frozen encoder (its EMA when kept); keeps the best checkpoint."""
         params = (state.ema_params or state.params)["encoder"]
         results = probe.run(cfg, embed_fn=lambda b: embed(params, b), featurizer=featurizer,
-                            train_files=train_files, logger=logger, step=int(state.step))
-        scores = {f"probe/{r.task}_accuracy": r.accuracy for r in results}
+                            train_files=train_files, logger=logger, step=int(state.step),
+                            tokens_fn=lambda b: tokens(params, b))
+        scores = {probe.metric_name(r): r.accuracy for r in results}
         if best_mngr and best_metric in scores:
             checkpoint.save_best(best_mngr, int(state.step), state, scores)
         return results

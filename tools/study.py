@@ -1,0 +1,203 @@
+r"""The study, small: one encoder trained with each objective, compared with frozen probes.
+
+Trains the same encoder (configs/<objective>.py:demo: ViT xs on 2 s crops, batch 32) with
+MTC, PAR, contrastive, captioning, multi-task and masked objectives for the same number of
+steps on one corpus, then scores every frozen encoder the same way:
+  * probes on the held-out recordings, mean pooling + linear softmax and attention
+    pooling (eval/probe.py), for each `label/<task>` of the corpus;
+  * audio-text retrieval R@1 / R@10 of the caption summaries (both directions) on the first
+    --retrieval-clips held-out clips, for the objectives that read text: contrastive by
+    cosine similarity, captioning and multi-task by the decoder's log p(summary | audio);
+  * tag mAP of the MTC head on the held-out clips (objectives with one).
+The table goes into --out between the study-table markers (the rest of the file is kept).
+
+  python tools/make_demo_corpus.py --out /work/corpus_large --num-clips 3000 --shard-size 128
+  python tools/study.py --corpus /work/corpus_large --steps 500 --workdir /tmp/study --out docs/study.md
+
+A work dir that holds finished runs is reused (a run resumes from its checkpoint), so an
+interrupted study continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from strongaudio_jax import config, objectives as objectives_lib  # noqa: E402
+from strongaudio_jax.data import pipeline  # noqa: E402
+from strongaudio_jax.eval import metrics, probe  # noqa: E402
+from strongaudio_jax.models.vit import EncoderOutput  # noqa: E402
+from strongaudio_jax.train import step as step_lib, trainer  # noqa: E402
+
+OBJECTIVES = ("mtc", "par", "contrastive", "captioning", "multitask", "masked")
+TASKS = ("domain", "language", "instrument", "event")
+BEGIN, END = "<!-- study table: written by tools/study.py -->", "<!-- end of study table -->"
+
+
+def train(name: str, corpus: str, steps: int, workdir: str, extra: list[str]):
+    cfg = config.load(f"{REPO}/configs/{name}.py:demo", [
+        f"data.train_files={corpus}/train-*.tfrecord", f"data.eval_files={corpus}/heldout-*.tfrecord",
+        f"train.steps={steps}", f"train.checkpoint_every={steps}", f"train.log_every={max(steps // 10, 1)}",
+        f"optimizer.warmup_steps={min(50, steps // 10)}", "probe.tasks=()", *extra])
+    t0 = time.perf_counter()
+    out = trainer.train(cfg, os.path.join(workdir, name))
+    return cfg, out, time.perf_counter() - t0
+
+
+def evaluate(cfg, out, retrieval_clips: int) -> dict:
+    vocab = out["vocab"]
+    program = step_lib.build(cfg, len(vocab), vocab)
+    params = out["state"].params
+    heads = {o.name: o for o in program.objectives}
+    featurizer = pipeline.Featurizer(
+        vocab={t: i for i, t in enumerate(vocab)}, sample_rate=cfg.data.sample_rate,
+        clip_samples=int(cfg.probe.clip_seconds * cfg.data.sample_rate), random_crop=False,
+        extra=objectives_lib.TextFields(step_lib.text_tokenizer(cfg), ("text",), step_lib.text_length(cfg))
+        if step_lib.text_tokenizer(cfg) else None)
+
+    encode = jax.jit(program.tokens)
+
+    def outputs(batch):
+        tokens, mask = encode(params["encoder"], batch)
+        return {"tokens": tokens, "mask": mask, "tags": batch["tags"],
+                **{k: batch[k] for k in ("text_ids", "text_mask") if k in batch}}
+
+    train_files = pipeline.expand_paths(cfg.data.train_files)
+    eval_files = pipeline.expand_paths(cfg.data.eval_files)
+    tr, tr_labels = probe.embed_files(train_files, outputs, featurizer, cfg.probe.batch_size)
+    ev, ev_labels = probe.embed_files(eval_files, outputs, featurizer, cfg.probe.batch_size)
+    result = {"probe": {}}
+    mean = probe.linear_probes(probe.masked_mean_np(tr["tokens"], tr["mask"]), tr_labels,
+                               probe.masked_mean_np(ev["tokens"], ev["mask"]), ev_labels, TASKS,
+                               cfg.probe.l2, cfg.probe.steps)
+    att = probe.attention_probes((tr["tokens"], tr["mask"]), tr_labels, (ev["tokens"], ev["mask"]),
+                                 ev_labels, TASKS, cfg.probe.l2, 300)
+    for r in mean + att:
+        result["probe"][f"{r.task}/{r.pooling}"] = r.accuracy
+    result["chance"] = {r.task: r.chance for r in mean}
+
+    enc_of = lambda idx: EncoderOutput(jnp.asarray(ev["tokens"][idx]), jnp.asarray(ev["mask"][idx]),
+                                       (ev["tokens"].shape[1], 1))
+    if "mtc" in heads:
+        logits = np.asarray(heads["mtc"].module.apply({"params": params["heads"]["mtc"]},
+                                                      enc_of(slice(None)), method="logits"))
+        result["tag_map"] = metrics.mean_average_precision(logits, ev["tags"])
+        domains = np.array([lab.get("domain", "") for lab in ev_labels])
+        result["tag_map_by_domain"] = {d: metrics.mean_average_precision(logits[domains == d],
+                                                                         ev["tags"][domains == d])
+                                       for d in sorted(set(domains)) if d}
+    m = min(retrieval_clips, len(ev_labels))
+    sim = None
+    if "contrastive" in heads:
+        head = heads["contrastive"].module
+        p = {"params": params["heads"]["contrastive"]}
+        za = head.apply(p, enc_of(slice(0, m)), method="embed_audio")
+        zt = head.apply(p, jnp.asarray(ev["text_ids"][:m]), jnp.asarray(ev["text_mask"][:m]),
+                        method="embed_text")
+        sim = np.asarray(za @ zt.T)
+    elif "captioning" in heads:
+        head, p = heads["captioning"].module, {"params": params["heads"]["captioning"]}
+        ids, tmask = jnp.asarray(ev["text_ids"][:m]), jnp.asarray(ev["text_mask"][:m])
+
+        @jax.jit
+        def row(tokens, mask):  # log p(every summary | one clip)
+            enc = EncoderOutput(jnp.broadcast_to(tokens, (m, *tokens.shape)),
+                                jnp.broadcast_to(mask, (m, *mask.shape)), (tokens.shape[0], 1))
+            return head.apply(p, enc, ids, tmask, method="log_likelihood")
+
+        sim = np.stack([np.asarray(row(jnp.asarray(ev["tokens"][i]), jnp.asarray(ev["mask"][i])))
+                        for i in range(m)])
+    if sim is not None:
+        recall = lambda s: {str(k): v for k, v in metrics.recall_at_k(s).items()}
+        result["retrieval"] = {"clips": m, "a2t": recall(sim), "t2a": recall(sim.T)}
+    return result
+
+
+def table(rows: dict, steps: int, corpus: str, seconds: dict) -> str:
+    f = lambda x: "—" if x is None else f"{x:.3f}"
+    head = ["objective", "train s", "final loss"] + [f"{t} mean / att" for t in TASKS] + [
+        "A→T R@1 / R@10", "T→A R@1 / R@10", "tag mAP"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, r in rows.items():
+        cells = [name, f"{seconds[name]:.0f}", f"{r['final_loss']:.3f}"]
+        for t in TASKS:
+            cells.append(f"{f(r['probe'].get(f'{t}/mean'))} / {f(r['probe'].get(f'{t}/attention'))}")
+        ret = r.get("retrieval")
+        for d in ("a2t", "t2a"):
+            cells.append(f"{ret[d]['1']:.3f} / {ret[d]['10']:.3f}" if ret else "—")
+        cells.append(f(r.get("tag_map")))
+        lines.append("| " + " | ".join(cells) + " |")
+    any_row = next(iter(rows.values()))
+    chance = ", ".join(f"{t} {any_row['chance'][t]:.3f}" for t in TASKS if t in any_row["chance"])
+    ret_clips = next((r["retrieval"]["clips"] for r in rows.values() if r.get("retrieval")), 0)
+    by_domain = "; ".join(f"{n}: " + ", ".join(f"{d} {v:.3f}" for d, v in r["tag_map_by_domain"].items())
+                          for n, r in rows.items() if r.get("tag_map_by_domain"))
+    return "\n".join([
+        BEGIN,
+        f"Corpus `{corpus}`, {steps} steps per objective, ViT xs on 2 s crops, batch 32; probes on "
+        f"3 s held-out clips. Machine: {platform.machine()}, {os.cpu_count()} CPU cores, "
+        f"{jax.devices()[0].platform}; measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+        "", *lines, "",
+        f"Chance (majority class of the held-out clips): {chance}. Retrieval: caption summaries of the "
+        f"first {ret_clips} held-out clips (captioning and multi-task rank by log p(summary | audio)). "
+        f"Tag mAP per domain — {by_domain}.",
+        END])
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--corpus", required=True, help="folder with train-*.tfrecord and heldout-*.tfrecord")
+    ap.add_argument("--steps", type=int, default=500)
+    ap.add_argument("--workdir", required=True)
+    ap.add_argument("--out", default=os.path.join(REPO, "docs", "study.md"))
+    ap.add_argument("--objectives", default=",".join(OBJECTIVES))
+    ap.add_argument("--retrieval-clips", type=int, default=200)
+    ap.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every run")
+    args = ap.parse_args(argv)
+    os.makedirs(args.workdir, exist_ok=True)
+    rows, seconds = {}, {}
+    for name in args.objectives.split(","):
+        cfg, out, secs = train(name, args.corpus, args.steps, args.workdir, args.overrides)
+        done = os.path.join(args.workdir, name, "study.json")
+        if out["history"]:  # trained now
+            seconds[name] = secs
+            final = float(np.mean([h["loss"] for h in out["history"][-3:]]))
+        elif os.path.exists(done):  # already trained and evaluated: reuse its record
+            with open(done) as fh:
+                old = json.load(fh)
+            seconds[name], final = old["train_seconds"], old["final_loss"]
+        else:
+            seconds[name], final = float("nan"), float("nan")
+        t0 = time.perf_counter()
+        rows[name] = {**evaluate(cfg, out, args.retrieval_clips), "final_loss": final}
+        rows[name]["eval_seconds"] = time.perf_counter() - t0
+        with open(done, "w") as fh:
+            json.dump({**rows[name], "train_seconds": seconds[name]}, fh, indent=1, default=float)
+        print(f"[study] {name}: trained {seconds[name]:.0f} s, evaluated "
+              f"{rows[name]['eval_seconds']:.0f} s: {json.dumps(rows[name], default=float)}", flush=True)
+        md = table(rows, args.steps, args.corpus, seconds)
+        text = open(args.out).read() if os.path.exists(args.out) else "# The study, small\n\n"
+        if BEGIN in text and END in text:
+            text = text[:text.index(BEGIN)] + md + text[text.index(END) + len(END):]
+        else:
+            text = text.rstrip("\n") + "\n\n" + md + "\n"
+        with open(args.out, "w") as fh:
+            fh.write(text)
+    print(f"[study] table written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
