@@ -18,8 +18,8 @@ Variants (the argument after the colon), each with its launch command:
 Check that a variant compiles and fits its chips' HBM before paying for the pod (CPU host,
 libtpu installed; prints per-chip memory, exits 1 when it does not fit):
   strongaudio compile-check --config configs/vit_b_mtc.py:v5p-64
-Expect about 90 s per million training clips on v5p-64 at 50% MFU (~3x the FLOPs of a
-forward pass: 0.26 TFLOP per clip).
+Measured that way (docs/sharding.md): v5p-64 19.6 GiB of 95 per chip, v5e-256 9.8 GiB of 16.
+A training clip costs ~0.28 TFLOP (3x the forward matmuls and attention at 496 patches).
 """
 
 import importlib.util
@@ -28,11 +28,13 @@ import os
 import ml_collections
 
 SIZE = "b"  # configs/vit_l_mtc.py reuses this file with SIZE = "l"
-VARIANTS = {  # name: (global batch, mesh, attention)
-    "v5p-64": (1024, dict(data=4, fsdp=-1, tensor=1), "xla"),
-    "v5e-256": (4096, dict(data=32, fsdp=-1, tensor=1), "xla"),
-    "gpu8": (1024, dict(data=1, fsdp=-1, tensor=1), "cudnn"),
-    "gpu1": (128, dict(data=-1, fsdp=1, tensor=1), "cudnn"),
+# name: (global batch, mesh, attention, scan_layers). TPU pods scan over layers (one compiled
+# block: minutes less compile time); GPUs unroll them (XLA schedules across layers).
+VARIANTS = {
+    "v5p-64": (1024, dict(data=4, fsdp=-1, tensor=1), "xla", True),
+    "v5e-256": (4096, dict(data=32, fsdp=-1, tensor=1), "xla", True),
+    "gpu8": (1024, dict(data=1, fsdp=-1, tensor=1), "cudnn", False),
+    "gpu1": (128, dict(data=-1, fsdp=1, tensor=1), "cudnn", False),
 }
 
 
@@ -47,7 +49,7 @@ def _demo_config() -> ml_collections.ConfigDict:
 def get_config(arg: str = "v5p-64", size: str = SIZE) -> ml_collections.ConfigDict:
     if arg not in VARIANTS:
         raise ValueError(f"unknown variant {arg!r}; use one of {sorted(VARIANTS)}")
-    batch, mesh, attention = VARIANTS[arg]
+    batch, mesh, attention, scan = VARIANTS[arg]
     c = _demo_config()
     c.data.update(clip_seconds=10.0, batch_size=batch, workers=8,
                   train_files="", eval_files="")  # a real corpus: set on the command line
@@ -55,7 +57,7 @@ def get_config(arg: str = "v5p-64", size: str = SIZE) -> ml_collections.ConfigDi
     c.frontend = dict(preset="kaldi_ast", norm_mean=-4.27, norm_std=4.57 * 2, stats_file="")
     c.model = dict(name="vit", size=size, patch_time=16, patch_freq=16, max_frames=1024,
                    num_mels=128, dtype="bfloat16", attention=attention, remat="none",
-                   scan_layers=True, drop_path=0.1, layer_scale=0.0)
+                   scan_layers=scan, drop_path=0.1, layer_scale=0.0)
     c.mesh = mesh
     c.train.update(steps=200_000, log_every=100, checkpoint_every=2000, eval_every=20_000)
     c.optimizer.update(lr=5e-4, warmup_steps=5000, weight_decay=0.05)

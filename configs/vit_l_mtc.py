@@ -1,10 +1,12 @@
-r"""MTC pre-training of ViT-L/16 (304M parameters): configs/vit_b_mtc.py with model.size='l'.
+r"""MTC pre-training of ViT-L/16 (303M parameters): configs/vit_b_mtc.py with model.size='l'.
 
 Same variants and commands as vit_b_mtc.py (v5p-64, v5e-256, gpu8, gpu1), e.g.
   strongaudio compile-check --config configs/vit_l_mtc.py:v5e-256
   launch/tpu_pod.sh NAME ZONE configs/vit_l_mtc.py:v5p-64 gs://BUCKET/vit_l data.train_files=...
-ViT-L at batch 4096 on v5e-256 (16 per chip) fits 16 GiB thanks to FSDP of the parameters and
-optimizer state; expect ~3.5x the step time of ViT-B.
+Per-chip memory from compile-check (docs/sharding.md): v5p-64, batch 1024, no remat: 50.7 GiB
+of 95. v5e-256, batch 4096 (16 per chip): 25 GiB of temporaries without remat, more than the
+16 GiB chip, so that variant recomputes each block in the backward pass (remat "full":
+2.1 GiB).
 """
 
 import importlib.util
@@ -16,4 +18,7 @@ def get_config(arg: str = "v5p-64"):
     spec = importlib.util.spec_from_file_location("_vit_b_mtc_config", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.get_config(arg, size="l")
+    c = module.get_config(arg, size="l")
+    if arg == "v5e-256":
+        c.model.remat = "full"
+    return c

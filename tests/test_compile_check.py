@@ -52,3 +52,12 @@ def test_unknown_topology_and_missing_vocabulary_are_clear_errors():
     cfg = config_lib.load(f"{REPO}/configs/vit_b_mtc.py:v5p-64", ["compile_check.num_classes=0"])
     with pytest.raises(ConfigError, match="data.vocab_file.*--num-classes"):
         compile_check.num_classes_of(cfg)
+
+
+@needs_libtpu
+def test_a_step_that_does_not_fit_fails_the_check(capsys):
+    cfg = config_lib.load(f"{REPO}/configs/vit_b_mtc.py:v5p-64",
+                          ["mesh.data=1", "data.batch_size=2048"])  # 256 clips per v5e chip
+    assert compile_check.main(cfg, ["v5e-8"]) == 1
+    out = capsys.readouterr().out
+    assert "DOES NOT FIT" in out and "HBM" in out

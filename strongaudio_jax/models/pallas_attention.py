@@ -3,7 +3,7 @@
 XLA cannot partition a Pallas kernel, so under a mesh it runs inside shard_map: examples
 split over the data-parallel axes, heads over 'tensor' (as the projections are sharded).
 Padding is expressed as segment ids (real tokens 1, padding 0): a real query never attends
-to a padding key.
+to a padding key. Token counts are padded to a multiple of 128, the kernel's tile.
 """
 
 from __future__ import annotations
@@ -21,10 +21,11 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.
 
     scale = q.shape[-1] ** -0.5
     n = q.shape[1]
-    block = min(512, n)
-    if n % block or block % 128:
-        raise ValueError(f"model.attention='pallas' needs a token count that is a multiple of "
-                         f"128 (got {n}); use attention='xla' for this shape")
+    pad = -n % 128  # the kernel tiles tokens by 128: pad with masked tokens
+    if pad:
+        q, k, v = (jnp.pad(x, ((0, 0), (0, pad), (0, 0), (0, 0))) for x in (q, k, v))
+        mask = jnp.pad(mask, ((0, 0), (0, pad)))
+    block = max(b for b in (512, 256, 128) if (n + pad) % b == 0)
     sizes = fa.BlockSizes(block_q=block, block_k_major=block, block_k=block, block_b=1,
                           block_q_major_dkv=block, block_k_major_dkv=block, block_k_dkv=block,
                           block_q_dkv=block, block_k_major_dq=block, block_k_dq=block,
@@ -43,4 +44,4 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.
         spec = P(batch, heads)
         kernel = jax.shard_map(kernel, mesh=mesh, in_specs=(spec, spec, spec, P(batch)),
                                out_specs=spec, check_vma=False)
-    return kernel(q, k, v, seg).transpose(0, 2, 1, 3)
+    return kernel(q, k, v, seg).transpose(0, 2, 1, 3)[:, :n]

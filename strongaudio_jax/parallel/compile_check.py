@@ -14,6 +14,7 @@ Needs libtpu (`pip install -e '.[tpu]'`, or TPU_LIBRARY_PATH=/path/to/libtpu.so)
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import time
 
@@ -53,6 +54,7 @@ class Report:
     code: int
     hbm: int  # bytes per device
     compile_s: float
+    compiler_error: str = ""  # XLA refused: it would not fit (RESOURCE_EXHAUSTED)
 
     @property
     def peak(self) -> int:
@@ -60,9 +62,14 @@ class Report:
 
     @property
     def fits(self) -> bool:
-        return self.peak <= self.hbm
+        return self.peak <= self.hbm and not self.compiler_error
 
     def table(self) -> str:
+        if self.compiler_error:
+            return (f"topology {self.topology}: {self.devices} x {self.device_kind}, mesh "
+                    f"{self.mesh}, {self.params / 1e6:.1f}M parameters\nDOES NOT FIT: XLA "
+                    f"refused to compile it: {self.compiler_error}\nlower the per-chip batch, "
+                    "set model.remat (e.g. full), train.grad_accum, or a larger fsdp axis")
         g = lambda b: f"{b / GIB:8.2f} GiB"
         rows = [("arguments (state + batch)", self.arguments), ("outputs", self.outputs),
                 ("  of which aliased to arguments", self.aliased),
@@ -150,17 +157,24 @@ def compile_for(cfg, topology: str, num_classes: int) -> Report:
     batch_in = {k: as_input(v, batch_sh[k]) for k, v in program.batch_spec.items()}
     lowered = train_step.lower(state_in, batch_in)
     t1 = time.perf_counter()
-    compiled = lowered.compile()
+    report = functools.partial(
+        Report, topology=topology, device_kind=devices[0].device_kind, devices=len(devices),
+        mesh=dict(mesh.shape), params=sum(x.size for x in jax.tree.leaves(state.params)),
+        hbm=hbm_per_device(devices))
+    try:
+        compiled = lowered.compile()
+    except jax.errors.JaxRuntimeError as e:  # XLA:TPU refuses programs that exceed HBM
+        if "RESOURCE_EXHAUSTED" not in str(e):
+            raise
+        return report(arguments=0, outputs=0, aliased=0, temporaries=0, code=0,
+                      compile_s=time.perf_counter() - t0, compiler_error=str(e).strip())
     seconds = time.perf_counter() - t0
     if os.environ.get("STRONGAUDIO_DEBUG"):
         print(f"lowered in {t1 - t0:.1f} s, compiled in {time.perf_counter() - t1:.1f} s")
     mem = compiled.memory_analysis()
-    return Report(topology=topology, device_kind=devices[0].device_kind, devices=len(devices),
-                  mesh=dict(mesh.shape), params=sum(x.size for x in jax.tree.leaves(state.params)),
-                  arguments=mem.argument_size_in_bytes, outputs=mem.output_size_in_bytes,
+    return report(arguments=mem.argument_size_in_bytes, outputs=mem.output_size_in_bytes,
                   aliased=mem.alias_size_in_bytes, temporaries=mem.temp_size_in_bytes,
-                  code=mem.generated_code_size_in_bytes, hbm=hbm_per_device(devices),
-                  compile_s=seconds)
+                  code=mem.generated_code_size_in_bytes, compile_s=seconds)
 
 
 def main(cfg, topologies: list[str], num_classes: int | None = None) -> int:
