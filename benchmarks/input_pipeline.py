@@ -12,12 +12,18 @@ Shards: `python ../shared/bench/make_bench_records.py --out /tmp/bench_records -
 number of worker processes (2), warm-up (10 batches) and timed batches (50); all measure the
 host side only (batches delivered to the training process, no device transfer). A peer whose
 Python is not given is left out. `--only ours` runs just the project's pipeline once.
+
+clips/s depends on how much of the CPU the run gets; on a shared machine that varies with how
+many threads a pipeline runs. So each runner is also run with twice the timed batches, and the
+difference in CPU time (all its processes and threads) gives its steady-state CPU cost per clip,
+which other load barely changes (`median_cpu_ms_per_clip`; `--no-cpu-cost` skips it).
 """
 
 import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -75,11 +81,12 @@ def ceiling(args) -> dict:
     for name, fn in (("bytesio", bytesio), ("memfd", memfd)):
         for a in clips[:10]:
             fn(a)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for a in clips:
             fn(a)
         per_clip = (time.perf_counter() - t0) / len(clips)
         result[f"ms_per_clip_one_core_{name}"] = round(per_clip * 1e3, 3)
+        result[f"cpu_ms_per_clip_{name}"] = round((time.process_time() - c0) / len(clips) * 1e3, 3)
         result[f"clips_per_s_{name}"] = round(args.workers / per_clip, 1)
     result["clips_per_s"] = max(result["clips_per_s_bytesio"], result["clips_per_s_memfd"])
     return result
@@ -102,12 +109,16 @@ def wait_idle(threshold: float, timeout: float) -> float:
             return idle
 
 
-def run_one(name: str, cmd: list[str]) -> dict:
+def run_one(name: str, cmd: list[str]) -> tuple[dict, float]:
+    """The command's JSON line and the CPU seconds it and its waited-for children used."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(cmd, capture_output=True, text=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
     if out.returncode or not lines:
         raise RuntimeError(f"{name} failed ({out.returncode}): {out.stderr[-2000:]}")
-    return json.loads(lines[-1])
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return json.loads(lines[-1]), cpu
 
 
 def main():
@@ -126,39 +137,49 @@ def main():
     ap.add_argument("--idle", type=float, default=0.9, help="start a run once the CPU is this idle")
     ap.add_argument("--idle-timeout", type=float, default=120.0)
     ap.add_argument("--only", choices=["ours", "ceiling"], help="run one measurement, print it")
+    ap.add_argument("--no-cpu-cost", dest="cpu_cost", action="store_false",
+                    help="skip the second run (2x batches) per runner that measures CPU per clip")
     args = ap.parse_args()
 
     if args.only:
         print(json.dumps(ours(args) if args.only == "ours" else ceiling(args)))
         return
 
-    me = [sys.executable, os.path.abspath(__file__), "--files", args.files, "--batch",
-          str(args.batch), "--workers", str(args.workers), "--warmup", str(args.warmup),
-          "--batches", str(args.batches), "--crop-seconds", str(args.crop_seconds)]
-    common = ["--files", args.files, "--batch", str(args.batch), "--warmup", str(args.warmup),
-              "--batches", str(args.batches)]
-    runners = {"ours": me + ["--only", "ours"], "ceiling": me + ["--only", "ceiling"]}
-    if args.tf_python:
-        runners["tfdata_autotune"] = [args.tf_python, os.path.join(args.peers_dir, "tfdata_peer.py"),
-                                      *common]
-        runners["tfdata_workers"] = [args.tf_python, os.path.join(args.peers_dir, "tfdata_peer.py"),
-                                     *common, "--workers", str(args.workers)]
-    if args.torch_python:
-        runners["torch"] = [args.torch_python, os.path.join(args.peers_dir, "torch_peer.py"),
+    def runners(batches: int) -> dict[str, list[str]]:
+        me = [sys.executable, os.path.abspath(__file__), "--files", args.files, "--batch",
+              str(args.batch), "--workers", str(args.workers), "--warmup", str(args.warmup),
+              "--batches", str(batches), "--crop-seconds", str(args.crop_seconds)]
+        common = ["--files", args.files, "--batch", str(args.batch), "--warmup", str(args.warmup),
+                  "--batches", str(batches)]
+        out = {"ours": me + ["--only", "ours"], "ceiling": me + ["--only", "ceiling"]}
+        if args.tf_python:
+            tf = [args.tf_python, os.path.join(args.peers_dir, "tfdata_peer.py"), *common]
+            out["tfdata_autotune"] = tf
+            out["tfdata_workers"] = tf + ["--workers", str(args.workers)]
+        if args.torch_python:
+            out["torch"] = [args.torch_python, os.path.join(args.peers_dir, "torch_peer.py"),
                             *common, "--workers", str(args.workers)]
+        return out
 
-    runs: dict[str, list[float]] = {name: [] for name in runners}
+    plain, longer = runners(args.batches), runners(2 * args.batches)
+    runs: dict[str, list[float]] = {name: [] for name in plain}
+    cpu_ms: dict[str, list[float]] = {name: [] for name in plain if name != "ceiling"}
     idle: list[float] = []
     details: list[dict] = []
     for r in range(args.rounds):
-        for name, cmd in runners.items():
+        for name, cmd in plain.items():
             idle.append(round(wait_idle(args.idle, args.idle_timeout), 3))
-            result = run_one(name, cmd)
+            result, cpu = run_one(name, cmd)
             runs[name].append(result["clips_per_s"])
             if name == "ceiling":
                 details.append(result)
+            elif args.cpu_cost:  # the same run with twice the timed batches: the extra CPU
+                _, cpu2 = run_one(name, longer[name])  # is what args.batches batches cost
+                cpu_ms[name].append(round((cpu2 - cpu) / (args.batches * args.batch) * 1e3, 3))
             print(f"round {r + 1}/{args.rounds} {name}: {result['clips_per_s']} clips/s "
-                  f"(idle before: {idle[-1]:.0%})", file=sys.stderr, flush=True)
+                  f"(idle before: {idle[-1]:.0%})"
+                  + (f", {cpu_ms[name][-1]} CPU-ms per clip" if name in cpu_ms and cpu_ms[name]
+                     else ""), file=sys.stderr, flush=True)
 
     med = {name: statistics.median(v) for name, v in runs.items()}
     summary = {
@@ -167,6 +188,12 @@ def main():
                                        if k != "ceiling"},
         "runs_clips_per_s": runs,
         "ours_fraction_of_decode_ceiling": round(med["ours"] / med["ceiling"], 3),
+        # Steady-state CPU cost per clip (all processes and threads of a run): robust to other
+        # load on the machine, unlike clips/s. Decoding alone costs ceiling_runs' ms_per_clip.
+        "median_cpu_ms_per_clip": {k: statistics.median(v) for k, v in cpu_ms.items() if v},
+        "decode_only_cpu_ms_per_clip": statistics.median(
+            min(d["cpu_ms_per_clip_bytesio"], d["cpu_ms_per_clip_memfd"]) for d in details),
+        "cpu_ms_per_clip_runs": cpu_ms,
         "ceiling_runs": details,
         "ours_vs_peers": {k: round(med["ours"] / v, 3) for k, v in med.items()
                           if k not in ("ours", "ceiling")},
