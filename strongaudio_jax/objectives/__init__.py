@@ -34,7 +34,10 @@ What every objective finds in `batch` (global arrays, sharded over the batch axi
     Token rows are [CLS] pieces [SEP] [PAD]... (text.tokenizer.WordPieceTokenizer: cls_id is
     BOS, sep_id EOS, mask_id the parallel-decoding input); mask is True on real tokens.
 
-Parameters live in state.params["heads"][<objective>]; the encoder's in params["encoder"].
+The tokenizer comes from the config's `text.tokenizer` ("minilm" or a WordPiece vocab.txt)
+and `text.max_len`; training saves its vocabulary as <workdir>/text_vocab.txt. Parameters
+live in state.params["heads"][<objective>]; the encoder's in params["encoder"]. With
+gradient accumulation every microbatch of a step draws the same random numbers.
 """
 
 from __future__ import annotations
