@@ -11,7 +11,8 @@ from conftest import REPO
 def test_zipformer_trains_on_demo_corpus(tmp_path):
     cfg = config.load(f"{REPO}/configs/zipformer_mtc.py:smoke", [
         "train.steps=24", "train.log_every=8", "train.checkpoint_every=24", "data.batch_size=8",
-        "optimizer.warmup_steps=4", "probe.tasks=('domain',)", "probe.steps=50"])
+        "optimizer.warmup_steps=4", "data.clip_seconds=1.0", "probe.tasks=('domain',)",
+        "probe.steps=50", "probe.clip_seconds=1.0"])
     out = trainer.train(cfg, str(tmp_path))
     losses = [h["loss"] for h in out["history"]]
     assert len(losses) == 24 and np.isfinite(losses).all()

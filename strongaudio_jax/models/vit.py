@@ -141,16 +141,15 @@ class ViT(nn.Module):
             x = jnp.take_along_axis(x, keep[..., None], axis=1)
             mask = jnp.take_along_axis(mask, keep, axis=1)
 
-        block = Block
-        if self.remat != "none":
-            block = nn.remat(block, policy=REMAT[self.remat], prevent_cse=not self.scan_layers)
+        # Stochastic depth rate per block, rising linearly to drop_path in the last one.
         rates = np.linspace(0.0, self.drop_path, depth) if depth > 1 else np.zeros(1)
         kw = dict(width=width, heads=heads, mlp=mlp, dtype=self.dtype, attention=self.attention,
                   layer_scale=self.layer_scale, stochastic_depth=self.drop_path > 0, train=train)
-        if self.scan_layers:
-            scan_block = ScanBlock if self.remat == "none" else nn.remat(
-                ScanBlock, policy=REMAT[self.remat], prevent_cse=False)
-            stack = nn.scan(scan_block, variable_axes={"params": 0},
+        block = ScanBlock if self.scan_layers else Block
+        if self.remat != "none":  # recompute the block's activations in the backward pass
+            block = nn.remat(block, policy=REMAT[self.remat], prevent_cse=not self.scan_layers)
+        if self.scan_layers:  # one block's program, parameters stacked on a 'layers' axis
+            stack = nn.scan(block, variable_axes={"params": 0},
                             split_rngs={"params": True, "dropout": True},
                             in_axes=(nn.broadcast, 0), length=depth,
                             metadata_params={nn.PARTITION_NAME: "layers"})
