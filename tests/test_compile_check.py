@@ -61,3 +61,11 @@ def test_a_step_that_does_not_fit_fails_the_check(capsys):
     assert compile_check.main(cfg, ["v5e-8"]) == 1
     out = capsys.readouterr().out
     assert "DOES NOT FIT" in out and "HBM" in out
+
+
+def test_cli_without_a_topology_says_what_to_set(capsys):
+    from strongaudio_jax import cli
+
+    assert cli.main(["compile-check", "--config", f"{REPO}/configs/zipformer_mtc.py:demo"]) == 2
+    err = capsys.readouterr().err
+    assert "no topology: pass --topology (e.g. v5p-64) or set compile_check.topology" in err
