@@ -287,7 +287,13 @@ def check_record_at(buf: bytes, offset: int, length: int, *, verify_crc: bool = 
                     path: str = "", index: int = -1) -> bytes:
     """The data of a record from the `length + 4` bytes read at its data `offset` (an index
     row), after checking that none are missing and (verify_crc) the data CRC."""
-    data, footer = buf[:length], buf[length:]
+    return check_record(buf[:length], buf[length:], offset, length, verify_crc=verify_crc,
+                        path=path, index=index)
+
+
+def check_record(data: bytes, footer: bytes, offset: int, length: int, *,
+                 verify_crc: bool = True, path: str = "", index: int = -1) -> bytes:
+    """`check_record_at` for data and CRC footer read separately (no slice copy of the data)."""
     record_offset = offset - _HEADER_SIZE
     if len(data) < length or len(footer) < _FOOTER_SIZE:
         raise CorruptRecordError(path, index, record_offset,
