@@ -138,7 +138,9 @@ def test_skipped_records_appear_in_the_training_logs(tmp_path, tiny_corpus, caps
     cfg = config.load(f"{REPO}/configs/mtc.py:smoke", [
         f"data.train_files={path}", f"data.eval_files={tiny_corpus}/heldout-*.tfrecord",
         "data.batch_size=8", "data.clip_seconds=0.1", "data.vocab_min_count=1",
-        "data.skip_bad=True", "train.steps=4", "train.log_every=2", "probe.tasks=()"])
+        "train.steps=4", "train.log_every=2", "probe.tasks=()"])
+    with cfg.unlocked():  # works whether or not this checkout's config lists data.skip_bad yet
+        cfg.data.skip_bad = True
     trainer.train(cfg, str(tmp_path / "w"))
     records = [json.loads(line) for line in open(tmp_path / "w" / "metrics.jsonl")
                if '"skipped_records"' in line]
