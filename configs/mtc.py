@@ -7,6 +7,9 @@ Variants (the argument after the colon):
          domain 0.95+, language / instrument well above chance (printed at the end).
   smoke  a few steps on the demo corpus, for tests and CI (seconds):
            strongaudio train --config configs/mtc.py:smoke --workdir /tmp/strongaudio_smoke
+  large  ViT-B, 10 s clips, batch 256, for an accelerator; give it a corpus:
+           strongaudio train --config configs/mtc.py:large --workdir W \
+             data.train_files='CORPUS/train-*.tfrecord' data.eval_files='CORPUS/heldout-*.tfrecord'
 
 Override any field from the command line as key=value, e.g. `train.steps=50 data.batch_size=16`.
 """
@@ -30,6 +33,11 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
         vocab_min_count=3,  # (own tags only) tags in fewer training clips are not predicted
         verify_crc=True,
         workers=0,  # decoding processes; 0 = in the training process
+        # Several corpora mixed by weight (replaces train_files; the vocabulary spans all), e.g.
+        # {"speech": {"files": "gs://b/speech-*", "weight": 0.5}, "music": {...}, "sound": {...}}
+        mix={},
+        resample=False,  # True: clips at another rate are resampled; False: they are bad data
+        skip_bad=False,  # True: bad records are masked out and counted in the logs, not fatal
     )
     # Rough scaling to ~N(0, 1): -16 / 23 dB are the mel_db mean / std of the reference clips in
     # shared/fixtures; `strongaudio stats` on the demo corpus gives -27.1 / 27.2. The README's
@@ -45,6 +53,9 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
                    num_mels=64, dtype="float32")  # dtype: compute; parameters stay float32
     # Weighted objectives (strongaudio_jax/objectives/): the loss is the weighted sum.
     c.objectives = dict(mtc=dict(weight=1.0, pooling="mean", label_smoothing=0.0, pos_weight=1.0))
+    # Text for the objectives that read it (captioning, PAR, contrastive): "minilm" (MiniLM's
+    # WordPiece vocabulary) or a WordPiece vocab.txt path; max_len counts [CLS] and [SEP].
+    c.text = dict(tokenizer="", max_len=32)
     c.mesh = dict(data=-1, fsdp=1, tensor=1)
 
     c.train = dict(
@@ -60,7 +71,8 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
                        weight_decay=0.05, b1=0.9, b2=0.98, clip_norm=1.0)
 
     c.probe = dict(tasks=("domain", "language", "instrument", "event"), batch_size=32,
-                   clip_seconds=3.0, l2=1e-3, steps=500)
+                   clip_seconds=3.0, l2=1e-3, steps=500,
+                   pooling=("mean",))  # add "attention" for an attention-pooling probe too
 
     if arg == "demo":
         pass
@@ -71,6 +83,13 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
         c.train.checkpoint_every = 6
         c.data.batch_size = 16
         c.probe.steps = 100
+    elif arg == "large":  # ViT-B on 10 s clips for an accelerator; point data.* at a real corpus
+        c.model.update(size="b", max_frames=1024)
+        c.model.dtype = "bfloat16"
+        c.data.update(clip_seconds=10.0, batch_size=256, workers=8)
+        c.train.update(steps=100_000, log_every=100, checkpoint_every=2000, eval_every=10_000)
+        c.optimizer.update(lr=5e-4, warmup_steps=2000)
+        c.probe.pooling = ("mean", "attention")
     else:
-        raise ValueError(f"unknown variant {arg!r} of configs/mtc.py; use demo or smoke")
+        raise ValueError(f"unknown variant {arg!r} of configs/mtc.py; use demo, smoke or large")
     return c
