@@ -6,6 +6,10 @@ import ast
 import difflib
 import importlib.util
 import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import ml_collections
 
 
 class ConfigError(ValueError):

@@ -31,7 +31,11 @@ def test_loss_falls(run30):
     _, _, out = run30
     losses = [h["loss"] for h in out["history"]]
     assert len(losses) == 30
-    assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5]), losses
+    # Each of the 9 tags is on exactly a third of the clips, so the best prediction that ignores
+    # the audio (learned biases alone) has a BCE of H(1/3) = 0.637: below it the encoder hears.
+    best_blind = -(np.log(1 / 3) / 3 + 2 * np.log(2 / 3) / 3)
+    assert np.mean(losses[-5:]) < best_blind - 0.03, losses
+    assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5]), losses
 
 
 def test_probe_separates_classes(run30):

@@ -71,7 +71,6 @@ def to_json(summary: dict) -> str:
 
 def main() -> None:
     import argparse
-    import json
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--update", action="store_true", help="rewrite tests/golden/*.json")

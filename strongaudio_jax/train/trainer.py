@@ -53,8 +53,14 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
     program = step_lib.build(cfg, len(vocab), vocab)  # the pure functions (train/step.py)
     if program.extra is not None and jax.process_index() == 0:  # text objectives' vocabulary
         program.extra.tokenizer.save(os.path.join(workdir, "text_vocab.txt"))
+    tag_index: dict[str, int] = {}
+    for i, t in enumerate(vocab):  # a tag listed twice (released UTS files have some) trains
+        if t in tag_index:  # its first output only; say so rather than leave one dead silently
+            logger.info(f"vocabulary: {t!r} is listed at {tag_index[t]} and {i}; "
+                        f"output {i} gets no targets")
+        tag_index.setdefault(t, i)
     featurizer = pipeline.Featurizer(
-        vocab={t: i for i, t in enumerate(vocab)}, sample_rate=cfg.data.sample_rate,
+        vocab=tag_index, sample_rate=cfg.data.sample_rate,
         clip_samples=int(cfg.data.clip_seconds * cfg.data.sample_rate), random_crop=True,
         extra=program.extra,  # tokenised text for the objectives that read it
         resample=cfg.data.get("resample", False))
@@ -132,8 +138,9 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
             t0 = time.perf_counter()
             batch = mesh_lib.global_batch(next(data_iter), mesh)
             data_wait += time.perf_counter() - t0
-            if flops_per_step is None:  # first step: count the compiled program's FLOPs once
-                flops_per_step = flops.step_flops(train_step.lower(state, batch).compile()) or 0.0
+            if flops_per_step is None:  # first step: compile once, and count the program's FLOPs
+                train_step = train_step.lower(state, batch).compile()
+                flops_per_step = flops.step_flops(train_step) or 0.0
             state, metrics = train_step(state, batch)
             pending.append((step, metrics))
             stopping = stop.should_stop(step)

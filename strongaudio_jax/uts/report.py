@@ -107,7 +107,7 @@ def write_report(rows: Mapping[str, dict], vocabularies: Mapping[str, Sequence[s
         fig.savefig(os.path.join(out_dir, "overlap.png"), dpi=100)
         plt.close(fig)
 
-    lines = [f"# UTS report", "",
+    lines = ["# UTS report", "",
              f"{n} tagged clips, {len(df)} distinct tags, "
              f"{sum(len(t) for t in clip_tags.values()) / n:.2f} tags per clip on average.", "",
              "![tag frequency](tag_frequency.png)", "", "## Coverage per domain", "",
