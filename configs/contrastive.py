@@ -22,18 +22,12 @@ Variants (the argument after the colon):
 Switch the loss with `objectives.contrastive.loss=siglip`.
 """
 
-import importlib.util
-import os
-
-from strongaudio_jax import assets
+from strongaudio_jax import assets, config
 
 
 def _mtc(arg: str):
     """configs/mtc.py's variant `arg` (the data, model, optimizer and probes all share)."""
-    spec = importlib.util.spec_from_file_location(
-        "_strongaudio_mtc_config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "mtc.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = config.sibling(__file__, "mtc.py")
     return module.get_config(arg)
 
 

@@ -10,15 +10,11 @@ Variants: demo (bundled corpus, ~3 min on 2 CPU cores), smoke (seconds, tests), 
 Expect the loss (MSE on unit-variance patches) to fall from ~1.0 to ~0.5.
 """
 
-import importlib.util
-import os
+from strongaudio_jax import config
 
 
 def get_config(arg: str = "demo"):
-    spec = importlib.util.spec_from_file_location(
-        "_strongaudio_par_config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "par.py"))
-    par = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(par)
+    par = config.sibling(__file__, "par.py")
     c = par.base(arg)
     c.objectives = dict(masked=dict(weight=1.0, mask_ratio=0.75, decoder_width=64,
                                     decoder_depth=2, decoder_heads=2))

@@ -10,17 +10,14 @@ Variants: demo (bundled corpus, ~4 min on 2 CPU cores), smoke (seconds, tests), 
   strongaudio train --config configs/multitask.py:demo --workdir /tmp/strongaudio_mt
 """
 
-import importlib.util
-import os
+from strongaudio_jax import config
+
 
 LAMBDA = 0.1  # the captioning loss is ~20x MTC's BCE (per token vs per tag); keeps MTC leading
 
 
 def get_config(arg: str = "demo"):
-    spec = importlib.util.spec_from_file_location(
-        "_strongaudio_par_config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "par.py"))
-    par = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(par)
+    par = config.sibling(__file__, "par.py")
     c = par.base(arg)
     size = "mu" if arg == "smoke" else "xs"
     c.objectives = dict(

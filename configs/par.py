@@ -9,25 +9,19 @@ Variants: demo (bundled corpus, ~3 min on 2 CPU cores), smoke (seconds, tests), 
 Expect the loss to fall from ~6.5 (log of the 687-token vocabulary) to ~1.
 """
 
-import importlib.util
-import os
+from strongaudio_jax import assets, config
 
 
 def base(arg: str):
     """configs/mtc.py's variant `arg`: the data, model, optimizer and probes all share."""
-    spec = importlib.util.spec_from_file_location(
-        "_strongaudio_mtc_config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "mtc.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = config.sibling(__file__, "mtc.py")
     return module.get_config(arg)
 
 
 def text(arg: str, max_len: int) -> dict:
     """The WordPiece vocabulary built from the demo corpus captions (687 tokens, shipped in
     the package; tools/build_text_vocab.py), or MiniLM's (30,522) for the large variant."""
-    vocab = "minilm" if arg == "large" else os.path.join(
-        os.path.dirname(os.path.abspath(__file__)), "..", "strongaudio_jax", "assets",
-        "demo_corpus", "text_vocab.txt")
+    vocab = "minilm" if arg == "large" else assets.demo_corpus("text_vocab.txt")
     return dict(tokenizer=vocab, max_len=max_len)
 
 

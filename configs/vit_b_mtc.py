@@ -22,10 +22,10 @@ Measured that way (docs/sharding.md): v5p-64 19.6 GiB of 95 per chip, v5e-256 9.
 A training clip costs ~0.28 TFLOP (3x the forward matmuls and attention at 496 patches).
 """
 
-import importlib.util
-import os
-
 import ml_collections
+
+from strongaudio_jax import config
+
 
 SIZE = "b"  # configs/vit_l_mtc.py reuses this file with SIZE = "l"
 # name: (global batch, mesh, attention, scan_layers). TPU pods scan over layers (one compiled
@@ -39,10 +39,7 @@ VARIANTS = {
 
 
 def _demo_config() -> ml_collections.ConfigDict:
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mtc.py")
-    spec = importlib.util.spec_from_file_location("_mtc_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = config.sibling(__file__, "mtc.py")
     return module.get_config("demo")
 
 

@@ -9,15 +9,11 @@ of 95. v5e-256, batch 4096 (16 per chip): 25 GiB of temporaries without remat, m
 2.1 GiB).
 """
 
-import importlib.util
-import os
+from strongaudio_jax import config
 
 
 def get_config(arg: str = "v5p-64"):
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "vit_b_mtc.py")
-    spec = importlib.util.spec_from_file_location("_vit_b_mtc_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = config.sibling(__file__, "vit_b_mtc.py")
     c = module.get_config(arg, size="l")
     if arg == "v5e-256":
         c.model.remat = "full"

@@ -17,17 +17,13 @@ Variants (the argument after the colon):
              launch/gpu.sh configs/zipformer_mtc.py:gpu8 /data/runs/zipformer data.train_files=...
 """
 
-import importlib.util
-import os
-
 import ml_collections
+
+from strongaudio_jax import config
 
 
 def _demo_config() -> ml_collections.ConfigDict:
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mtc.py")
-    spec = importlib.util.spec_from_file_location("_mtc_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = config.sibling(__file__, "mtc.py")
     return module.get_config("demo")
 
 

@@ -26,6 +26,20 @@ def _flat_keys(cfg, prefix=""):
             yield f"{prefix}{k}"
 
 
+def load_module(path: str):
+    """A config file as a module: configs/ is not a package, so configs reach each other by path."""
+    name = "_strongaudio_config_" + os.path.splitext(os.path.basename(path))[0]
+    module_spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
+
+
+def sibling(config_file: str, name: str):
+    """The config `name` beside `config_file`, e.g. `sibling(__file__, "mtc.py").get_config(arg)`."""
+    return load_module(os.path.join(os.path.dirname(os.path.abspath(config_file)), name))
+
+
 def load(spec: str, overrides: list[str] = ()) -> ml_collections.ConfigDict:
     """`spec` is 'path/to/config.py[:variant]'; overrides are 'dotted.key=value' strings."""
     import ml_collections  # here, so that models (ConfigError) import without it (GPU benchmark)
@@ -34,9 +48,7 @@ def load(spec: str, overrides: list[str] = ()) -> ml_collections.ConfigDict:
     if not os.path.isfile(path):
         raise ConfigError(f"config file {path!r} not found (expected configs/<name>.py[:variant], "
                           f"relative to {os.getcwd()})")
-    module_spec = importlib.util.spec_from_file_location("_strongaudio_config", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
+    module = load_module(path)
     if not hasattr(module, "get_config"):
         raise ConfigError(f"{path} has no get_config(arg) function")
     try:

@@ -63,10 +63,10 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
         vocab=tag_index, sample_rate=cfg.data.sample_rate,
         clip_samples=int(cfg.data.clip_seconds * cfg.data.sample_rate), random_crop=True,
         extra=program.extra,  # tokenised text for the objectives that read it
-        resample=cfg.data.get("resample", False))
+        resample=cfg.data.resample)
     dataset = pipeline.train_dataset(corpora, featurizer, cfg.data.batch_size, cfg.seed,
                                      cfg.data.verify_crc, cfg.data.workers,
-                                     skip_bad=cfg.data.get("skip_bad", False))
+                                     skip_bad=cfg.data.skip_bad)
     for damage in pipeline.damaged_at_indexing(dataset):  # only with data.skip_bad
         logger.info(f"data.skip_bad: skipping the rest of a damaged file: {damage}")
     data_iter = iter(dataset)
