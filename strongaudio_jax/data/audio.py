@@ -72,6 +72,10 @@ def decode_into(data: bytes, out: np.ndarray, *, where: str = "clip", rate: int,
     float samples, another rate) decodes to float32 first and is checked for NaN/Inf.
     """
     n = len(out)
+    if out.dtype in (np.int16, np.float32) and data[:4] == b"fLaC":
+        got = _decode_flac_into(data, out, where=where, rate=rate, crop=crop)
+        if got is not None:
+            return got
     try:
         f = _open(data)
     except Exception as e:  # soundfile raises several types for bad bytes
@@ -113,6 +117,55 @@ def decode_into(data: bytes, out: np.ndarray, *, where: str = "clip", rate: int,
     out[:len(wave)] = to_int16(wave) if out.dtype == np.int16 else wave
     out[len(wave):] = 0
     return len(wave)
+
+
+def _decode_flac_into(data: bytes, out: np.ndarray, *, where: str, rate: int,
+                      crop: float | None) -> int | None:
+    """The common case, 16-bit mono FLAC at `rate`, decoded by dr_flac (through miniaudio)
+    straight into `out`, reading only the cropped frames. dr_flac decodes these clips in about
+    60 % of libsndfile's time with bit-identical samples (libsndfile spends a third of its time
+    converting samples). None when the stream is not that case (soundfile handles it)."""
+    lib, ffi = _dr_flac()
+    src = ffi.from_buffer(data)  # dr_flac reads from it until close: keep it referenced
+    flac = lib.ma_dr_flac_open_memory(src, len(src), ffi.NULL)
+    if flac == ffi.NULL:
+        raise AudioDecodeError(f"{where}: audio cannot be decoded (not a valid FLAC stream)")
+    try:
+        frames = int(flac.totalPCMFrameCount)
+        if (flac.channels != 1 or flac.sampleRate != rate or flac.bitsPerSample != 16
+                or frames == 0):  # frames 0: length unknown in the header; soundfile decides
+            return None
+        n = len(out)
+        take = min(n, frames)
+        start = _crop_start(crop, frames, n)
+        if start and not lib.ma_dr_flac_seek_to_pcm_frame(flac, start):
+            raise AudioDecodeError(f"{where}: audio cannot be decoded (seek to frame {start} "
+                                   f"of {frames} failed: damaged stream)")
+        dest = out if out.dtype == np.int16 else _scratch(take)
+        got = int(lib.ma_dr_flac_read_pcm_frames_s16(flac, take, ffi.from_buffer("short[]", dest)))
+    finally:
+        lib.ma_dr_flac_close(flac)
+    if got < take:  # dr_flac drops a frame that fails its CRC and stops at a truncation
+        raise AudioDecodeError(f"{where}: damaged audio stream (truncated, or a frame fails "
+                               f"its CRC): {got} of the {take} samples from sample {start} "
+                               f"decoded, of {frames} in all")
+    if dest is not out:
+        np.multiply(dest[:take], np.float32(1 / 32768), out=out[:take])  # soundfile's scale
+    out[take:] = 0
+    return take
+
+
+def _dr_flac():
+    import miniaudio  # imported on first use: decoding processes pay for it, nothing else
+
+    return miniaudio.lib, miniaudio.ffi
+
+
+def _scratch(n: int) -> np.ndarray:
+    buf = getattr(_local, "scratch", None)
+    if buf is None or len(buf) < n:
+        buf = _local.scratch = np.empty(n, np.int16)
+    return buf[:n]
 
 
 def _crop_start(crop: float | None, have: int, want: int) -> int:
