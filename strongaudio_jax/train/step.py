@@ -26,7 +26,7 @@ from strongaudio_jax.config import ConfigError
 from strongaudio_jax.frontend import augment
 from strongaudio_jax.models.vit import masked_mean
 from strongaudio_jax.parallel import mesh as mesh_lib
-from strongaudio_jax.train import optimizer
+from strongaudio_jax.train import flops, optimizer
 
 
 @flax.struct.dataclass
@@ -194,6 +194,15 @@ class Program:
         probes, evaluation through the objectives' heads)."""
         enc = self.encoder.apply({"params": encoder_params}, *self.features(batch))
         return enc.tokens, enc.mask
+
+    def model_flops(self, state, batch) -> float:
+        """Matmul FLOPs of one train step on the global batch, as MFU counts them: traced (not
+        compiled) with the encoder's activation recomputation off (`train/flops.py`)."""
+        encoder = self.encoder
+        if getattr(encoder, "remat", "none") != "none":
+            encoder = encoder.clone(remat="none")
+        plain = dataclasses.replace(self, encoder=encoder)
+        return flops.matmul_flops(jax.make_jaxpr(plain.train_step)(state, batch))
 
     def shardings(self, mesh):
         """(state, batch) NamedShardings on `mesh`, from the parameters' logical axis names."""

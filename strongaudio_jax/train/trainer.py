@@ -138,9 +138,9 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
             t0 = time.perf_counter()
             batch = mesh_lib.global_batch(next(data_iter), mesh)
             data_wait += time.perf_counter() - t0
-            if flops_per_step is None:  # first step: compile once, and count the program's FLOPs
+            if flops_per_step is None:  # first step: compile once, and count the model's FLOPs
                 train_step = train_step.lower(state, batch).compile()
-                flops_per_step = flops.step_flops(train_step) or 0.0
+                flops_per_step = program.model_flops(state, batch) / jax.device_count()
             state, metrics = train_step(state, batch)
             pending.append((step, metrics))
             stopping = stop.should_stop(step)
