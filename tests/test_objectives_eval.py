@@ -56,3 +56,15 @@ def test_attention_probe_finds_the_informative_token():
                                   probe.masked_mean_np(*test), test_labels, ["c"], steps=100)
     assert att.pooling == "attention" and att.accuracy > 0.9, att
     assert att.accuracy > mean.accuracy
+
+
+def test_tag_map_report_overall_and_per_domain():
+    from strongaudio_jax.eval import tagging
+
+    tags = np.array([[1, 0], [0, 1], [1, 0], [0, 1]], np.float32)
+    domains = np.array(["speech", "speech", "music", ""])
+    perfect = tagging.report(tags * 2 - 1, tags, domains)
+    assert perfect == {"tags/mAP": 1.0, "tags/mAP_music": 1.0, "tags/mAP_speech": 1.0}
+    inverted = tagging.report(1 - tags, tags, domains)["tags/mAP"]
+    # each tag: two positives ranked 3rd and 4th of 4 -> AP = (1/3 + 2/4) / 2
+    assert inverted == pytest.approx((1 / 3 + 2 / 4) / 2)

@@ -46,6 +46,17 @@ def test_probe_separates_classes(run30):
     assert result.accuracy >= 0.9, result
 
 
+def test_tag_head_map_on_held_out_clips(run30):
+    _, workdir, out = run30
+    scores = out["scores"]
+    # 9 tags, each on a third of the clips: scores that ignore the audio give an mAP near 1/3.
+    assert scores["tags/mAP"] > 0.6, scores
+    assert {k for k in scores if k.startswith("tags/mAP_")} == {
+        "tags/mAP_tone", "tags/mAP_noise", "tags/mAP_click"}, scores
+    records = [__import__("json").loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
+    assert [r["step"] for r in records if "tags/mAP" in r] == [30]
+
+
 def test_checkpoint_restores_on_another_mesh(run30):
     cfg, workdir, out = run30
     mngr = checkpoint.manager(workdir, keep=2)
@@ -92,7 +103,7 @@ def test_tensorboard_has_training_and_probe_scalars(run30):
     events = list(tensorboard.read_events(path))
     tags = {(e.step, v.tag): v.simple_value for e in events for v in e.summary.value}
     assert tags[(30, "train/loss")] == pytest.approx(out["history"][-1]["loss"], rel=1e-6)
-    assert (30, "probe/domain_accuracy") in tags
+    assert (30, "probe/domain_accuracy") in tags and (30, "tags/mAP") in tags
 
 
 def test_ema_eval_during_training_best_checkpoint_and_profile(tiny_config, tmp_path):

@@ -21,7 +21,6 @@ interrupted study continues where it stopped.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import platform
@@ -37,7 +36,7 @@ sys.path.insert(0, REPO)
 
 from strongaudio_jax import config, objectives as objectives_lib  # noqa: E402
 from strongaudio_jax.data import pipeline  # noqa: E402
-from strongaudio_jax.eval import metrics, probe  # noqa: E402
+from strongaudio_jax.eval import metrics, probe, tagging  # noqa: E402
 from strongaudio_jax.models.vit import EncoderOutput  # noqa: E402
 from strongaudio_jax.train import step as step_lib, trainer  # noqa: E402
 
@@ -93,11 +92,10 @@ def evaluate(cfg, out, retrieval_clips: int) -> dict:
     if "mtc" in heads:
         logits = np.asarray(heads["mtc"].module.apply({"params": params["heads"]["mtc"]},
                                                       enc_of(slice(None)), method="logits"))
-        result["tag_map"] = metrics.mean_average_precision(logits, ev["tags"])
-        domains = np.array([lab.get("domain", "") for lab in ev_labels])
-        result["tag_map_by_domain"] = {d: metrics.mean_average_precision(logits[domains == d],
-                                                                         ev["tags"][domains == d])
-                                       for d in sorted(set(domains)) if d}
+        maps = tagging.report(logits, ev["tags"],
+                              np.array([lab.get("domain", "") for lab in ev_labels]))
+        result["tag_map"] = maps.pop("tags/mAP")
+        result["tag_map_by_domain"] = {k.removeprefix("tags/mAP_"): v for k, v in maps.items()}
     m = min(retrieval_clips, len(ev_labels))
     sim = None
     if "contrastive" in heads:

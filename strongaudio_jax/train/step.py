@@ -204,6 +204,12 @@ class Program:
         plain = dataclasses.replace(self, encoder=encoder)
         return flops.matmul_flops(jax.make_jaxpr(plain.train_step)(state, batch))
 
+    def tag_logits(self, params, batch) -> jax.Array:
+        """Clip-level tag logits [B, K] of the MTC head on the frozen encoder (tag mAP)."""
+        (mtc,) = [o for o in self.objectives if o.name == "mtc"]
+        enc = self.encoder.apply({"params": params["encoder"]}, *self.features(batch))
+        return mtc.module.apply({"params": params["heads"]["mtc"]}, enc, method="logits")
+
     def shardings(self, mesh):
         """(state, batch) NamedShardings on `mesh`, from the parameters' logical axis names."""
         boxed = jax.eval_shape(self.init, jax.random.key(0))

@@ -88,21 +88,28 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
     skip_nonfinite = cfg.train.skip_nonfinite
 
     # ---------------------------------------------------------------- Evaluation
-    from strongaudio_jax.eval import probe
+    from strongaudio_jax.eval import probe, tagging
 
     embed = jax.jit(program.embed)
     tokens = jax.jit(program.tokens)  # for attention-pooling probes (probe.pooling)
+    tag_logits = jax.jit(program.tag_logits)
+    has_tag_head = any(o.name == "mtc" for o in program.objectives)
 
     def evaluate(state: step_lib.TrainState) -> list:
-        """Linear probes on the frozen encoder (its EMA when kept); keeps the best checkpoint."""
-        params = (state.ema_params or state.params)["encoder"]
+        """Linear probes on the frozen encoder (its EMA when kept) and the tag head's mAP;
+        keeps the best checkpoint."""
+        all_params = state.ema_params or state.params
+        params = all_params["encoder"]
         results = probe.run(cfg, embed_fn=lambda b: embed(params, b), featurizer=featurizer,
                             train_files=train_files, logger=logger, step=int(state.step),
                             tokens_fn=lambda b: tokens(params, b))
         scores = {probe.metric_name(r): r.accuracy for r in results}
+        if has_tag_head and cfg.data.eval_files:
+            scores.update(tagging.run(cfg, lambda b: tag_logits(all_params, b), featurizer,
+                                      logger, step=int(state.step)))
         if best_mngr and best_metric in scores:
             checkpoint.save_best(best_mngr, int(state.step), state, scores)
-        return results
+        return results, scores
 
     best_metric = cfg.train.best_metric
     best_mngr = checkpoint.best_manager(workdir, best_metric) if best_metric else None
@@ -188,9 +195,10 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
     logger.info(f"checkpoint: {mngr.directory} (step {mngr.latest_step()})")
 
     # ---------------------------------------------------------------- Final probe
-    results = evaluate(state)
+    results, scores = evaluate(state)
     if best_mngr:
         best_mngr.wait_until_finished()
         logger.info(f"best {best_metric}: step {best_mngr.best_step()} in {best_mngr.directory}")
     logger.close()
-    return {"history": history, "probe": results, "vocab": vocab, "state": state}
+    return {"history": history, "probe": results, "scores": scores, "vocab": vocab,
+            "state": state}
