@@ -215,6 +215,26 @@ def test_workers_do_not_change_the_stream(tmp_path):
             np.testing.assert_array_equal(a[k], b[k])
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_tags_outside_the_vocabulary_are_counted_and_survive_a_restore(tmp_path, workers):
+    """feat()'s vocabulary is {a, b}: every record of this corpus has two tags it lacks."""
+    path = write_corpus(tmp_path / "c.tfrecord", "c", 6, tags=("a", "zebra", "zither"))
+    it = iter(pipeline.train_dataset([path], feat(), 4, seed=0, workers=workers))
+    batch = next(it)
+    np.testing.assert_array_equal(batch["tags"][:, 0], 1)  # "a" still trains
+    next(it)
+    outside = it.outside_vocab()
+    assert (outside.occurrences, outside.records) == (2 * 8, 8)
+    assert outside.examples == ("zebra", "zither")
+    state = it.get_state()
+    it.close()
+    again = iter(pipeline.train_dataset([path], feat(), 4, seed=0, workers=workers))
+    again.set_state(state)
+    next(again)
+    assert (again.outside_vocab().occurrences, again.outside_vocab().records) == (2 * 12, 12)
+    again.close()
+
+
 def test_state_from_another_host_count_or_stream_is_refused(tmp_path):
     path = write_corpus(tmp_path / "c.tfrecord", "c", 8)
     it = iter(pipeline.train_dataset([path], feat(), 4, seed=0))

@@ -138,3 +138,19 @@ def test_fixed_vocabulary_file(tiny_config, tmp_path, shared_dir):
                                     "probe.tasks=()"), str(tmp_path))
     assert len(out["vocab"]) == 800
     assert out["state"].params["heads"]["mtc"]["classifier"]["kernel"].shape[-1] == 800
+
+
+def test_tags_outside_a_fixed_vocabulary_are_reported(tiny_config, tmp_path, capsys):
+    """The tiny corpus has 3 tags per clip; a vocabulary of one tag per class leaves 2 out."""
+    import json
+
+    vocab = tmp_path / "label_3.json"
+    vocab.write_text(json.dumps({"0": "tone", "1": "noise", "2": "click"}))
+    cfg = tiny_config(f"data.vocab_file='{vocab}'", "train.steps=4", "train.log_every=2",
+                      "probe.tasks=()")
+    trainer.train(cfg, str(tmp_path / "run"))
+    out = capsys.readouterr().out
+    assert "vocabulary: 32 tag occurrence(s) in 16 training record(s) so far are not in" in out
+    assert "64 tag occurrence(s) in 32 training record(s) in all" in out
+    records = [json.loads(l) for l in open(tmp_path / "run" / "metrics.jsonl")]
+    assert [r["tags_outside_vocab"] for r in records if "tags_outside_vocab" in r] == [32, 64]

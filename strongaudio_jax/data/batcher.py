@@ -92,6 +92,33 @@ class BatchSpec:
         return which, k, after
 
 
+@dataclasses.dataclass
+class OutsideVocab:
+    """Tags of the delivered records that the vocabulary does not hold (a fixed
+    data.vocab_file, or tags under data.vocab_min_count): they train nothing, so they are
+    counted and reported rather than dropped silently."""
+    occurrences: int = 0
+    records: int = 0
+    examples: tuple[str, ...] = ()  # the first few distinct ones
+    MAX_EXAMPLES = 10
+
+    def add(self, tags: Sequence[str]) -> None:
+        """One record's tags outside the vocabulary."""
+        if tags:
+            self.occurrences += len(tags)
+            self.records += 1
+            self.add_examples(tags)
+
+    def merge(self, other: "OutsideVocab") -> None:
+        self.occurrences += other.occurrences
+        self.records += other.records
+        self.add_examples(other.examples)
+
+    def add_examples(self, tags: Sequence[str]) -> None:
+        new = [t for t in dict.fromkeys(tags) if t not in self.examples]
+        self.examples = (self.examples + tuple(new))[:self.MAX_EXAMPLES]
+
+
 def _aligned(n: int) -> int:
     return (n + _ALIGN - 1) // _ALIGN * _ALIGN
 
@@ -118,10 +145,11 @@ class BatchFiller:
         return int(rows[perm[j]])
 
     def fill(self, b: int, which: np.ndarray, k: np.ndarray, out: Mapping[str, np.ndarray]):
-        """Fills `out` with batch b; returns (extras, bad counts by reason, first messages)."""
+        """Fills `out` with batch b; returns (extras, bad counts by reason, first messages,
+        OutsideVocab of the batch)."""
         spec, feat = self.spec, self.spec.featurizer
         crops = np.random.default_rng([spec.seed, 0x63726F70, b]).random(spec.batch_size)
-        extras, bad, messages = [], collections.Counter(), []
+        extras, bad, messages, outside = [], collections.Counter(), [], OutsideVocab()
         rows = [self.record(int(which[r]), k[r]) for r in range(spec.batch_size)]
         data = [None] * spec.batch_size
         for c, reader in enumerate(self.readers):  # a corpus's records in one go (remote: concurrent)
@@ -134,8 +162,8 @@ class BatchFiller:
             try:
                 if isinstance(data[r], Exception):
                     raise data[r]
-                length, clip = feat.fill(data[r], where, float(crops[r]),
-                                         out["waveform"][r], out["tags"][r])
+                length, clip, unknown = feat.fill(data[r], where, float(crops[r]),
+                                                  out["waveform"][r], out["tags"][r])
                 more = feat.extras(clip)
             except Exception as e:  # noqa: BLE001 (bad data is classified, others re-raised)
                 reason = bad_reason(e)
@@ -152,10 +180,11 @@ class BatchFiller:
                 continue
             out["length"][r] = length
             out["valid"][r] = True
+            outside.add(unknown)
             extras.append(more)
             if more and self._extra_template is None:
                 self._extra_template = {n: np.zeros_like(v) for n, v in more.items()}
-        return self._stack_extras(extras), dict(bad), messages
+        return self._stack_extras(extras), dict(bad), messages, outside
 
     def _stack_extras(self, extras: list) -> dict[str, np.ndarray]:
         if self.spec.featurizer.extra is None:
@@ -189,9 +218,9 @@ def worker_main(conn, spec: BatchSpec, shm_name: str, slot_bytes: int) -> None:
             b, slot, which, k = msg
             try:
                 out = spec.views(shm.buf, slot * slot_bytes)
-                extras, bad, messages = filler.fill(b, which, k, out)
+                extras, bad, messages, outside = filler.fill(b, which, k, out)
                 del out
-                conn.send(("ok", b, slot, extras, bad, messages))
+                conn.send(("ok", b, slot, extras, bad, messages, outside))
             except Exception as e:  # noqa: BLE001 (sent to the parent, which raises it)
                 try:
                     conn.send(("error", b, slot, e, traceback.format_exc()))

@@ -32,9 +32,10 @@ class Featurizer:
     resample: bool = False
 
     def fill(self, data: bytes, where: str, crop: float | None, wave_out: np.ndarray,
-             tags_out: np.ndarray) -> tuple[int, schema.Clip | None]:
+             tags_out: np.ndarray) -> tuple[int, schema.Clip | None, list[str]]:
         """Decodes one record into preallocated rows (waveform int16 or float32, tags);
-        returns (valid samples, the parsed clip when `extra` needs it, else None). `crop` in
+        returns (valid samples, the parsed clip when `extra` needs it, else None, the record's
+        tags that are not in the vocabulary: untrained, so the pipeline counts them). `crop` in
         [0, 1) places a random crop (ignored unless random_crop)."""
         if self.extra is not None:  # the objectives' text needs the whole clip
             clip = schema.example_to_clip(data, where)
@@ -51,11 +52,14 @@ class Featurizer:
         length = audio.decode_into(encoded, wave_out, where=where, rate=self.sample_rate,
                                    crop=crop if self.random_crop else None)
         tags_out[:] = 0
+        outside = []
         for t in tags:
             i = self.vocab.get(t)
-            if i is not None:
+            if i is None:
+                outside.append(t)
+            else:
                 tags_out[i] = 1.0
-        return length, clip
+        return length, clip, outside
 
     def extras(self, clip: schema.Clip | None) -> dict[str, np.ndarray]:
         if self.extra is None or clip is None:
@@ -73,6 +77,6 @@ class Featurizer:
         wave = np.zeros(self.clip_samples, np.float32)
         tags = np.zeros(len(self.vocab), np.float32)
         crop = float(rng.random()) if rng is not None and self.random_crop else None
-        length, clip = self.fill(data, where, crop, wave, tags)
+        length, clip, _ = self.fill(data, where, crop, wave, tags)
         return {"waveform": wave, "length": np.int32(length), "tags": tags, "valid": np.True_,
                 **self.extras(clip)}

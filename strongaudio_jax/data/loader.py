@@ -75,19 +75,20 @@ class BatchIterator(grain.DatasetIterator):
         self._draws = [0] * len(ds.spec.corpora)  # draws per corpus before batch _next
         self._bad: collections.Counter = collections.Counter()
         self.bad_messages: list[str] = []  # first few skipped-record messages, for the logs
+        self._outside = batcher.OutsideVocab()  # tags of delivered records not in the vocab
         self._pool: _Pool | None = None
         self._filler: batcher.BatchFiller | None = None
 
     # ------------------------------------------------------------------ iteration
     def __next__(self) -> dict[str, np.ndarray]:
         if self._ds.workers == 0:
-            batch, extras, bad, messages, draws = self._fill_here()
+            batch, extras, bad, messages, outside, draws = self._fill_here()
         else:
             if self._pool is None:
                 self._pool = _Pool(self._spec, self._ds.workers, self._ds.slots)
                 self._pool.start(self._next, self._draws)
             try:
-                batch, extras, bad, messages, draws = self._pool.get(self._next)
+                batch, extras, bad, messages, outside, draws = self._pool.get(self._next)
             except BaseException:
                 self.close()  # a failed pool is not reused; the next call starts afresh
                 raise
@@ -95,6 +96,7 @@ class BatchIterator(grain.DatasetIterator):
         self._draws = draws
         self._bad.update(bad)
         self.bad_messages = (self.bad_messages + messages)[:20]
+        self._outside.merge(outside)
         return {**batch, **extras}
 
     def _fill_here(self):
@@ -102,8 +104,8 @@ class BatchIterator(grain.DatasetIterator):
             self._filler = batcher.BatchFiller(self._spec)
         which, k, draws = self._spec.plan(self._next, self._draws)
         out = {n: np.zeros(s, d) for n, (s, d) in self._spec.layout().items()}
-        extras, bad, messages = self._filler.fill(self._next, which, k, out)
-        return out, extras, bad, messages, draws
+        extras, bad, messages, outside = self._filler.fill(self._next, which, k, out)
+        return out, extras, bad, messages, outside, draws
 
     def start_prefetch(self) -> None:
         """Starts the workers now (otherwise at the first next())."""
@@ -115,6 +117,11 @@ class BatchIterator(grain.DatasetIterator):
         """Records skipped so far (skip_bad=True) by reason, across restarts of the run."""
         return dict(self._bad)
 
+    def outside_vocab(self) -> batcher.OutsideVocab:
+        """Tag occurrences (and records holding them) delivered so far that the vocabulary
+        lacks, across restarts of the run, with a few examples."""
+        return self._outside
+
     def close(self) -> None:
         if self._pool is not None:
             self._pool.close()
@@ -124,6 +131,8 @@ class BatchIterator(grain.DatasetIterator):
     def get_state(self) -> dict:
         return {"version": STATE_VERSION, "next_batch": self._next, "draws": list(self._draws),
                 "bad": dict(self._bad), "fingerprint": self._fingerprint,
+                "outside_vocab": [self._outside.occurrences, self._outside.records,
+                                  list(self._outside.examples)],
                 "process_index": self._ds.process_index,
                 "process_count": self._ds.process_count}
 
@@ -147,6 +156,8 @@ class BatchIterator(grain.DatasetIterator):
             self._pool = None
         self._next, self._draws = int(state["next_batch"]), [int(d) for d in state["draws"]]
         self._bad = collections.Counter(state.get("bad", {}))
+        occurrences, records, examples = state.get("outside_vocab", (0, 0, ()))
+        self._outside = batcher.OutsideVocab(int(occurrences), int(records), tuple(examples))
 
     def __del__(self):
         self.close()
@@ -217,12 +228,12 @@ class _Pool:
             _, mb, _, exc, tb = msg
             self.close()
             raise exc from RuntimeError(f"in data worker {w}, batch {mb}:\n{tb}")
-        _, mb, slot, extras, bad, messages = msg
+        _, mb, slot, extras, bad, messages, outside = msg
         assert mb == b, (mb, b)
         self.held = (w, slot)
         draws = self.inflight.pop(b)
         batch = self.spec.views(self.shms[w].buf, slot * self.slot_bytes)
-        return batch, extras, bad, messages, draws
+        return batch, extras, bad, messages, outside, draws
 
     def close(self) -> None:
         self._finalizer()

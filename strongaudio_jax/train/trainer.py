@@ -71,6 +71,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
         logger.info(f"data.skip_bad: skipping the rest of a damaged file: {damage}")
     data_iter = iter(dataset)
     bad_logged = data_iter.bad_counts()
+    outside_logged = False  # tags of training records that the vocabulary lacks (said once)
     logger.info(f"train: {len(train_files)} files, vocabulary of {len(vocab)} tags, "
                 f"global batch {cfg.data.batch_size}, mesh {dict(mesh.shape)}")
 
@@ -161,9 +162,14 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
                     logger.info(f"data.skip_bad: bad records skipped so far {bad}, e.g. "
                                 f"{data_iter.bad_messages[-1] if data_iter.bad_messages else ''}")
                     bad_logged = bad
+                outside = data_iter.outside_vocab()
+                if outside.occurrences and not outside_logged:
+                    logger.info(_outside_vocab_message(outside, "so far"))
+                    outside_logged = True
                 logger.metrics(step, total, history[-1], samples_per_s=n * cfg.data.batch_size /
                                elapsed, data_wait=data_wait / elapsed, skipped_updates=skipped,
                                skipped_records=sum(bad.values()),
+                               tags_outside_vocab=outside.occurrences,
                                tflops_per_device=tflops,
                                mfu=tflops / peak if (peak := flops.peak_tflops(jax.devices()[0]))
                                else None)
@@ -192,6 +198,8 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
     mngr.wait_until_finished()
     if skipped:
         logger.info(f"{skipped} update(s) skipped because the loss or gradient was not finite")
+    if data_iter.outside_vocab().occurrences:
+        logger.info(_outside_vocab_message(data_iter.outside_vocab(), "in all"))
     logger.info(f"checkpoint: {mngr.directory} (step {mngr.latest_step()})")
 
     # ---------------------------------------------------------------- Final probe
@@ -202,3 +210,12 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
     logger.close()
     return {"history": history, "probe": results, "scores": scores, "vocab": vocab,
             "state": state}
+
+
+def _outside_vocab_message(outside, when: str) -> str:
+    examples = ", ".join(repr(t) for t in outside.examples[:5])
+    return (f"vocabulary: {outside.occurrences} tag occurrence(s) in {outside.records} training "
+            f"record(s) {when} are not in the vocabulary and train nothing (e.g. {examples}); "
+            "the vocabulary is data.vocab_file, or the corpus's tags seen at least "
+            "data.vocab_min_count times. The running count is tags_outside_vocab in "
+            "metrics.jsonl.")
