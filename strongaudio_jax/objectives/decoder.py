@@ -13,7 +13,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from strongaudio_jax.models.vit import EncoderOutput
+from strongaudio_jax.models.vit import ACT, EncoderOutput
+from strongaudio_jax.parallel.mesh import constrain
 
 SIZES = {  # width, depth, heads, mlp
     "mu": (64, 1, 2, 256),
@@ -39,14 +40,17 @@ class DecoderBlock(nn.Module):
                 num_heads=self.heads, name=name, kernel_init=_init(("embed", "heads", "kv")),
                 out_kernel_init=_init(("heads", "kv", "embed")))
 
+        # The residual stream keeps the encoder's layout (batch over the data axes), as in
+        # models/vit.py; without these pins XLA re-shards it to the weights' layout.
         y = nn.LayerNorm(name="ln_self")(x)
-        x = x + attention("self_attn")(y, y, mask=self_mask)
+        x = constrain(x + attention("self_attn")(y, y, mask=self_mask), ACT)
         y = nn.LayerNorm(name="ln_cross")(x)
-        x = x + attention("cross_attn")(y, enc_tokens, mask=cross_mask)
+        x = constrain(x + attention("cross_attn")(y, enc_tokens, mask=cross_mask), ACT)
         y = nn.LayerNorm(name="ln_mlp")(x)
         y = nn.Dense(self.mlp, name="mlp_in", kernel_init=_init(("embed", "mlp")))(y)
-        y = nn.Dense(self.width, name="mlp_out", kernel_init=_init(("mlp", "embed")))(nn.gelu(y))
-        return x + y
+        y = constrain(nn.gelu(y), ("batch", "length", "mlp"))
+        y = nn.Dense(self.width, name="mlp_out", kernel_init=_init(("mlp", "embed")))(y)
+        return constrain(x + y, ACT)
 
 
 class Decoder(nn.Module):
@@ -64,14 +68,19 @@ class Decoder(nn.Module):
             nn.initializers.normal(0.02), ("vocab", "embed")))
         pos = self.param("pos", nn.with_logical_partitioning(nn.initializers.normal(0.02),
                                                              ("length", "embed")), (self.max_len, width))
-        x = embed(inputs) + pos[None, :length]
+        # The table is gathered whole along 'embed' before the lookup (as FSDP does for every
+        # weight at use): a lookup in a table split along 'embed' would leave the tokens split
+        # that way, and XLA can only re-shard them to the batch layout by replicating them.
+        table = constrain(embed.embedding, ("vocab", None))
+        x = constrain(jnp.take(table, inputs, axis=0) + pos[None, :length], ACT)
         causal = jnp.tril(jnp.ones((length, length), bool))
         self_mask = (causal[None] | parallel[:, None, None])[:, None]  # [B, 1, L, L]
         cross_mask = jnp.broadcast_to(enc.mask[:, None, None, :], (b, 1, length, enc.mask.shape[1]))
         for i in range(depth):
             x = DecoderBlock(width, heads, mlp, name=f"block{i}")(x, self_mask, enc.tokens, cross_mask)
         x = nn.LayerNorm(name="ln_out")(x)
-        return nn.Dense(self.vocab_size, name="logits", kernel_init=_init(("embed", "vocab")))(x)
+        logits = nn.Dense(self.vocab_size, name="logits", kernel_init=_init(("embed", "vocab")))(x)
+        return constrain(logits, ("batch", "length", "vocab"))
 
 
 def teacher_forcing(ids: jax.Array, mask: jax.Array, mask_id: int, parallel: jax.Array):
