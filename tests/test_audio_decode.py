@@ -80,3 +80,14 @@ def test_damaged_flac_is_an_error_never_short_audio():
     # A crop that ends before the damage decodes (soundfile behaves the same way).
     out = np.zeros(16000, np.int16)
     assert audio.decode_into(data[:-100], out, rate=16000, crop=0.0) == 16000
+
+
+def test_without_miniaudio_soundfile_gives_the_same_samples(monkeypatch):
+    """Where miniaudio has no wheel (Linux aarch64) and is absent, FLAC goes through soundfile."""
+    data = _flac(_signal())
+    fast = np.zeros(16000, np.int16)
+    audio.decode_into(data, fast, rate=16000, crop=0.6)
+    monkeypatch.setattr(audio, "_dr_flac", lambda: None)
+    slow = np.zeros(16000, np.int16)
+    assert audio.decode_into(data, slow, rate=16000, crop=0.6) == 16000
+    np.testing.assert_array_equal(slow, fast)

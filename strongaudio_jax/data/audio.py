@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import threading
+import warnings
 
 import numpy as np
 import soundfile as sf
@@ -72,7 +74,7 @@ def decode_into(data: bytes, out: np.ndarray, *, where: str = "clip", rate: int,
     float samples, another rate) decodes to float32 first and is checked for NaN/Inf.
     """
     n = len(out)
-    if out.dtype in (np.int16, np.float32) and data[:4] == b"fLaC":
+    if out.dtype in (np.int16, np.float32) and data[:4] == b"fLaC" and _dr_flac():
         got = _decode_flac_into(data, out, where=where, rate=rate, crop=crop)
         if got is not None:
             return got
@@ -155,9 +157,18 @@ def _decode_flac_into(data: bytes, out: np.ndarray, *, where: str, rate: int,
     return take
 
 
+@functools.cache
 def _dr_flac():
-    import miniaudio  # imported on first use: decoding processes pay for it, nothing else
-
+    """(lib, ffi) of miniaudio's dr_flac; None where miniaudio has no wheel (Linux aarch64, as
+    of 1.71) and is not installed: soundfile then decodes every clip, to the same samples,
+    about 1.7x slower. Imported on first use: only decoding processes pay for it."""
+    try:
+        import miniaudio
+    except ImportError:
+        warnings.warn("miniaudio is not installed, so FLAC is decoded by libsndfile (the same "
+                      "samples, ~1.7x slower); `pip install miniaudio` where a wheel exists",
+                      stacklevel=3)
+        return None
     return miniaudio.lib, miniaudio.ffi
 
 
