@@ -96,7 +96,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
     tag_logits = jax.jit(program.tag_logits)
     has_tag_head = any(o.name == "mtc" for o in program.objectives)
 
-    def evaluate(state: step_lib.TrainState) -> list:
+    def evaluate(state: step_lib.TrainState) -> tuple[list, dict]:
         """Linear probes on the frozen encoder (its EMA when kept) and the tag head's mAP;
         keeps the best checkpoint."""
         all_params = state.ema_params or state.params
