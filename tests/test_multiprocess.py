@@ -6,6 +6,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -51,21 +52,30 @@ def test_two_processes_train_die_resume_and_restore_on_one(tiny_corpus, tmp_path
     else:
         pytest.fail("".join(seen) + procs[1].stdout.read())
     assert "processes: 2" in "".join(seen) and "'data': 4" in "".join(seen)
+    # Checkpoints are written asynchronously: wait until step 4's is committed (renamed from
+    # its temporary name), then kill; training may have committed a later one meanwhile.
+    checkpoints = workdir / "checkpoints"
+    deadline = time.time() + 120
+    while not (checkpoints / "4").is_dir() and time.time() < deadline:
+        time.sleep(0.05)
     for p in procs:
         p.send_signal(signal.SIGKILL)
         p.wait(timeout=60)
+    latest = max(int(d) for d in os.listdir(checkpoints) if d.isdigit())
+    assert latest >= 4, os.listdir(checkpoints)
 
-    procs = _launch(tiny_corpus, workdir, _free_port(), steps=12)
+    final = latest + 8  # a multiple of checkpoint_every (4)
+    procs = _launch(tiny_corpus, workdir, _free_port(), steps=final)
     outs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
-    assert "resumed from step 4" in outs[0], outs[0]
-    assert "step     12/12" in outs[0]
-    data_state = sorted(f for f in os.listdir(workdir / "checkpoints" / "12" / "data")
+    assert f"resumed from step {latest}" in outs[0], outs[0]
+    assert f"step {final:>6}/{final}" in outs[0]
+    data_state = sorted(f for f in os.listdir(checkpoints / str(final) / "data")
                         if f.startswith("process_"))
     assert data_state == ["process_0-of-2.json", "process_1-of-2.json"]
 
     # One process cannot continue the 2-process data stream: a clear refusal, not a traceback.
-    one = subprocess.run(_launch_args(tiny_corpus, workdir, steps=16), capture_output=True,
+    one = subprocess.run(_launch_args(tiny_corpus, workdir, steps=final + 4), capture_output=True,
                          text=True, env=dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO)))
     assert one.returncode == 2 and "written by 2 process(es)" in one.stderr, one.stderr[-2000:]
 
@@ -80,7 +90,7 @@ def test_two_processes_train_die_resume_and_restore_on_one(tiny_corpus, tmp_path
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO),
                XLA_FLAGS="--xla_force_host_platform_device_count=3")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-    assert out.returncode == 0 and out.stdout.startswith("restored 12 "), out.stderr[-3000:]
+    assert out.returncode == 0 and out.stdout.startswith(f"restored {final} "), out.stderr[-3000:]
 
 
 _READ_ONE_EPOCH = r"""
