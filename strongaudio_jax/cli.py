@@ -12,11 +12,11 @@ def _user_errors():
     from strongaudio_jax.config import ConfigError
     from strongaudio_jax.data.audio import AudioDecodeError
     from strongaudio_jax.data.schema import SchemaError
-    from strongaudio_jax.data.tfrecord import CorruptRecordError
+    from strongaudio_jax.data.tfrecord import CorruptRecordError, IndexFileError
     from strongaudio_jax.train.checkpoint import CheckpointMismatchError
     from strongaudio_jax.train.trainer import NonFiniteLossError
     return (ConfigError, AudioDecodeError, SchemaError, CorruptRecordError, NonFiniteLossError,
-            CheckpointMismatchError, FileNotFoundError)
+            CheckpointMismatchError, FileNotFoundError, IndexFileError)
 
 
 def cmd_train(args) -> int:
@@ -56,6 +56,25 @@ def cmd_inspect(args) -> int:
     from strongaudio_jax.data import inspect_shards, pipeline
 
     inspect_shards.main(pipeline.expand_paths(args.files), args.top, args.dump, args.json)
+    return 0
+
+
+def cmd_index(args) -> int:
+    """Writes `<shard>.idx` beside each plain TFRecord shard (DALI's tfrecord2idx format), so
+    every training host indexes it with one small read instead of reading every header."""
+    from strongaudio_jax.data import index as index_lib, pipeline, tfrecord
+
+    done = kept = 0
+    for path in pipeline.expand_paths(args.files):
+        if path.endswith(tfrecord.INDEX_SUFFIX) or path.endswith(index_lib.ARRAY_RECORD_SUFFIX):
+            continue
+        if not args.force and index_lib.storage.exists(tfrecord.index_path(path)):
+            index_lib.read_sidecar(path)  # an existing index must still match its shard
+            kept += 1
+            continue
+        print(index_lib.write_sidecar(path))
+        done += 1
+    print(f"{done} index file(s) written, {kept} already there and valid")
     return 0
 
 
@@ -100,6 +119,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dump", metavar="ID_OR_NUMBER", help="print one record (clip id or number)")
     p.add_argument("--json", action="store_true", help="the summary as one JSON object")
     p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("index", help="write <shard>.idx files: hosts then index shards with "
+                       "one small read each (important for shards in a bucket)")
+    p.add_argument("files", nargs="+", help="shard paths or glob patterns (local or gs://...)")
+    p.add_argument("--force", action="store_true", help="rewrite existing index files")
+    p.set_defaults(func=cmd_index)
 
     p = sub.add_parser("compile-check", help="compile the train step for a TPU topology on "
                        "this CPU host; per-chip memory, fails if it does not fit")

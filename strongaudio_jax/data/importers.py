@@ -22,7 +22,7 @@ from typing import Callable, Iterable, Sequence
 
 import soundfile as sf
 
-from strongaudio_jax.data import audio, schema, storage, tfrecord
+from strongaudio_jax.data import audio, index as index_lib, schema, storage, tfrecord
 
 AUDIO_SUFFIXES = (".flac", ".wav", ".ogg", ".mp3", ".opus", ".aiff", ".aif")
 
@@ -103,6 +103,7 @@ def write_shards(items: Sequence[Item], out_dir: str, *, prefix: str = "train",
                 for item in chunk:
                     w.write(schema.clip_to_example(item.load()))
             storage.rename(tmp, final)
+            index_lib.write_sidecar(final, w.w.rows)  # hosts index it with one small read
             done += 1
         if bar is not None:
             bar.update(len(chunk))

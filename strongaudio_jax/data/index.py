@@ -88,7 +88,10 @@ def build_index(paths: Sequence[str], *, verify_crc: bool = True, skip_bad: bool
             if tfrecord.is_gzip(path):
                 read = _gunzipped_copy(path, cache_dir, verify_crc, skip_bad, damaged)
             read_paths.append(read)
-            idx, error = tfrecord.index_records(read, verify_crc=verify_crc, partial=True)
+            if read == path and storage.exists(tfrecord.index_path(path)):
+                idx, error = read_sidecar(path), None  # one small read, not one per record
+            else:
+                idx, error = tfrecord.index_records(read, verify_crc=verify_crc, partial=True)
             if error is not None:
                 error = tfrecord.CorruptRecordError(
                     path, error.index, error.offset, error.reason, truncated=error.truncated,
@@ -101,6 +104,27 @@ def build_index(paths: Sequence[str], *, verify_crc: bool = True, skip_bad: bool
         tables.append(np.concatenate([np.full((n, 1), fi), np.arange(n)[:, None], idx], 1))
     rows = (np.concatenate(tables).astype(np.int64) if tables else np.zeros((0, 4), np.int64))
     return RecordIndex(list(paths), read_paths, kinds, rows, damaged)
+
+
+def read_sidecar(path: str) -> np.ndarray:
+    """The rows of a plain TFRecord shard from its `<shard>.idx` (checked against its size)."""
+    with storage.open_file(tfrecord.index_path(path)) as f:
+        text = f.read().decode("ascii", "replace")
+    return tfrecord.parse_index(text, path, storage.size(path))
+
+
+def write_sidecar(path: str, rows: np.ndarray | None = None) -> str:
+    """Writes `<shard>.idx` (from `rows` when the writer kept them, else by scanning the
+    shard's headers once, CRCs checked); returns its path. Written whole or not at all."""
+    if tfrecord.is_gzip(path):
+        raise ValueError(f"{path} is GZIP-compressed: an index needs a plain TFRecord shard")
+    if rows is None:
+        rows = tfrecord.index_records(path)
+    out = tfrecord.index_path(path)
+    with storage.open_file(out + ".tmp", "wb") as f:
+        f.write(tfrecord.index_text(np.asarray(rows).reshape(-1, 2)).encode("ascii"))
+    storage.rename(out + ".tmp", out)
+    return out
 
 
 class RecordReader:

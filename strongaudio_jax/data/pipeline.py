@@ -40,6 +40,7 @@ def expand_paths(pattern: str | Sequence[str]) -> list[str]:
             found = sorted(f for s in SHARD_SUFFIXES for f in storage.glob(storage.join(p, s)))
         else:
             found = storage.glob(p)
+        found = [f for f in found if not f.endswith(tfrecord.INDEX_SUFFIX)]  # sidecar indexes
         if not found:
             raise FileNotFoundError(f"no TFRecord files match {p!r} (nor ArrayRecord); check the data "
                                     "paths in the config (data.train_files / data.mix / "

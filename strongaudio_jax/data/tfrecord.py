@@ -119,9 +119,13 @@ class TFRecordWriter:
             gz = self.path.endswith(".gz")
         self._file = open(self.path, "wb")
         self._zlib = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS, 9) if gz else None
+        self.rows: list[tuple[int, int]] = []  # [data offset, data length] (plain files)
+        self._offset = 0
 
     def write(self, record: bytes) -> None:
         record = bytes(record)
+        self.rows.append((self._offset + _HEADER_SIZE, len(record)))
+        self._offset += _HEADER_SIZE + len(record) + _FOOTER_SIZE
         length = struct.pack("<Q", len(record))
         for part in (length, _CRC.pack(masked_crc(length)), record, _CRC.pack(masked_crc(record))):
             self._file.write(self._zlib.compress(part) if self._zlib else part)
@@ -310,3 +314,43 @@ def check_record(data: bytes, footer: bytes, offset: int, length: int, *,
                 f"data starts at byte offset {offset}, length {length})",
                 hint=_HINT_RANDOM_ACCESS)
     return data
+
+
+# ------------------------------------------------------------------ sidecar index files
+INDEX_SUFFIX = ".idx"
+
+
+class IndexFileError(ValueError):
+    """A sidecar index that is unreadable or does not match its shard (names both, says what
+    to do)."""
+
+
+def index_path(path: str) -> str:
+    """The sidecar index of a shard: `<shard>.idx`, NVIDIA DALI's `tfrecord2idx` format (one
+    line `<record offset> <record size>` per record, sizes including header and CRCs)."""
+    return f"{path}{INDEX_SUFFIX}"
+
+
+def index_text(rows: np.ndarray) -> str:
+    """Index rows [data offset, data length] (from `index_records`) as sidecar text."""
+    return "".join(f"{o - _HEADER_SIZE} {n + _HEADER_SIZE + _FOOTER_SIZE}\n" for o, n in rows)
+
+
+def parse_index(text: str, shard: str, shard_size: int) -> np.ndarray:
+    """Sidecar text -> rows [data offset, data length]; an index that does not tile the shard
+    exactly (stale, or another shard's) is an error naming both files."""
+    idx = index_path(shard)
+    try:
+        table = np.array([line.split() for line in text.splitlines() if line.strip()],
+                         np.int64).reshape(-1, 2)
+    except ValueError:
+        raise IndexFileError(f"{idx}: not a TFRecord index (expected lines '<offset> <size>')") from None
+    starts, sizes = table[:, 0], table[:, 1]
+    ends = starts + sizes
+    if (len(table) and (starts[0] != 0 or np.any(starts[1:] != ends[:-1])
+                        or ends[-1] != shard_size or np.any(sizes < _HEADER_SIZE + _FOOTER_SIZE))) \
+            or (not len(table) and shard_size):
+        raise IndexFileError(f"{idx} does not describe {shard} ({shard_size} bytes): it is stale or "
+                         f"belongs to another file; rebuild it with `strongaudio index {shard}` "
+                         "or delete it")
+    return np.stack([starts + _HEADER_SIZE, sizes - _HEADER_SIZE - _FOOTER_SIZE], 1)

@@ -1,0 +1,83 @@
+"""Sidecar `<shard>.idx` files (DALI's tfrecord2idx format): indexing a shard with one small
+read, written by the importers and `strongaudio index`, refused when stale."""
+
+import numpy as np
+import pytest
+
+from strongaudio_jax import cli
+from strongaudio_jax.data import index as index_lib, pipeline, tfrecord
+from tests.test_pipeline import write_corpus
+
+
+def test_sidecar_is_dali_format_and_gives_the_scanned_index(tmp_path):
+    path = write_corpus(tmp_path / "a.tfrecord", "a", 5)
+    scanned = index_lib.build_index([path])
+    assert cli.main(["index", str(tmp_path / "*.tfrecord")]) == 0
+    lines = (tmp_path / "a.tfrecord.idx").read_text().splitlines()
+    offsets = [int(line.split()[0]) for line in lines]
+    sizes = [int(line.split()[1]) for line in lines]
+    assert offsets[0] == 0 and sum(sizes) == (tmp_path / "a.tfrecord").stat().st_size
+    assert offsets[1:] == list(np.cumsum(sizes)[:-1])  # '<record offset> <record size>'
+
+    def no_scan(*a, **k):
+        raise AssertionError("a shard with a sidecar index must not be scanned")
+
+    monkey = pytest.MonkeyPatch()
+    monkey.setattr(index_lib.tfrecord, "index_records", no_scan)
+    try:
+        np.testing.assert_array_equal(index_lib.build_index([path]).rows, scanned.rows)
+        # globs and directories do not pick the sidecars up as shards
+        assert pipeline.expand_paths(str(tmp_path / "*.tfrecord*")) == [path]
+        assert pipeline.expand_paths(str(tmp_path)) == [path]
+    finally:
+        monkey.undo()
+    rows = index_lib.RecordReader(index_lib.build_index([path]))
+    assert len(rows.read(4)) > 0
+
+
+def test_stale_sidecar_is_a_clear_error(tmp_path, capsys):
+    path = write_corpus(tmp_path / "a.tfrecord", "a", 5)
+    index_lib.write_sidecar(path)
+    write_corpus(tmp_path / "a.tfrecord", "a", 6)  # the shard was rewritten, the index not
+    with pytest.raises(ValueError, match=r"a.tfrecord.idx does not describe .*stale.*strongaudio index"):
+        index_lib.build_index([path])
+    assert cli.main(["index", path]) == 2  # an existing index is checked, not trusted
+    assert "stale" in capsys.readouterr().err
+    assert cli.main(["index", "--force", path]) == 0
+    assert len(index_lib.build_index([path])) == 6
+
+
+def test_importers_write_the_sidecar_from_the_writer(tmp_path):
+    from strongaudio_jax.data import importers
+
+    src = write_corpus(tmp_path / "src.tfrecord", "s", 3)
+    from strongaudio_jax.data import schema
+
+    items = []
+    for i, data in enumerate(tfrecord.read_records(src)):
+        clip = schema.example_to_clip(data)
+        items.append(importers.Item(where=f"clip {i}", load=lambda c=clip: c))
+    importers.write_shards(items, str(tmp_path / "out"), clips_per_shard=2, progress=False)
+    shards = pipeline.expand_paths(str(tmp_path / "out"))
+    assert len(shards) == 2
+    for shard in shards:
+        np.testing.assert_array_equal(index_lib.read_sidecar(shard), tfrecord.index_records(shard))
+
+
+def test_a_sidecar_in_a_bucket_spares_reading_the_shard(tmp_path):
+    fsspec = pytest.importorskip("fsspec")
+    path = write_corpus(tmp_path / "a.tfrecord", "a", 4)
+    index_lib.write_sidecar(path)
+    fs = fsspec.filesystem("memory")
+    for name in ("a.tfrecord", "a.tfrecord.idx"):
+        fs.pipe(f"/sidecar-test/{name}", (tmp_path / name).read_bytes())
+    monkey = pytest.MonkeyPatch()
+    monkey.setattr(index_lib.tfrecord, "index_records",
+                   lambda *a, **k: pytest.fail("the shard's headers were read"))
+    try:
+        remote = index_lib.build_index(["memory://sidecar-test/a.tfrecord"])
+    finally:
+        monkey.undo()
+    np.testing.assert_array_equal(remote.rows[:, 2:], index_lib.build_index([path]).rows[:, 2:])
+    assert index_lib.RecordReader(remote).read(3) == index_lib.RecordReader(
+        index_lib.build_index([path])).read(3)
