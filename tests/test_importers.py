@@ -31,8 +31,11 @@ def _write(path, wave, fmt="FLAC"):
 
 def _clips(out_dir):
     clips = []
-    for name in sorted(os.listdir(out_dir)):
-        assert name.endswith(".tfrecord"), name  # no temporary files left behind
+    names = sorted(os.listdir(out_dir))
+    shards = [n for n in names if n.endswith(".tfrecord")]
+    # no temporary files left behind; each shard has its sidecar index
+    assert names == sorted(shards + [n + ".idx" for n in shards]), names
+    for name in shards:
         clips += [schema.example_to_clip(r) for r in tfrecord.read_records(os.path.join(out_dir, name))]
     return clips
 

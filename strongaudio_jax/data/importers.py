@@ -97,6 +97,8 @@ def write_shards(items: Sequence[Item], out_dir: str, *, prefix: str = "train",
         final = storage.join(out_dir, f"{prefix}-{i:05d}-of-{n:05d}.tfrecord")
         if storage.exists(final):
             skipped += 1
+            if not storage.exists(tfrecord.index_path(final)):  # stopped before its index
+                index_lib.write_sidecar(final)
         else:
             tmp = final + ".tmp"
             with _writer(tmp) as w:
