@@ -62,6 +62,14 @@ def test_importers_write_the_sidecar_from_the_writer(tmp_path):
     assert len(shards) == 2
     for shard in shards:
         np.testing.assert_array_equal(index_lib.read_sidecar(shard), tfrecord.index_records(shard))
+    # An import stopped between a shard and its index: resuming writes the index only.
+    import os
+    os.remove(shards[0] + ".idx")
+    before = os.stat(shards[0]).st_mtime_ns
+    out = importers.write_shards(items, str(tmp_path / "out"), clips_per_shard=2, progress=False)
+    assert out["already_complete"] == 2 and os.stat(shards[0]).st_mtime_ns == before
+    np.testing.assert_array_equal(index_lib.read_sidecar(shards[0]),
+                                  tfrecord.index_records(shards[0]))
 
 
 def test_a_sidecar_in_a_bucket_spares_reading_the_shard(tmp_path):
