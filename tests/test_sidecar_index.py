@@ -89,3 +89,18 @@ def test_a_sidecar_in_a_bucket_spares_reading_the_shard(tmp_path):
     np.testing.assert_array_equal(remote.rows[:, 2:], index_lib.build_index([path]).rows[:, 2:])
     assert index_lib.RecordReader(remote).read(3) == index_lib.RecordReader(
         index_lib.build_index([path])).read(3)
+
+
+def test_remote_shards_without_a_sidecar_are_named(tmp_path):
+    fsspec = pytest.importorskip("fsspec")
+    from tests.test_pipeline import feat
+
+    path = write_corpus(tmp_path / "a.tfrecord", "a", 8)
+    fsspec.filesystem("memory").pipe("/scan-test/a.tfrecord", open(path, "rb").read())
+    ds = pipeline.train_dataset(["memory://scan-test/a.tfrecord"], feat(), 4, seed=0)
+    assert pipeline.remote_shards_scanned(ds) == ["memory://scan-test/a.tfrecord"]
+    index_lib.write_sidecar("memory://scan-test/a.tfrecord")
+    ds = pipeline.train_dataset(["memory://scan-test/a.tfrecord"], feat(), 4, seed=0)
+    assert pipeline.remote_shards_scanned(ds) == []
+    local = pipeline.train_dataset([path], feat(), 4, seed=0)  # local scans are cheap: not named
+    assert pipeline.remote_shards_scanned(local) == []

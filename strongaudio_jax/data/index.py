@@ -34,6 +34,7 @@ class RecordIndex:
     kinds: list[str]  # 'tfrecord' | 'array_record'
     rows: np.ndarray  # (n, 4) int64: file, record number, data offset, data length
     damaged: list[str] = dataclasses.field(default_factory=list)  # skipped at indexing time
+    scanned: list[str] = dataclasses.field(default_factory=list)  # TFRecords without a sidecar
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -68,7 +69,7 @@ def build_index(paths: Sequence[str], *, verify_crc: bool = True, skip_bad: bool
     """Indexes every file; damage that hides the rest of a file raises CorruptRecordError, or
     with skip_bad ends that file there and is listed in `damaged` (counted, never silent)."""
     cache_dir = cache_dir or default_cache_dir()
-    read_paths, kinds, tables, damaged = [], [], [], []
+    read_paths, kinds, tables, damaged, scanned = [], [], [], [], []
     for fi, path in enumerate(paths):
         if path.endswith(ARRAY_RECORD_SUFFIX):
             if storage.is_url(path):
@@ -92,6 +93,7 @@ def build_index(paths: Sequence[str], *, verify_crc: bool = True, skip_bad: bool
                 idx, error = read_sidecar(path), None  # one small read, not one per record
             else:
                 idx, error = tfrecord.index_records(read, verify_crc=verify_crc, partial=True)
+                scanned.append(path)
             if error is not None:
                 error = tfrecord.CorruptRecordError(
                     path, error.index, error.offset, error.reason, truncated=error.truncated,
@@ -103,7 +105,7 @@ def build_index(paths: Sequence[str], *, verify_crc: bool = True, skip_bad: bool
         n = len(idx)
         tables.append(np.concatenate([np.full((n, 1), fi), np.arange(n)[:, None], idx], 1))
     rows = (np.concatenate(tables).astype(np.int64) if tables else np.zeros((0, 4), np.int64))
-    return RecordIndex(list(paths), read_paths, kinds, rows, damaged)
+    return RecordIndex(list(paths), read_paths, kinds, rows, damaged, scanned)
 
 
 def read_sidecar(path: str) -> np.ndarray:

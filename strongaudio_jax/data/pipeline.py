@@ -130,6 +130,11 @@ def damaged_at_indexing(ds: loader.BatchDataset) -> list[str]:
     return [m for c in ds.spec.corpora for m in c.index.damaged]
 
 
+def remote_shards_scanned(ds: loader.BatchDataset) -> list[str]:
+    """Shards in a bucket indexed by reading all their headers (no `<shard>.idx`): slow starts."""
+    return [p for c in ds.spec.corpora for p in c.index.scanned if storage.is_url(p)]
+
+
 def waveform_to_float(batch: Mapping) -> dict:
     """The batch with an int16 waveform as float32 (int16 / 32768, as soundfile decodes);
     float waveforms pass through. Runs inside the jitted step, on the device."""

@@ -69,6 +69,11 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
                                      skip_bad=cfg.data.skip_bad)
     for damage in pipeline.damaged_at_indexing(dataset):  # only with data.skip_bad
         logger.info(f"data.skip_bad: skipping the rest of a damaged file: {damage}")
+    scanned = pipeline.remote_shards_scanned(dataset)
+    if scanned:
+        logger.info(f"data: {len(scanned)} remote shard(s) have no <shard>.idx, so every host "
+                    f"read them whole to index them (e.g. {scanned[0]}); `strongaudio index "
+                    "<globs>` once makes this one small read per shard")
     data_iter = iter(dataset)
     bad_logged = data_iter.bad_counts()
     outside_logged = False  # tags of training records that the vocabulary lacks (said once)
