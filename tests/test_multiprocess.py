@@ -19,23 +19,23 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch_args(corpus, workdir, steps):
+def _launch_args(corpus, workdir, steps, *extra):
     return [sys.executable, "-m", "strongaudio_jax.cli", "train",
             "--config", f"{REPO}/configs/mtc.py:smoke", "--workdir", str(workdir),
             f"data.train_files={corpus}/train-*.tfrecord",
             f"data.eval_files={corpus}/heldout-*.tfrecord", "data.batch_size=8",
             "data.clip_seconds=1.0", "data.vocab_min_count=1", f"train.steps={steps}",
-            "train.log_every=1", "train.checkpoint_every=4", "probe.tasks=()"]
+            "train.log_every=1", "train.checkpoint_every=4", "probe.tasks=()", *extra]
 
 
-def _launch(corpus, workdir, port, steps):
+def _launch(corpus, workdir, port, steps, *extra):
     procs = []
     for pid in range(2):
         env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO),
                    XLA_FLAGS="--xla_force_host_platform_device_count=2",
                    JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2",
                    JAX_PROCESS_ID=str(pid))
-        cmd = _launch_args(corpus, workdir, steps)
+        cmd = _launch_args(corpus, workdir, steps, *extra)
         procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
                                       stderr=subprocess.STDOUT, text=True))
     return procs
@@ -43,7 +43,11 @@ def _launch(corpus, workdir, port, steps):
 
 def test_two_processes_train_die_resume_and_restore_on_one(tiny_corpus, tmp_path):
     workdir = tmp_path / "run"
-    procs = _launch(tiny_corpus, workdir, _free_port(), steps=40)
+    # One tag per class: each clip's other two tags are outside the vocabulary (counted).
+    vocab = tmp_path / "label_3.json"
+    vocab.write_text('{"0": "tone", "1": "noise", "2": "click"}')
+    extra = (f"data.vocab_file={vocab}",)
+    procs = _launch(tiny_corpus, workdir, _free_port(), 40, *extra)
     seen = []
     for line in procs[0].stdout:  # process 0 logs; kill both once a checkpoint exists
         seen.append(line)
@@ -65,17 +69,20 @@ def test_two_processes_train_die_resume_and_restore_on_one(tiny_corpus, tmp_path
     assert latest >= 4, os.listdir(checkpoints)
 
     final = latest + 8  # a multiple of checkpoint_every (4)
-    procs = _launch(tiny_corpus, workdir, _free_port(), steps=final)
+    procs = _launch(tiny_corpus, workdir, _free_port(), final, *extra)
     outs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     assert f"resumed from step {latest}" in outs[0], outs[0]
     assert f"step {final:>6}/{final}" in outs[0]
+    # Counted by each host for its share, restored from each host's state, logged pod-wide.
+    assert (f"vocabulary: {2 * 8 * final} tag occurrence(s) in {8 * final} training record(s) "
+            "in all") in outs[0], outs[0]
     data_state = sorted(f for f in os.listdir(checkpoints / str(final) / "data")
                         if f.startswith("process_"))
     assert data_state == ["process_0-of-2.json", "process_1-of-2.json"]
 
     # One process cannot continue the 2-process data stream: a clear refusal, not a traceback.
-    one = subprocess.run(_launch_args(tiny_corpus, workdir, steps=final + 4), capture_output=True,
+    one = subprocess.run(_launch_args(tiny_corpus, workdir, final + 4, *extra), capture_output=True,
                          text=True, env=dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO)))
     assert one.returncode == 2 and "written by 2 process(es)" in one.stderr, one.stderr[-2000:]
 

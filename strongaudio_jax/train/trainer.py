@@ -7,6 +7,7 @@ alone; this file feeds it data, checkpoints it and reports on it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -14,9 +15,10 @@ import time
 
 import jax
 import ml_collections
+import numpy as np
 
 from strongaudio_jax.config import ConfigError
-from strongaudio_jax.data import pipeline
+from strongaudio_jax.data import batcher, pipeline
 from strongaudio_jax.parallel import mesh as mesh_lib
 from strongaudio_jax.train import checkpoint, flops, log as log_lib, preemption, step as step_lib
 
@@ -162,12 +164,11 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
                 n = drain()
                 elapsed = time.perf_counter() - t_log
                 tflops = flops_per_step * n / elapsed / 1e12  # per device
-                bad = data_iter.bad_counts()  # records skipped by data.skip_bad, by reason
+                bad, outside = _pod_data_counts(data_iter)  # every process takes part
                 if bad != bad_logged:
                     logger.info(f"data.skip_bad: bad records skipped so far {bad}, e.g. "
                                 f"{data_iter.bad_messages[-1] if data_iter.bad_messages else ''}")
                     bad_logged = bad
-                outside = data_iter.outside_vocab()
                 if outside.occurrences and not outside_logged:
                     logger.info(_outside_vocab_message(outside, "so far"))
                     outside_logged = True
@@ -203,8 +204,9 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
     mngr.wait_until_finished()
     if skipped:
         logger.info(f"{skipped} update(s) skipped because the loss or gradient was not finite")
-    if data_iter.outside_vocab().occurrences:
-        logger.info(_outside_vocab_message(data_iter.outside_vocab(), "in all"))
+    _, outside = _pod_data_counts(data_iter)
+    if outside.occurrences:
+        logger.info(_outside_vocab_message(outside, "in all"))
     logger.info(f"checkpoint: {mngr.directory} (step {mngr.latest_step()})")
 
     # ---------------------------------------------------------------- Final probe
@@ -215,6 +217,23 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
     logger.close()
     return {"history": history, "probe": results, "scores": scores, "vocab": vocab,
             "state": state}
+
+
+def _pod_data_counts(data_iter) -> tuple[dict, batcher.OutsideVocab]:
+    """Records skipped by reason (data.skip_bad) and tags outside the vocabulary, summed over
+    all processes: each host counts only its own share of the data. The examples are this
+    host's. A collective: every process calls it at the same steps."""
+    bad, outside = data_iter.bad_counts(), data_iter.outside_vocab()
+    if jax.process_count() == 1:
+        return bad, outside
+    from jax.experimental import multihost_utils
+
+    counts = [bad.get(r, 0) for r in batcher.BAD_REASONS] + [outside.occurrences, outside.records]
+    words = np.array([[c >> 30, c & (2**30 - 1)] for c in counts], np.int32)  # int32 collectives
+    summed = np.asarray(multihost_utils.process_allgather(words)).astype(np.int64).sum(0)
+    total = [int(hi << 30) + int(lo) for hi, lo in summed]
+    return ({r: c for r, c in zip(batcher.BAD_REASONS, total) if c},
+            dataclasses.replace(outside, occurrences=total[-2], records=total[-1]))
 
 
 def _outside_vocab_message(outside, when: str) -> str:
