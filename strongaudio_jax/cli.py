@@ -62,19 +62,21 @@ def cmd_inspect(args) -> int:
 def cmd_index(args) -> int:
     """Writes `<shard>.idx` beside each plain TFRecord shard (DALI's tfrecord2idx format), so
     every training host indexes it with one small read instead of reading every header."""
-    from strongaudio_jax.data import index as index_lib, pipeline, tfrecord
+    from strongaudio_jax.data import index as index_lib, pipeline, storage, tfrecord
 
-    done = kept = 0
-    for path in pipeline.expand_paths(args.files):
-        if path.endswith(tfrecord.INDEX_SUFFIX) or path.endswith(index_lib.ARRAY_RECORD_SUFFIX):
+    done = kept = unindexable = 0
+    for path in pipeline.expand_paths(args.files):  # (globs never return .idx files)
+        if path.endswith(index_lib.ARRAY_RECORD_SUFFIX) or tfrecord.is_gzip(path):
+            unindexable += 1  # ArrayRecord indexes itself; GZIP cannot be seeked
             continue
-        if not args.force and index_lib.storage.exists(tfrecord.index_path(path)):
+        if not args.force and storage.exists(tfrecord.index_path(path)):
             index_lib.read_sidecar(path)  # an existing index must still match its shard
             kept += 1
             continue
         print(index_lib.write_sidecar(path))
         done += 1
-    print(f"{done} index file(s) written, {kept} already there and valid")
+    print(f"{done} index file(s) written, {kept} already there and valid, {unindexable} "
+          "ArrayRecord or GZIP file(s) skipped (they need no sidecar)")
     return 0
 
 

@@ -9,7 +9,7 @@ from strongaudio_jax.data import index as index_lib, pipeline, tfrecord
 from tests.test_pipeline import write_corpus
 
 
-def test_sidecar_is_dali_format_and_gives_the_scanned_index(tmp_path):
+def test_sidecar_is_dali_format_and_gives_the_scanned_index(tmp_path, monkeypatch):
     path = write_corpus(tmp_path / "a.tfrecord", "a", 5)
     scanned = index_lib.build_index([path])
     assert cli.main(["index", str(tmp_path / "*.tfrecord")]) == 0
@@ -22,17 +22,25 @@ def test_sidecar_is_dali_format_and_gives_the_scanned_index(tmp_path):
     def no_scan(*a, **k):
         raise AssertionError("a shard with a sidecar index must not be scanned")
 
-    monkey = pytest.MonkeyPatch()
-    monkey.setattr(index_lib.tfrecord, "index_records", no_scan)
-    try:
-        np.testing.assert_array_equal(index_lib.build_index([path]).rows, scanned.rows)
-        # globs and directories do not pick the sidecars up as shards
-        assert pipeline.expand_paths(str(tmp_path / "*.tfrecord*")) == [path]
-        assert pipeline.expand_paths(str(tmp_path)) == [path]
-    finally:
-        monkey.undo()
-    rows = index_lib.RecordReader(index_lib.build_index([path]))
-    assert len(rows.read(4)) > 0
+    monkeypatch.setattr(index_lib.tfrecord, "index_records", no_scan)
+    from_sidecar = index_lib.build_index([path])
+    np.testing.assert_array_equal(from_sidecar.rows, scanned.rows)
+    assert from_sidecar.scanned == [] and scanned.scanned == [path]
+    # globs and directories do not pick the sidecars up as shards
+    assert pipeline.expand_paths(str(tmp_path / "*.tfrecord*")) == [path]
+    assert pipeline.expand_paths(str(tmp_path)) == [path]
+    assert (index_lib.RecordReader(from_sidecar).read(4)
+            == index_lib.RecordReader(scanned).read(4))
+
+
+def test_gzip_shards_are_skipped_by_the_index_command(tmp_path, capsys):
+    with tfrecord.TFRecordWriter(str(tmp_path / "a.tfrecord.gz")) as w:
+        w.write(b"record")
+    assert cli.main(["index", str(tmp_path)]) == 0
+    assert "1 ArrayRecord or GZIP file(s) skipped" in capsys.readouterr().out
+    assert not (tmp_path / "a.tfrecord.gz.idx").exists()
+    assert index_lib.build_index([str(tmp_path / "a.tfrecord.gz")],
+                                 cache_dir=str(tmp_path / "cache")).scanned == []
 
 
 def test_stale_sidecar_is_a_clear_error(tmp_path, capsys):

@@ -93,7 +93,8 @@ def build_index(paths: Sequence[str], *, verify_crc: bool = True, skip_bad: bool
                 idx, error = read_sidecar(path), None  # one small read, not one per record
             else:
                 idx, error = tfrecord.index_records(read, verify_crc=verify_crc, partial=True)
-                scanned.append(path)
+                if read == path:  # a sidecar could have spared this (not for a GZIP copy)
+                    scanned.append(path)
             if error is not None:
                 error = tfrecord.CorruptRecordError(
                     path, error.index, error.offset, error.reason, truncated=error.truncated,
@@ -117,9 +118,8 @@ def read_sidecar(path: str) -> np.ndarray:
 
 def write_sidecar(path: str, rows: np.ndarray | None = None) -> str:
     """Writes `<shard>.idx` (from `rows` when the writer kept them, else by scanning the
-    shard's headers once, CRCs checked); returns its path. Written whole or not at all."""
-    if tfrecord.is_gzip(path):
-        raise ValueError(f"{path} is GZIP-compressed: an index needs a plain TFRecord shard")
+    shard's headers once, CRCs checked; a GZIP shard is refused there); returns its path.
+    Written whole or not at all."""
     if rows is None:
         rows = tfrecord.index_records(path)
     out = tfrecord.index_path(path)

@@ -119,7 +119,7 @@ class TFRecordWriter:
             gz = self.path.endswith(".gz")
         self._file = open(self.path, "wb")
         self._zlib = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS, 9) if gz else None
-        self.rows: list[tuple[int, int]] = []  # [data offset, data length] (plain files)
+        self.rows: list[tuple[int, int]] = []  # [data offset, data length], uncompressed
         self._offset = 0
 
     def write(self, record: bytes) -> None:

@@ -158,9 +158,7 @@ def run(cfg, embed_fn, featurizer, train_files, logger, step: int = 0,
                          "latter needs the encoder's tokens)")
     eval_files = pipeline.expand_paths(cfg.data.eval_files)
     bs = cfg.probe.batch_size
-    # Whole clips (up to probe.clip_seconds) rather than the random training crops.
-    featurizer = dataclasses.replace(featurizer, random_crop=False, clip_samples=int(
-        cfg.probe.clip_seconds * cfg.data.sample_rate))
+    featurizer = eval_featurizer(cfg, featurizer)
     if "attention" in poolings:  # one encoder pass gives both poolings' inputs
         train_t, train_labels = embed_files(train_files, tokens_fn, featurizer, bs)
         eval_t, eval_labels = embed_files(eval_files, tokens_fn, featurizer, bs)
@@ -187,6 +185,13 @@ def run(cfg, embed_fn, featurizer, train_files, logger, step: int = 0,
     if missing:
         logger.info(f"  no labelled clips for task(s) {sorted(missing)} in one of the splits")
     return results
+
+
+def eval_featurizer(cfg, featurizer: pipeline.Featurizer) -> pipeline.Featurizer:
+    """The training featurizer for evaluation: whole clips (from the start, up to
+    probe.clip_seconds) rather than random training crops."""
+    return dataclasses.replace(featurizer, random_crop=False, clip_samples=int(
+        cfg.probe.clip_seconds * cfg.data.sample_rate))
 
 
 def metric_name(r: ProbeResult) -> str:

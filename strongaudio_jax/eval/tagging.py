@@ -8,14 +8,13 @@ positive held-out clip; per domain when the records carry a `domain` label.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Callable
 
 import jax
 import numpy as np
 
 from strongaudio_jax.data import pipeline
-from strongaudio_jax.eval import metrics
+from strongaudio_jax.eval import metrics, probe
 
 
 def report(logits: np.ndarray, tags: np.ndarray, domains: np.ndarray) -> dict[str, float]:
@@ -30,8 +29,7 @@ def report(logits: np.ndarray, tags: np.ndarray, domains: np.ndarray) -> dict[st
 def run(cfg, logits_fn: Callable, featurizer: pipeline.Featurizer, logger,
         step: int = 0) -> dict[str, float]:
     """Scores every held-out clip with logits_fn(batch) -> [B, K] and logs the mAP."""
-    featurizer = dataclasses.replace(featurizer, random_crop=False, clip_samples=int(
-        cfg.probe.clip_seconds * cfg.data.sample_rate))
+    featurizer = probe.eval_featurizer(cfg, featurizer)
     logits, tags, domains = [], [], []
     for batch, clips in pipeline.eval_batches(pipeline.expand_paths(cfg.data.eval_files),
                                               featurizer, cfg.probe.batch_size):
