@@ -19,5 +19,8 @@ export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.9} HF_
 for attention in cudnn xla; do
   timeout 240 "$py" benchmarks/train_step.py --attention "$attention" | tee -a "$out/ours.jsonl"
 done
+# The same step reading waveforms, with the AST log-mel (kaldi_ast, 128 x 1024) inside the jitted
+# step as the trainer runs it; also prints the frontend's own time and its share of the step.
+timeout 240 "$py" benchmarks/train_step.py --frontend kaldi_ast | tee -a "$out/ours.jsonl"
 # The peer: torch eager and torch.compile, after ours (separate processes, sequential).
 timeout 420 "$py" "$peer" | tee "$out/peer.jsonl"

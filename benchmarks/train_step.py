@@ -78,6 +78,9 @@ def main() -> None:
     p.add_argument("--attention", default="cudnn" if gpu else "xla", choices=vit.ATTENTION)
     p.add_argument("--remat", default="none", choices=sorted(vit.REMAT))
     p.add_argument("--scan", action="store_true", help="scan over layers")
+    p.add_argument("--frontend", default="", help="a frontend preset (e.g. kaldi_ast): the step "
+                   "then reads waveforms and computes the log-mel inside the jitted step, as the "
+                   "trainer does; the frontend alone is also timed (frontend_ms, frontend_share)")
     args = p.parse_args()
 
     pt, pf = (int(x) for x in args.patch.split("x"))
@@ -87,6 +90,18 @@ def main() -> None:
     model = Classifier(encoder, args.classes)
     feats = jax.random.normal(jax.random.key(0), (args.batch, args.frames, args.mels))
     frame_mask = jnp.ones((args.batch, args.frames), bool)
+    features = None
+    if args.frontend:  # waveforms in; the log-mel is part of the step (frontend/logmel.py)
+        from strongaudio_jax.frontend import logmel
+        mel_cfg = logmel.get_preset(args.frontend)
+        if mel_cfg.n_mels != args.mels:
+            p.error(f"--frontend {args.frontend} has {mel_cfg.n_mels} mels; pass --mels {mel_cfg.n_mels}")
+        hop = mel_cfg.hop_length  # the fewest samples that give exactly --frames frames
+        samples = next(t for t in range(max(1, (args.frames - 2) * hop), (args.frames + 4) * hop)
+                       if logmel.num_frames(t, mel_cfg) == args.frames)
+        wave = 0.1 * jax.random.normal(jax.random.key(3), (args.batch, samples))
+        lengths = jnp.full((args.batch,), samples, jnp.int32)
+        features = lambda w, n: logmel.log_mel(w, mel_cfg, n)
     labels = (jax.random.uniform(jax.random.key(1), (args.batch, args.classes)) > 0.95).astype(jnp.float32)
     params = nn.meta.unbox(jax.jit(model.init)(jax.random.key(2), feats, frame_mask))["params"]
     tx = optax.adamw(1e-4, weight_decay=0.01)  # torch.optim.AdamW's defaults, as the peer
@@ -94,6 +109,8 @@ def main() -> None:
 
     def step(state, feats, frame_mask, labels):
         params, opt_state = state
+        if features is not None:  # (waveform, lengths) in place of (features, mask)
+            feats, frame_mask = features(feats, frame_mask)
         loss_fn = lambda p: optax.sigmoid_binary_cross_entropy(
             model.apply({"params": p}, feats, frame_mask).astype(jnp.float32), labels).mean()
         loss, grads = jax.value_and_grad(loss_fn)(params)
@@ -101,6 +118,16 @@ def main() -> None:
         return (optax.apply_updates(params, updates), opt_state), loss
 
     step = jax.jit(step, donate_argnums=0)
+    frontend_ms = None
+    if features is not None:
+        front = jax.jit(features)
+        jax.block_until_ready(front(wave, lengths))
+        t = time.perf_counter()
+        for _ in range(args.steps):
+            out = front(wave, lengths)
+        jax.block_until_ready(out)
+        frontend_ms = 1e3 * (time.perf_counter() - t) / args.steps
+        feats, frame_mask = wave, lengths
     t0 = time.perf_counter()
     state, loss = step(state, feats, frame_mask, labels)
     loss.block_until_ready()
@@ -123,10 +150,14 @@ def main() -> None:
         "device": jax.devices()[0].device_kind, "jax": jax.__version__, "model": f"vit-{args.size}",
         "patch": args.patch, "tokens": tokens, "batch": args.batch, "dtype": args.dtype,
         "attention": args.attention, "remat": args.remat, "scan": args.scan,
+        "frontend": args.frontend or None,
         "params_m": round(sum(x.size for x in jax.tree.leaves(params)) / 1e6, 2),
         "compile_s": round(compile_s, 1), "step_ms": round(1e3 * seconds / args.steps, 2),
         "samples_s": round(sps, 1), "matmul_tflops": round(peak, 2),
-        "mfu": round(sps * flops / 1e12 / peak, 4), "loss": float(loss)}))
+        "mfu": round(sps * flops / 1e12 / peak, 4), "loss": float(loss),
+        **({"frontend_ms": round(frontend_ms, 3),
+            "frontend_share": round(frontend_ms / (1e3 * seconds / args.steps), 4)}
+           if frontend_ms is not None else {})}))
 
 
 if __name__ == "__main__":
