@@ -63,3 +63,54 @@ die() {
 is_count() {
   [[ $1 =~ ^[1-9][0-9]*$ ]]
 }
+
+# run_processes N PER_DEVICE CMD [ARG...]: starts N copies of CMD on this machine with
+# JAX_PROCESS_ID=0..N-1 (and JAX_LOCAL_DEVICE_IDS=i when PER_DEVICE is 1), each output line
+# prefixed with [pI]; waits for all. If one fails the others are killed and its status is
+# returned. SIGTERM / SIGINT to this script is passed on as SIGTERM to every process.
+run_processes() {
+  local n=$1 per_device=$2 i
+  shift 2
+  pids=()
+  for ((i = 0; i < n; i++)); do
+    local cmd=(env "JAX_PROCESS_ID=$i")
+    ((per_device)) && cmd+=("JAX_LOCAL_DEVICE_IDS=$i")
+    cmd+=("$@")
+    if [[ $DRY_RUN == 1 ]]; then
+      run "${cmd[@]}"
+      continue
+    fi
+    "${cmd[@]}" > >(sed -u "s/^/[p$i] /") 2>&1 &
+    pids+=("$!")
+  done
+  [[ $DRY_RUN != 1 ]] || return 0
+
+  # Passed on, not acted on here: the processes save a checkpoint together and exit.
+  trap 'kill -TERM "${pids[@]}" 2>/dev/null || true' TERM INT
+  local status=0 running=("${pids[@]}") finished rc pid remaining
+  while ((${#running[@]} > 0)); do
+    finished=""
+    rc=0
+    wait -n -p finished "${running[@]}" || rc=$?
+    [[ -n $finished ]] || continue  # a signal interrupted the wait; it was passed on
+    remaining=()
+    for pid in "${running[@]}"; do
+      [[ $pid == "$finished" ]] || remaining+=("$pid")
+    done
+    running=("${remaining[@]+"${remaining[@]}"}")
+    if ((rc != 0 && status == 0)); then
+      status=$rc
+      echo "$(basename "$0"): process $finished exited with status $rc; killing the others" >&2
+      # The others would wait on it forever in a collective: nothing they could save is
+      # consistent now. The last committed checkpoint is what a rerun resumes from.
+      ((${#running[@]} == 0)) || kill -KILL "${running[@]}" 2>/dev/null || true
+    fi
+  done
+  trap - TERM INT
+  return "$status"
+}
+
+# free_port: a free TCP port on this machine (for a loopback coordinator).
+free_port() {
+  "$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
