@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from tests.conftest import REPO
@@ -275,3 +276,56 @@ def test_launch_scripts_are_shellcheck_clean():
     assert "launch/tpu_pod.sh" in scripts and "launch/slurm.sbatch" in scripts
     out = _sh("shellcheck", "-x", *scripts, check=False)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+# ---------------------------------------------------------------------------- config targets
+
+GPUS = {"gpu1": 1, "gpu8": 8, "gpu-2x8": 16}
+TARGETS = ["v5p-64", "v5e-256", "gpu8", "gpu-2x8"]
+CONFIG_TARGETS = [(name, t) for name in ("mtc", "par", "contrastive", "captioning", "masked",
+                                         "multitask", "zipformer_mtc", "vit_b_mtc", "vit_l_mtc")
+                  for t in TARGETS] + [("vit_b_mtc", "gpu1"), ("vit_l_mtc", "gpu1")]
+
+
+def _chips(target: str) -> int:
+    from strongaudio_jax.parallel import compile_check
+
+    if target in GPUS:
+        return GPUS[target]
+    dims = compile_check.TOPOLOGIES[target].split(":")[1].split("x")  # e.g. v5p:4x4x2
+    return int(np.prod([int(d) for d in dims]))
+
+
+@pytest.mark.parametrize("name, target", CONFIG_TARGETS)
+def test_config_target_mesh_fits_its_chips_and_names_its_launch(name, target):
+    """Each launch target's mesh fills exactly its chips, the global batch splits over the
+    data-parallel devices, compile-check knows the TPU topology, and the docstring says how
+    to launch it. (Compiling for the full topologies takes minutes: `strongaudio compile-check`.)"""
+    from strongaudio_jax import config as config_lib
+    from strongaudio_jax.parallel import compile_check, mesh as mesh_lib
+
+    path = REPO / "configs" / f"{name}.py"
+    cfg = config_lib.load(f"{path}:{target}", [])
+    chips = _chips(target)
+    sizes = [int(cfg.mesh.get(a, 1)) for a in mesh_lib.MESH_AXES]
+    known = int(np.prod([s for s in sizes if s != -1]))
+    assert sizes.count(-1) <= 1 and chips % known == 0, (sizes, chips)
+    sizes = [chips // known if s == -1 else s for s in sizes]
+    assert int(np.prod(sizes)) == chips
+    data_parallel = sizes[0] * sizes[1]
+    assert cfg.data.batch_size % data_parallel == 0, (cfg.data.batch_size, sizes)
+    assert cfg.data.train_files == ""  # a real corpus is given on the command line
+
+    topology = cfg.compile_check.topology
+    launch = open(path).read().split('"""')[1]
+    assert f"configs/{name}.py:{target}" in launch
+    if target in GPUS:
+        assert topology == ""
+        assert ("launch/slurm.sh" if target == "gpu-2x8" else "launch/gpu.sh") in launch
+        return
+    assert topology == target and compile_check.TOPOLOGIES[topology]
+    assert "launch/tpu_pod.sh run" in launch
+    if compile_check.libtpu_available():  # the devices compile-check would compile for
+        devices = compile_check.topology_devices(topology)
+        mesh = mesh_lib.make_mesh(cfg.mesh, devices)
+        assert len(devices) == chips and list(mesh.shape.values()) == sizes
