@@ -92,7 +92,7 @@ run_processes() {
     finished=""
     rc=0
     wait -n -p finished "${running[@]}" || rc=$?
-    [[ -n $finished ]] || continue  # a signal interrupted the wait; it was passed on
+    [[ -n ${finished:-} ]] || continue  # a signal interrupted the wait (and unset finished)
     remaining=()
     for pid in "${running[@]}"; do
       [[ $pid == "$finished" ]] || remaining+=("$pid")

@@ -243,26 +243,39 @@ def test_local_dry_run_and_a_failed_process_stops_the_rest(tmp_path):
     assert "[p1] process 1 up" in out.stdout and "exited with status 3; killing the others" in out.stderr
 
 
-def test_local_two_processes_train_checkpoint_and_resume(tmp_path):
-    """launch/local.sh 2 on the demo config, small: 4 steps, then the same command to 8."""
+def test_local_two_processes_stop_on_sigterm_and_resume(tmp_path):
+    """launch/local.sh 2 on the demo config, small: SIGTERM to the launcher reaches both
+    processes, which save the same step and exit 0; the same command resumes from it."""
+    import json
+    import signal
+
     workdir = tmp_path / "run"
     small = ["data.batch_size=8", "data.clip_seconds=1.0", "model.size=mu", "train.log_every=1",
-             "train.checkpoint_every=4", "probe.tasks=()", "data.eval_files="]
-    env = {"PYTHON": sys.executable, "PYTHONPATH": str(REPO), "XLA_FLAGS": ""}
-    first = _sh(LAUNCH / "local.sh", "2", "configs/mtc.py:demo", workdir, "train.steps=4", *small,
-                env=env, timeout=600)
-    assert "[p0] [strongaudio] devices: 4 x cpu, processes: 2" in first.stdout, first.stdout
-    assert "[p0] step      4/4" in first.stdout
-    second = _sh(LAUNCH / "local.sh", "2", "configs/mtc.py:demo", workdir, "train.steps=8", *small,
-                 env=env, timeout=600)
-    assert "[p0] [strongaudio] resumed from step 4" in second.stdout, second.stdout
-    assert "[p0] step      5/8" in second.stdout and "[p0] step      8/8" in second.stdout
-    import json
+             "train.checkpoint_every=1000", "probe.tasks=()", "data.eval_files="]
+    env = dict(os.environ, PYTHON=sys.executable, PYTHONPATH=str(REPO), XLA_FLAGS="")
+    cmd = [str(LAUNCH / "local.sh"), "2", "configs/mtc.py:demo", str(workdir)]
+    proc = subprocess.Popen([*cmd, "train.steps=200", *small], env=env, cwd=REPO, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    seen = []
+    for line in proc.stdout:  # wait for training to be under way, then stop the launcher
+        seen.append(line)
+        if line.startswith("[p0] step      3/"):
+            proc.send_signal(signal.SIGTERM)
+            break
+    out = "".join(seen) + proc.communicate(timeout=300)[0]
+    assert proc.returncode == 0, out
+    assert "[p0] [strongaudio] devices: 4 x cpu, processes: 2" in out
+    stopped = int(out.split("received: saved step ")[1].split()[0])
+    assert {"process_0-of-2.json", "process_1-of-2.json"} <= set(
+        os.listdir(workdir / "checkpoints" / str(stopped) / "data"))
+
+    final = stopped + 2
+    second = _sh(*cmd, f"train.steps={final}", *small, env=env, timeout=300)
+    assert f"[p0] [strongaudio] resumed from step {stopped}" in second.stdout, second.stdout
+    assert f"[p0] step {final:>6}/{final}" in second.stdout
     steps = [json.loads(line)["step"] for line in open(workdir / "metrics.jsonl")
              if '"loss"' in line]
-    assert steps == list(range(1, 9))
-    assert {"process_0-of-2.json", "process_1-of-2.json"} <= set(
-        os.listdir(workdir / "checkpoints" / "8" / "data"))
+    assert steps == list(range(1, final + 1))
 
 
 # ---------------------------------------------------------------------------- shellcheck
