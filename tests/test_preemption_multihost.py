@@ -1,6 +1,7 @@
 """Preemption of a 2-process run (jax.distributed on loopback, gloo collectives): SIGTERM to one
-process reaches the other through JAX's preemption service; both stop at the same step,
-save it together and exit 0, and running the same command again resumes from that step."""
+process reaches the other through JAX's preemption service (Ctrl-C, SIGINT, is turned into
+it); both stop at the same step, save it together and exit 0, and running the same command
+again resumes from that step. (SIGTERM to both: tests/test_launch.py, through launch/local.sh.)"""
 
 import os
 import signal
@@ -14,9 +15,10 @@ def _committed(checkpoints):
     return sorted(int(d) for d in os.listdir(checkpoints) if d.isdigit()) if checkpoints.is_dir() else []
 
 
-@pytest.mark.parametrize("signalled", [(1,), (0, 1)], ids=["one", "both"])
-def test_sigterm_stops_both_processes_at_the_same_step_and_resume(signalled, tiny_corpus,
-                                                                  tmp_path):
+@pytest.mark.parametrize("signum, signalled", [(signal.SIGTERM, (1,)), (signal.SIGINT, (0, 1))],
+                         ids=["sigterm-to-one", "ctrl-c-to-both"])
+def test_a_signal_stops_both_processes_at_the_same_step_and_resume(signum, signalled,
+                                                                   tiny_corpus, tmp_path):
     workdir = tmp_path / "run"
     # checkpoint_every is larger than the run: the only checkpoint is the preemption's.
     procs = _launch(tiny_corpus, workdir, _free_port(), 200, "train.checkpoint_every=1000")
@@ -25,7 +27,7 @@ def test_sigterm_stops_both_processes_at_the_same_step_and_resume(signalled, tin
         seen.append(line)
         if line.startswith("step      3/"):
             for i in signalled:
-                procs[i].send_signal(signal.SIGTERM)
+                procs[i].send_signal(signum)
             break
     outs = ["".join(seen) + procs[0].communicate(timeout=300)[0],
             procs[1].communicate(timeout=300)[0]]
