@@ -71,6 +71,8 @@ is_count() {
 run_processes() {
   local n=$1 per_device=$2 i
   shift 2
+  ((BASH_VERSINFO[0] > 5 || (BASH_VERSINFO[0] == 5 && BASH_VERSINFO[1] >= 1))) ||
+    die "needs bash 5.1 or newer (for wait -n -p); this is bash $BASH_VERSION"
   pids=()
   for ((i = 0; i < n; i++)); do
     local cmd=(env "JAX_PROCESS_ID=$i")
