@@ -23,8 +23,9 @@ Variants (the argument after the colon):
   gpu-2x8  two nodes of 8 GPUs under SLURM, global batch 1024, data 2 (across nodes) x fsdp 8:
              launch/slurm.sh --nodes 2 configs/mtc.py:gpu-2x8 /shared/runs/mtc ...
   Check that a TPU target fits before paying for it: strongaudio compile-check --config
-  configs/mtc.py:v5p-64 (a CPU host with libtpu). Measured that way (2026-12-04, 2-core CPU,
-  149 s): v5p-64 peaks at 3.6 GiB of the 95 GiB per chip (85.9M parameters, 527 classes).
+  configs/mtc.py:v5p-64 (a CPU host with libtpu). Measured that way (2026-12-04, a busy 2-core
+  CPU; 85.9M parameters, 527 classes): v5p-64 peaks at 3.6 GiB of the 95 GiB per chip (149 s
+  to compile), v5e-256 at 1.9 GiB of 16 (555 s).
 
 Override any field from the command line as key=value, e.g. `train.steps=50 data.batch_size=16`.
 """
