@@ -7,6 +7,12 @@ Variants: demo (bundled corpus, ~3 min on 2 CPU cores), smoke (seconds, tests), 
 (ViT-B for an accelerator; set data.train_files / data.eval_files):
   strongaudio train --config configs/par.py:demo --workdir /tmp/strongaudio_par
 Expect the loss to fall from ~6.5 (log of the 687-token vocabulary) to ~1.
+Launch targets (v5p-64, v5e-256, gpu8, gpu-2x8: the large variant laid out as in
+configs/mtc.py's TARGETS; add data.train_files= / data.eval_files=):
+  launch/tpu_pod.sh run NAME --zone ZONE configs/par.py:v5p-64 gs://BUCKET/par ...
+  launch/tpu_pod.sh run NAME --zone ZONE configs/par.py:v5e-256 gs://BUCKET/par ...
+  launch/gpu.sh configs/par.py:gpu8 /data/runs/par ...
+  launch/slurm.sh --nodes 2 configs/par.py:gpu-2x8 /shared/runs/par ...
 """
 
 from strongaudio_jax import assets, config
@@ -20,8 +26,8 @@ def base(arg: str):
 
 def text(arg: str, max_len: int) -> dict:
     """The WordPiece vocabulary built from the demo corpus captions (687 tokens, shipped in
-    the package; tools/build_text_vocab.py), or MiniLM's (30,522) for the large variant."""
-    vocab = "minilm" if arg == "large" else assets.demo_corpus("text_vocab.txt")
+    the package; tools/build_text_vocab.py), or MiniLM's (30,522) for large and the targets."""
+    vocab = assets.demo_corpus("text_vocab.txt") if arg in ("demo", "smoke") else "minilm"
     return dict(tokenizer=vocab, max_len=max_len)
 
 

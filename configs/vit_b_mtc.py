@@ -6,12 +6,14 @@ data.vocab_file at a released vocabulary (e.g. ../shared/uts/label_1.5k.json).
 
 Variants (the argument after the colon), each with its launch command:
   v5p-64   TPU v5p, 32 chips, global batch 1024 (32 per chip), mesh data 4 x fsdp 8:
-             launch/tpu_pod.sh NAME ZONE configs/vit_b_mtc.py:v5p-64 gs://BUCKET/vit_b \
+             launch/tpu_pod.sh run NAME --zone ZONE configs/vit_b_mtc.py:v5p-64 gs://BUCKET/vit_b \
                data.train_files='gs://BUCKET/corpus/train-*.tfrecord' data.vocab_file=label_1.5k.json
   v5e-256  TPU v5e, 256 chips (16 GiB each), global batch 4096, mesh data 32 x fsdp 8:
-             launch/tpu_pod.sh NAME ZONE configs/vit_b_mtc.py:v5e-256 gs://BUCKET/vit_b ...
+             launch/tpu_pod.sh run NAME --zone ZONE configs/vit_b_mtc.py:v5e-256 gs://BUCKET/vit_b ...
   gpu8     one node of 8 GPUs, global batch 1024, FSDP over the 8, cuDNN flash attention:
              launch/gpu.sh configs/vit_b_mtc.py:gpu8 /data/runs/vit_b data.train_files=...
+  gpu-2x8  two nodes of 8 GPUs under SLURM, global batch 2048, data 2 (across nodes) x fsdp 8:
+             launch/slurm.sh --nodes 2 configs/vit_b_mtc.py:gpu-2x8 /shared/runs/vit_b ...
   gpu1     one GPU, batch 128 (the shape of benchmarks/train_step.py):
              launch/gpu.sh configs/vit_b_mtc.py:gpu1 /data/runs/vit_b data.train_files=...
 
@@ -34,6 +36,7 @@ VARIANTS = {
     "v5p-64": (1024, dict(data=4, fsdp=-1, tensor=1), "xla", True),
     "v5e-256": (4096, dict(data=32, fsdp=-1, tensor=1), "xla", True),
     "gpu8": (1024, dict(data=1, fsdp=-1, tensor=1), "cudnn", False),
+    "gpu-2x8": (2048, dict(data=2, fsdp=-1, tensor=1), "cudnn", False),
     "gpu1": (128, dict(data=-1, fsdp=1, tensor=1), "cudnn", False),
 }
 

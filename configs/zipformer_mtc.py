@@ -11,15 +11,28 @@ Variants (the argument after the colon):
              strongaudio train --config configs/zipformer_mtc.py:smoke --workdir /tmp/zipformer_smoke
   v5p-64   size m, 10 s clips, global batch 1024, FSDP over 32 TPU v5p chips:
              strongaudio compile-check --config configs/zipformer_mtc.py:v5p-64
-             launch/tpu_pod.sh NAME ZONE configs/zipformer_mtc.py:v5p-64 gs://BUCKET/zipformer \
+             launch/tpu_pod.sh run NAME --zone ZONE configs/zipformer_mtc.py:v5p-64 gs://BUCKET/zipformer \
                data.train_files='gs://BUCKET/corpus/train-*.tfrecord' data.vocab_file=label_1.5k.json
+  v5e-256  size m, global batch 4096 on 256 TPU v5e chips, mesh data 32 x fsdp 8:
+             launch/tpu_pod.sh run NAME --zone ZONE configs/zipformer_mtc.py:v5e-256 gs://BUCKET/zipformer ...
   gpu8     size m on one 8-GPU node, global batch 512 (attention="auto": cuDNN where it can):
              launch/gpu.sh configs/zipformer_mtc.py:gpu8 /data/runs/zipformer data.train_files=...
+  gpu-2x8  size m on two 8-GPU nodes under SLURM, global batch 1024, data 2 x fsdp 8:
+             launch/slurm.sh --nodes 2 configs/zipformer_mtc.py:gpu-2x8 /shared/runs/zipformer ...
 """
 
 import ml_collections
 
 from strongaudio_jax import config
+
+
+# Launch targets: name -> (global batch, mesh); -1 takes the remaining devices.
+TARGETS = {
+    "v5p-64": (1024, dict(data=4, fsdp=-1, tensor=1)),
+    "v5e-256": (4096, dict(data=32, fsdp=-1, tensor=1)),
+    "gpu8": (512, dict(data=1, fsdp=-1, tensor=1)),
+    "gpu-2x8": (1024, dict(data=2, fsdp=-1, tensor=1)),
+}
 
 
 def _demo_config() -> ml_collections.ConfigDict:
@@ -41,15 +54,16 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
         c.train.update(steps=12, log_every=4, checkpoint_every=6)
         c.data.batch_size = 16
         c.probe.steps = 100
-    elif arg in ("v5p-64", "gpu8"):
-        c.model.update(size="m", dtype="bfloat16", attention="xla" if arg == "v5p-64" else "auto")
-        c.data.update(clip_seconds=10.0, batch_size=1024 if arg == "v5p-64" else 512, workers=8,
-                      train_files="", eval_files="")
-        c.mesh = dict(data=4, fsdp=-1, tensor=1) if arg == "v5p-64" else dict(data=1, fsdp=-1, tensor=1)
+    elif arg in TARGETS:
+        batch, mesh = TARGETS[arg]
+        c.model.update(size="m", dtype="bfloat16", attention="auto" if arg.startswith("gpu") else "xla")
+        c.data.update(clip_seconds=10.0, batch_size=batch, workers=8, train_files="", eval_files="")
+        c.mesh = mesh
         c.train.update(steps=200_000, log_every=100, checkpoint_every=2000, eval_every=20_000)
         c.optimizer.update(lr=1e-3, warmup_steps=5000)
     else:
         raise ValueError(f"unknown variant {arg!r} of configs/zipformer_mtc.py; "
-                         "use demo, smoke, v5p-64 or gpu8")
-    c.compile_check = dict(topology="v5p-64" if arg == "v5p-64" else "", num_classes=527)
+                         f"use demo, smoke or one of {', '.join(TARGETS)}")
+    tpu = arg in TARGETS and not arg.startswith("gpu")
+    c.compile_check = dict(topology=arg if tpu else "", num_classes=527)
     return c

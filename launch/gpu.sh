@@ -1,12 +1,57 @@
 #!/usr/bin/env bash
-# Train on the GPUs of one machine (one process sees all local GPUs; the mesh spans them).
-# Install the CUDA build first: pip install -e '.[gpu]'
-#   launch/gpu.sh configs/mtc.py:demo /tmp/strongaudio_gpu [key=value ...]
+# Train on the GPUs of one machine. Install the CUDA build first: pip install -e '.[gpu]'
+#
+#   launch/gpu.sh [--dry-run] [--per-gpu] CONFIG WORKDIR [key=value ...]
+#   launch/gpu.sh configs/vit_b_mtc.py:gpu8 /data/runs/vit_b data.train_files=...
+#
+# Default: one process drives all local GPUs (the mesh spans them). --per-gpu: one process
+# per GPU joined by jax.distributed over loopback (JAX_LOCAL_DEVICE_IDS=i for process i),
+# the layout of a multi-node SLURM job on one node; output lines are prefixed [pI]. GPUS
+# (default: nvidia-smi's count) sets how many. The XLA / NCCL settings are in gpu_env.sh.
+# SIGTERM or Ctrl-C: the run saves a checkpoint and exits 0.
 set -euo pipefail
-config=${1:?usage: $0 CONFIG WORKDIR [key=value ...]}
-workdir=${2:?usage: $0 CONFIG WORKDIR [key=value ...]}
+# shellcheck source-path=SCRIPTDIR source=common.sh
+source "$(dirname "$0")/common.sh"
+
+usage="usage: $0 [--dry-run] [--per-gpu] CONFIG WORKDIR [key=value ...]"
+per_gpu=0
+while [[ ${1:-} == --* ]]; do
+  case $1 in
+    --dry-run) DRY_RUN=1 ;;
+    --per-gpu) per_gpu=1 ;;
+    *) die "unknown option '$1'; $usage" ;;
+  esac
+  shift
+done
+[[ $# -ge 2 ]] || die "$usage"
+config=$1 workdir=$2
 shift 2
-# Let XLA overlap collectives with compute and pick faster GEMM fusions; keep 90% of memory.
-export XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_latency_hiding_scheduler=true"
-export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.9}
-exec strongaudio train --config "$config" --workdir "$workdir" "$@"
+
+# shellcheck source-path=SCRIPTDIR source=gpu_env.sh
+source "$(dirname "$0")/gpu_env.sh"
+train=("$PYTHON" -m strongaudio_jax.cli train --config "$config" --workdir "$workdir" "$@")
+if ((!per_gpu)); then
+  # One process, several GPUs: NCCL's group launch mode avoids a known deadlock of
+  # single-process multi-GPU collectives (JAX-Toolbox's GPU performance tips).
+  export_env "NCCL_LAUNCH_MODE=${NCCL_LAUNCH_MODE:-GROUP}"
+  if [[ $DRY_RUN == 1 ]]; then
+    run "${train[@]}"
+    exit 0
+  fi
+  exec "${train[@]}"
+fi
+
+if [[ -z ${GPUS:-} ]]; then
+  if [[ $DRY_RUN == 1 ]] && ! command -v nvidia-smi >/dev/null; then
+    GPUS=8
+    echo "# dry run without nvidia-smi: assuming GPUS=8"
+  else
+    GPUS=$(nvidia-smi -L | grep -c '^GPU ') || die "nvidia-smi found no GPU; set GPUS"
+  fi
+fi
+is_count "$GPUS" || die "GPUS must be a positive number, not '$GPUS'"
+export_env PYTHONUNBUFFERED=1 "JAX_COORDINATOR_ADDRESS=127.0.0.1:${PORT:-$(free_port)}" \
+  "JAX_NUM_PROCESSES=$GPUS"
+status=0
+run_processes "$GPUS" 1 "${train[@]}" || status=$?
+exit "$status"

@@ -1,13 +1,17 @@
 """Stopping cleanly on SIGTERM / SIGINT: finish the step, save, exit 0.
 
 Single process: our own handlers set a flag the loop checks after every step. Several
-processes: JAX's distributed runtime catches SIGTERM and `reached_preemption_sync_point`
-makes every process agree on the same step to stop at (a save is collective, so a process
-stopping alone would hang the others).
+processes: JAX's distributed runtime catches SIGTERM (its preemption service, on by default)
+and `reached_preemption_sync_point` makes every process agree on the same step to stop at (a
+save is collective, so a process stopping alone would hang the others). A SIGTERM to any one
+process stops them all. Ctrl-C (SIGINT) on a process of a multi-process run is turned into a
+SIGTERM to itself, so it takes the same path; a second Ctrl-C raises KeyboardInterrupt.
+tests/test_preemption.py and tests/test_preemption_multihost.py run both paths.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 
@@ -19,14 +23,25 @@ class StopWatcher:
     def __init__(self):
         self.signum: int | None = None
         self._previous = {}
-        if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
+        if threading.current_thread() is not threading.main_thread():
+            return
+        if jax.process_count() == 1:
             for s in (signal.SIGTERM, signal.SIGINT):
                 self._previous[s] = signal.signal(s, self._handle)
+        elif signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # launchers may ignore it
+            self._previous[signal.SIGINT] = signal.signal(signal.SIGINT, self._interrupt)
 
     def _handle(self, signum, frame):
         if self.signum is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C means now
         self.signum = signum
+
+    def _interrupt(self, signum, frame):
+        """Multi-process: Ctrl-C becomes the preemption notice that JAX passes to all."""
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+        os.kill(os.getpid(), signal.SIGTERM)
 
     def should_stop(self, step: int) -> bool:
         if jax.process_count() > 1:
@@ -35,6 +50,8 @@ class StopWatcher:
 
     @property
     def reason(self) -> str:
+        if jax.process_count() > 1:
+            return "preemption notice"  # which process got which signal is not known here
         return signal.Signals(self.signum).name if self.signum else "preemption notice"
 
     def close(self) -> None:
