@@ -10,7 +10,7 @@ import pytest
 
 from strongaudio_jax import config as config_lib
 from strongaudio_jax.config import ConfigError
-from strongaudio_jax.parallel import compile_check
+from strongaudio_jax.train import compile_check
 
 from conftest import REPO
 

@@ -9,8 +9,9 @@ import pytest
 
 from strongaudio_jax import assets, objectives
 from strongaudio_jax.config import ConfigError
-from strongaudio_jax.models.vit import EncoderOutput
-from strongaudio_jax.objectives import captioning, decoder, masked, mtc, par
+from strongaudio_jax.models.base import EncoderOutput
+from strongaudio_jax.models.text import decoder
+from strongaudio_jax.objectives import captioning, masked, mtc, par
 from strongaudio_jax.text.tokenizer import WordPieceTokenizer
 from tests.conftest import REPO
 

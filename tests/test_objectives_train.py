@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from strongaudio_jax import config
+from strongaudio_jax.data import text_fields
 from strongaudio_jax.config import ConfigError
 from strongaudio_jax.parallel import mesh as mesh_lib
 from strongaudio_jax.train import step as step_lib, trainer
@@ -41,9 +42,10 @@ def _random_batch(program, rng):
              "tags": (rng.random(spec["tags"].shape) < 0.3).astype(np.float32),
              "valid": np.arange(b) < b - 1}
     texts = [f"a dog barks {i} times, then music" for i in range(b)]
-    for field in program.extra.fields:
-        ids, mask = program.extra.tokenizer.encode(texts, program.extra.max_len)
-        key_ids, key_mask = step_lib.objectives_lib.TEXT_FIELDS[field]
+    extra = text_fields.from_config(program.cfg, program.text_fields)
+    for field in program.text_fields:
+        ids, mask = extra.tokenizer.encode(texts, extra.max_len)
+        key_ids, key_mask = text_fields.FIELDS[field]
         batch[key_ids], batch[key_mask] = ids, mask
     assert set(batch) == set(spec)
     return batch

@@ -11,7 +11,8 @@ import pytest
 
 from strongaudio_jax.config import ConfigError
 from strongaudio_jax.parallel import mesh as mesh_lib
-from strongaudio_jax.text import encoder, minilm
+from strongaudio_jax.models.text import encoder
+from strongaudio_jax.text import minilm
 
 
 def _random_batch(rng, n, length, vocab):
