@@ -17,7 +17,6 @@ GOLDEN_DIR = REPO / "tests" / "golden"
 CONFIGS = REPO / "configs"
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("stem", sorted(summary.GOLDEN))
 def test_sharding_matches_golden(stem):
     golden = json.loads(summary.golden_path(GOLDEN_DIR, stem).read_text())

@@ -19,9 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from strongaudio_jax.config import ConfigError
-
-FIELDS = {"text": ("text_ids", "text_mask"),  # the caption summary
-          "tags": ("tag_ids", "tag_mask")}  # the clip's tags joined by ", "
+from strongaudio_jax.text.tokenizer import FIELDS  # noqa: F401 (field -> batch keys)
 
 
 def text_length(cfg) -> int:

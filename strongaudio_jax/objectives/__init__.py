@@ -20,7 +20,7 @@ Interface of an objective module `strongaudio_jax/objectives/<name>.py` (resolve
         Randomness comes from the flax rng streams 'dropout' and 'mask' (a function of
         (seed, step, objective), so a resumed run replays it).
     FIELDS (optional, module level): the text fields the objective reads from the batch, a
-        subset of data.text_fields.FIELDS; the input pipeline then tokenises them (the trainer
+        subset of text.tokenizer.FIELDS; the input pipeline then tokenises them (the trainer
         builds that from the config: data.text_fields.from_config).
     USES_ENCODER = True (optional, module level): the module is also called with
         `encode=fn`, fn(features, frame_mask, train, **kw) -> EncoderOutput, for an objective
@@ -54,7 +54,7 @@ import jax.numpy as jnp
 
 from strongaudio_jax import registry
 from strongaudio_jax.config import ConfigError
-from strongaudio_jax.data.text_fields import FIELDS as TEXT_FIELDS
+from strongaudio_jax.text.tokenizer import FIELDS as TEXT_FIELDS
 
 RNG_STREAMS = ("dropout", "mask")
 

@@ -70,7 +70,7 @@ class Program:
     cfg: ml_collections.ConfigDict
     encoder: nn.Module
     objectives: tuple[objectives_lib.Objective, ...]  # weighted; heads in params["heads"]
-    text_fields: tuple[str, ...]  # what the objectives read (data.text_fields.FIELDS keys)
+    text_fields: tuple[str, ...]  # what the objectives read (keys of text.tokenizer.FIELDS)
     mel_cfg: frontend.MelConfig
     aug_cfg: augment.AugmentConfig
     tx: optax.GradientTransformation
