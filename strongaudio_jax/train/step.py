@@ -76,6 +76,7 @@ class Program:
     tx: optax.GradientTransformation
     schedule: optax.Schedule
     batch_spec: dict
+    rules: mesh_lib.Rules  # logical axis -> mesh axes: the config's sharding_rules
 
     def features(self, batch):
         return frontend.log_mel(batch["waveform"], self.mel_cfg, batch["length"])
@@ -180,15 +181,18 @@ class Program:
     def shardings(self, mesh):
         """(state, batch) NamedShardings on `mesh`, from the parameters' logical axis names."""
         boxed = jax.eval_shape(self.init, jax.random.key(0))
-        state = mesh_lib.state_shardings(nn.get_partition_spec(boxed), nn.meta.unbox(boxed), mesh)
-        batch = {k: mesh_lib.batch_sharding(mesh, len(v.shape)) for k, v in self.batch_spec.items()}
+        state = mesh_lib.state_shardings(nn.get_partition_spec(boxed), nn.meta.unbox(boxed), mesh,
+                                         self.rules)
+        batch = {k: mesh_lib.batch_sharding(mesh, len(v.shape), self.rules)
+                 for k, v in self.batch_spec.items()}
         return state, batch
 
     def compile(self, mesh):
         """(init, train_step) jitted onto `mesh`; the step donates the old state."""
         state_sh, batch_sh = self.shardings(mesh)
         init = jax.jit(lambda r: nn.meta.unbox(self.init(r)), out_shardings=state_sh)
-        step = jax.jit(mesh_lib.on_mesh(mesh, self.train_step), in_shardings=(state_sh, batch_sh),
+        step = jax.jit(mesh_lib.on_mesh(mesh, self.train_step, self.rules),
+                       in_shardings=(state_sh, batch_sh),
                        out_shardings=(state_sh, None), donate_argnums=0)
         return init, step, state_sh
 
@@ -220,6 +224,10 @@ def build(cfg: ml_collections.ConfigDict, num_classes: int,
     objectives = objectives_lib.build_all(cfg.objectives, ctx)
     fields = objectives_lib.text_fields(objectives)
     tx, schedule = optimizer.make(cfg.optimizer, cfg.train.steps)
+    try:
+        rules = mesh_lib.rules_from_config(cfg.get("sharding_rules"))
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
     return Program(cfg=cfg, encoder=encoder, objectives=objectives, text_fields=fields,
                    mel_cfg=mel_cfg, aug_cfg=aug_cfg, tx=tx, schedule=schedule,
-                   batch_spec=batch_spec(cfg, num_classes, fields))
+                   batch_spec=batch_spec(cfg, num_classes, fields), rules=rules)

@@ -148,7 +148,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
     try:
         for step in range(start + 1, total + 1):
             t0 = time.perf_counter()
-            batch = mesh_lib.global_batch(next(data_iter), mesh)
+            batch = mesh_lib.global_batch(next(data_iter), mesh, program.rules)
             data_wait += time.perf_counter() - t0
             if flops_per_step is None:  # first step: compile once, and count the model's FLOPs
                 train_step = train_step.lower(state, batch).compile()
