@@ -19,6 +19,7 @@ needs_libtpu = pytest.mark.skipif(
     reason="libtpu is not installed (pip install -e '.[tpu]', or TPU_LIBRARY_PATH=.../libtpu.so)")
 
 
+@pytest.mark.slow
 @needs_libtpu
 @pytest.mark.parametrize("config", ["vit_b_mtc", "vit_l_mtc"])
 @pytest.mark.parametrize("topology, chips", [("v5p-8", 4), ("v5e-8", 8)])

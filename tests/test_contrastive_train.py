@@ -12,6 +12,7 @@ from strongaudio_jax.train import step as step_lib, trainer
 from tests.conftest import REPO
 
 
+@pytest.mark.slow
 def test_contrastive_loss_falls(tmp_path, tiny_corpus):
     cfg = config.load(f"{REPO}/configs/contrastive.py:smoke", [
         f"data.train_files={tiny_corpus}/train-*.tfrecord",

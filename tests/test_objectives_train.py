@@ -60,6 +60,7 @@ def program_and_batch():
     return program, _random_batch(program, np.random.default_rng(0))
 
 
+@pytest.mark.slow
 def test_sharded_equals_unsharded(program_and_batch, capfd):
     """One step on a 2x2x2 mesh of 8 devices gives the loss and parameters of one device, and
     XLA never has to replicate an activation to re-shard it (the heads pin their layouts)."""
@@ -126,6 +127,7 @@ def demo_run(tmp_path_factory):
     return workdir, _demo(workdir)
 
 
+@pytest.mark.slow
 def test_every_objective_loss_falls_on_the_demo_corpus(demo_run):
     _, out = demo_run
     history = out["history"]
@@ -140,6 +142,7 @@ def test_every_objective_loss_falls_on_the_demo_corpus(demo_run):
     assert set(out["state"].params["heads"]) == set(ALL)
 
 
+@pytest.mark.slow
 def test_multi_objective_resume_is_exact(demo_run, tmp_path):
     """With their random masking and mode draws, a resumed run replays the same losses."""
     workdir, out = demo_run

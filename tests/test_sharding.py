@@ -94,6 +94,7 @@ def test_vit_sharded_equals_single_device(mesh_shape):
         assert p_sh["block0"]["attn"]["query"]["kernel"].spec == P("fsdp", "tensor", None)
 
 
+@pytest.mark.slow
 def test_vit_scan_remat_bf16_sharded_equals_single_device():
     model = vit.build(dict(size="mu", patch_time=4, patch_freq=32, max_frames=64, num_mels=64,
                            scan_layers=True, remat="dots", dtype="bfloat16", layer_scale=0.1))
@@ -102,6 +103,7 @@ def test_vit_scan_remat_bf16_sharded_equals_single_device():
     assert tuple(p_sh["blocks"]["mlp_in"]["kernel"].spec) == (None, "fsdp", "tensor")  # layers, embed, mlp
 
 
+@pytest.mark.slow
 def test_zipformer_sharded_equals_single_device():
     model = zipformer.build(dict(size="tiny", num_mels=64))
     single, sharded, _ = _single_and_sharded(model, MESHES[2])
@@ -123,7 +125,7 @@ def test_config_sharding_rules_change_the_parameter_sharding():
     assert changed["encoder/blocks/mlp_in/kernel"] == [None, "tensor", None]
     # 'embed' took tensor first, so 'heads' gets fsdp
     assert changed["encoder/blocks/attn/query/kernel"] == [None, "tensor", "fsdp", None]
-    assert sum(a != b for a, b in zip(default.values(), changed.values())) > 10
+    assert changed["encoder/blocks/mlp_out/kernel"] == [None, None, "tensor"]  # [mlp, embed]
 
 
 def test_config_sharding_rules_pin_activations():
@@ -134,7 +136,8 @@ def test_config_sharding_rules_pin_activations():
     x = jnp.ones((8, 4, 16))
     for r, embed in [(None, None), (rules, "tensor")]:
         out = jax.jit(mesh_lib.on_mesh(mesh, f, r))(x)
-        assert out.sharding.spec == P("fsdp", None, embed)
+        expected = jax.sharding.NamedSharding(mesh, P("fsdp", None, embed))
+        assert out.sharding.is_equivalent_to(expected, x.ndim), (r is None, out.sharding)
 
 
 def test_unknown_mesh_axis_in_a_rule_is_a_config_error():
