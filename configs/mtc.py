@@ -33,6 +33,7 @@ Override any field from the command line as key=value, e.g. `train.steps=50 data
 import ml_collections
 
 from strongaudio_jax import assets
+from strongaudio_jax.parallel import mesh as mesh_lib
 
 # Launch targets: name -> (global batch, mesh, TPU topology for compile-check or "" for GPUs).
 # Sizes of -1 take the remaining devices: v5p-64 has 32 chips, v5e-256 256, gpu-2x8 16 GPUs
@@ -84,6 +85,9 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
     # WordPiece vocabulary) or a WordPiece vocab.txt path; max_len counts [CLS] and [SEP].
     c.text = dict(tokenizer="", max_len=32)
     c.mesh = dict(data=-1, fsdp=1, tensor=1)
+    # Logical axis -> mesh axes (() = replicated): parallel/mesh.py's table. Try another layout
+    # with e.g. sharding_rules.mlp=() or "sharding_rules.embed=('fsdp','tensor')".
+    c.sharding_rules = mesh_lib.default_rules()
 
     c.train = dict(
         steps=800, log_every=25, checkpoint_every=200, keep_checkpoints=2,

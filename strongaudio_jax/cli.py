@@ -33,16 +33,11 @@ def cmd_train(args) -> int:
 def cmd_stats(args) -> int:
     """Mean / std of the config's frontend over its training files, for frontend.stats_file."""
     from strongaudio_jax import config as config_lib
-    from strongaudio_jax.data import pipeline
     from strongaudio_jax.frontend import stats
-    from strongaudio_jax.train import step
+    from strongaudio_jax.train import frontend_stats, step
 
     cfg = config_lib.load(args.config, args.overrides)
-    mel_cfg = step.frontend_config(cfg.frontend)
-    featurizer = pipeline.Featurizer({}, cfg.data.sample_rate,
-                                     int(cfg.data.clip_seconds * cfg.data.sample_rate), False)
-    result = stats.stats_from_files(pipeline.expand_paths(cfg.data.train_files), featurizer,
-                                    mel_cfg, cfg.data.batch_size, args.per_bin)
+    result = frontend_stats.stats_from_config(cfg, step.frontend_config(cfg.frontend), args.per_bin)
     stats.save_stats(args.out, result)
     mean, std = (f"{float(x):.4f}" if not args.per_bin else f"{len(x)} bins"
                  for x in (result["mean"], result["std"]))
@@ -87,7 +82,7 @@ def cmd_compile_check(args) -> int:
 
     jax.config.update("jax_platforms", "cpu")  # the host runs nothing; libtpu only compiles
     from strongaudio_jax import config as config_lib
-    from strongaudio_jax.parallel import compile_check
+    from strongaudio_jax.train import compile_check
 
     cfg = config_lib.load(args.config, args.overrides)
     try:

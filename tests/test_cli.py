@@ -75,6 +75,7 @@ def test_wrong_sample_rate_is_refused(capsys, tmp_path):
     assert code == 2 and "sample rate 8000 Hz, but the config expects 16000 Hz" in err
 
 
+@pytest.mark.slow
 def test_checkpoint_from_another_model_names_path_and_shapes(capsys, tmp_path, tiny_corpus):
     args = ["train", "--config", CONFIG, "--workdir", str(tmp_path),
             f"data.train_files={tiny_corpus}/train-*.tfrecord", "data.batch_size=8",
@@ -86,6 +87,7 @@ def test_checkpoint_from_another_model_names_path_and_shapes(capsys, tmp_path, t
     assert "params/encoder/block0/attn/key/kernel: checkpoint (64, 2, 32), config (128, 4, 32)" in err
 
 
+@pytest.mark.slow
 def test_stats_command_feeds_training(capsys, tmp_path, tiny_corpus):
     import json as _json
 

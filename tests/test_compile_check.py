@@ -10,7 +10,7 @@ import pytest
 
 from strongaudio_jax import config as config_lib
 from strongaudio_jax.config import ConfigError
-from strongaudio_jax.parallel import compile_check
+from strongaudio_jax.train import compile_check
 
 from conftest import REPO
 
@@ -19,6 +19,7 @@ needs_libtpu = pytest.mark.skipif(
     reason="libtpu is not installed (pip install -e '.[tpu]', or TPU_LIBRARY_PATH=.../libtpu.so)")
 
 
+@pytest.mark.slow
 @needs_libtpu
 @pytest.mark.parametrize("config", ["vit_b_mtc", "vit_l_mtc"])
 @pytest.mark.parametrize("topology, chips", [("v5p-8", 4), ("v5e-8", 8)])

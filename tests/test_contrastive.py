@@ -9,7 +9,7 @@ import pytest
 
 from strongaudio_jax import objectives
 from strongaudio_jax.config import ConfigError
-from strongaudio_jax.models.vit import EncoderOutput
+from strongaudio_jax.models.base import EncoderOutput
 from strongaudio_jax.objectives import contrastive
 from strongaudio_jax.parallel import mesh as mesh_lib
 from strongaudio_jax.text import tokenizer as tok_lib

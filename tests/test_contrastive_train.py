@@ -7,10 +7,12 @@ import numpy as np
 import pytest
 
 from strongaudio_jax import config
+from strongaudio_jax.data import text_fields
 from strongaudio_jax.train import step as step_lib, trainer
 from tests.conftest import REPO
 
 
+@pytest.mark.slow
 def test_contrastive_loss_falls(tmp_path, tiny_corpus):
     cfg = config.load(f"{REPO}/configs/contrastive.py:smoke", [
         f"data.train_files={tiny_corpus}/train-*.tfrecord",
@@ -38,7 +40,8 @@ def test_config_variants_build(variant):
             pytest.skip(f"configs/contrastive.py:large needs the MiniLM package: {e}")
     cfg = config.load(f"{REPO}/configs/contrastive.py:{variant}")
     program = step_lib.build(cfg, num_classes=10)
-    assert program.extra.fields == ("text",)
+    assert program.text_fields == ("text",)
+    assert text_fields.from_config(cfg, program.text_fields).fields == ("text",)
     assert program.batch_spec["text_ids"].shape == (cfg.data.batch_size, cfg.text.max_len)
     if variant == "large":
         state = jax.eval_shape(program.init, jax.random.key(0))

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from strongaudio_jax.frontend import (compute_stats, get_preset, load_stats, log_mel, num_frames, save_stats,
-                                      stats_from_files, with_stats)
+                                      with_stats)
+from strongaudio_jax.train.frontend_stats import stats_from_files
 
 PRESET = "kaldi_fbank80"
 

@@ -7,8 +7,12 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from tests.conftest import REPO
 from tests.test_preemption import _cmd, _env
+
+pytestmark = pytest.mark.slow  # a training process killed during an asynchronous save
 
 
 def test_kill_during_async_save_resumes_from_complete_checkpoint(tiny_corpus, tmp_path):

@@ -1,11 +1,14 @@
 """The Zipformer-style encoder trains end to end on the bundled demo corpus (MTC objective)."""
 
 import numpy as np
+import pytest
 
 from strongaudio_jax import config
 from strongaudio_jax.train import trainer
 
 from conftest import REPO
+
+pytestmark = pytest.mark.slow  # a Zipformer trained on the demo corpus
 
 
 def test_zipformer_trains_on_demo_corpus(tmp_path):

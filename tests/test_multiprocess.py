@@ -111,6 +111,8 @@ from strongaudio_jax.parallel import mesh as mesh_lib
 sys.path.insert(0, {repo!r})
 from tests.test_pipeline import feat, ids_of
 
+pytestmark = pytest.mark.slow  # two training processes, killed and resumed
+
 files = pipeline.expand_paths({pattern!r})
 ds = pipeline.train_dataset(files, feat(), 8, seed=0, workers={workers})
 it = iter(ds)

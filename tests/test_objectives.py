@@ -9,8 +9,9 @@ import pytest
 
 from strongaudio_jax import assets, objectives
 from strongaudio_jax.config import ConfigError
-from strongaudio_jax.models.vit import EncoderOutput
-from strongaudio_jax.objectives import captioning, decoder, masked, mtc, par
+from strongaudio_jax.models.base import EncoderOutput
+from strongaudio_jax.models.text import decoder
+from strongaudio_jax.objectives import captioning, masked, mtc, par
 from strongaudio_jax.text.tokenizer import WordPieceTokenizer
 from tests.conftest import REPO
 
@@ -132,6 +133,65 @@ def _decoder_logits(module, params, enc, batch, rng_key):
     return loss, metrics, [np.asarray(o, np.float64) for o in outs]
 
 
+def _perturbed_params(module, enc, batch, rng):
+    """Initial parameters plus noise: LayerNorm scales and biases away from 1 and 0 too."""
+    params = objectives.nn.meta.unbox(module.init(jax.random.key(0), enc, batch, False)["params"])
+    return jax.tree.map(lambda x: x + 0.05 * rng.standard_normal(x.shape).astype(np.float32),
+                        params)
+
+
+def _np_layer_norm(x, p, eps=1e-6):  # flax.linen.LayerNorm's default epsilon
+    mu = x.mean(-1, keepdims=True)
+    return (x - mu) / np.sqrt(((x - mu) ** 2).mean(-1, keepdims=True) + eps) * p["scale"] + p["bias"]
+
+
+def _np_attention(x, kv, mask, p):
+    """Multi-head attention [B, L, W] over kv [B, S, W]; mask [B, L, S] True = may attend."""
+    q = np.einsum("blw,whd->bhld", x, p["query"]["kernel"]) + p["query"]["bias"][None, :, None]
+    k = np.einsum("bsw,whd->bhsd", kv, p["key"]["kernel"]) + p["key"]["bias"][None, :, None]
+    v = np.einsum("bsw,whd->bhsd", kv, p["value"]["kernel"]) + p["value"]["bias"][None, :, None]
+    scores = np.einsum("bhld,bhsd->bhls", q, k) / np.sqrt(q.shape[-1])
+    scores = np.where(mask[:, None], scores, -np.inf)
+    w = np.exp(scores - scores.max(-1, keepdims=True))
+    w /= w.sum(-1, keepdims=True)
+    return np.einsum("bhls,bhsd,hdw->blw", w, v, p["out"]["kernel"]) + p["out"]["bias"]
+
+
+def _np_gelu(x):  # tanh approximation, flax.linen.gelu's default
+    return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3)))
+
+
+def _np_decoder(p, inputs, parallel, enc):
+    """The text decoder written out in float64 numpy from its parameters alone: token + position
+    embeddings, pre-LN blocks of self-attention (causal unless the row is parallel),
+    cross-attention to the real encoder tokens and a GELU MLP, final LayerNorm, logits."""
+    p = jax.tree.map(lambda a: np.asarray(a, np.float64), p)
+    tokens, enc_mask = np.asarray(enc.tokens, np.float64), np.asarray(enc.mask)
+    b, length = inputs.shape
+    x = p["embed"]["embedding"][inputs] + p["pos"][None, :length]
+    causal = np.tril(np.ones((length, length), bool))
+    self_mask = causal[None] | np.asarray(parallel)[:, None, None]
+    cross_mask = np.broadcast_to(enc_mask[:, None, :], (b, length, enc_mask.shape[1]))
+    for i in range(len([k for k in p if k.startswith("block")])):
+        blk = p[f"block{i}"]
+        y = _np_layer_norm(x, blk["ln_self"])
+        x = x + _np_attention(y, y, self_mask, blk["self_attn"])
+        y = _np_layer_norm(x, blk["ln_cross"])
+        x = x + _np_attention(y, tokens, cross_mask, blk["cross_attn"])
+        y = _np_layer_norm(x, blk["ln_mlp"])
+        y = _np_gelu(y @ blk["mlp_in"]["kernel"] + blk["mlp_in"]["bias"])
+        x = x + y @ blk["mlp_out"]["kernel"] + blk["mlp_out"]["bias"]
+    x = _np_layer_norm(x, p["ln_out"])
+    return x @ p["logits"]["kernel"] + p["logits"]["bias"]
+
+
+def _np_token_loss(p, enc, ids, mask, valid, parallel, mask_id, ls):
+    """Teacher forcing in numpy (targets: the row after [CLS]; inputs: the previous tokens, or
+    the mask token everywhere for parallel rows) and the label-smoothed cross-entropy."""
+    inputs = np.where(np.asarray(parallel)[:, None], mask_id, ids[:, :-1])
+    return _ce(_np_decoder(p, inputs, parallel, enc), ids, mask, valid, ls)
+
+
 def _ce(logits, ids, mask, valid, ls):
     logp = _log_softmax(logits)
     t, w = ids[:, 1:], mask[:, 1:] & valid[:, None]
@@ -143,13 +203,16 @@ def test_par_matches_numpy_and_decodes_in_parallel(tokenizer):
     rng = np.random.default_rng(3)
     enc, batch = _enc(rng), _batch(rng, tokenizer)
     module = par.build(dict(decoder_size="mu"), _ctx(tokenizer))
-    params = module.init(jax.random.key(0), enc, batch, False)
-    loss, metrics, (logits,) = _decoder_logits(module, params, enc, batch, jax.random.key(1))
-    np.testing.assert_allclose(float(loss), _ce(logits, batch["tag_ids"], batch["tag_mask"],
-                                                batch["valid"], 0.0), rtol=1e-5)
+    params = _perturbed_params(module, enc, batch, rng)
+    loss, _ = module.apply({"params": params}, enc, batch, True, rngs={"mask": jax.random.key(1)})
+    every_row = np.ones(B, bool)  # PAR decodes every row in parallel
+    ref = _np_token_loss(params["decoder"], enc, batch["tag_ids"], batch["tag_mask"],
+                         batch["valid"], every_row, tokenizer.mask_id, 0.0)
+    np.testing.assert_allclose(float(loss), ref, rtol=2e-5)
     # Parallel: inputs are mask tokens only, so the targets cannot leak into the logits.
+    _, _, (logits,) = _decoder_logits(module, {"params": params}, enc, batch, jax.random.key(1))
     other = dict(batch, tag_ids=np.where(batch["tag_mask"], 7, batch["tag_ids"]))
-    _, _, (logits2,) = _decoder_logits(module, params, enc, other, jax.random.key(1))
+    _, _, (logits2,) = _decoder_logits(module, {"params": params}, enc, other, jax.random.key(1))
     np.testing.assert_allclose(logits, logits2, rtol=1e-6)
 
 
@@ -158,13 +221,15 @@ def test_captioning_sum_matches_numpy(tokenizer):
     enc, batch = _enc(rng), _batch(rng, tokenizer)
     module = captioning.build(dict(decoder_size="mu", mix="sum", parallel_fraction=0.75),
                               _ctx(tokenizer))
-    params = module.init(jax.random.key(0), enc, batch, False)
-    loss, metrics, outs = _decoder_logits(module, params, enc, batch, jax.random.key(1))
+    params = _perturbed_params(module, enc, batch, rng)
+    loss, metrics = module.apply({"params": params}, enc, batch, True,
+                                 rngs={"mask": jax.random.key(1)})
     ids, mask, valid = batch["text_ids"], batch["text_mask"], batch["valid"]
-    ar, par_ = (_ce(o, ids, mask, valid, 0.1) for o in outs)  # AR pass first, then parallel
-    np.testing.assert_allclose(float(metrics["ar_loss"]), ar, rtol=1e-5)
-    np.testing.assert_allclose(float(metrics["par_loss"]), par_, rtol=1e-5)
-    np.testing.assert_allclose(float(loss), 0.25 * ar + 0.75 * par_, rtol=1e-5)
+    ar, par_ = (_np_token_loss(params["decoder"], enc, ids, mask, valid, np.full(B, mode),
+                               tokenizer.mask_id, 0.1) for mode in (False, True))
+    np.testing.assert_allclose(float(metrics["ar_loss"]), ar, rtol=2e-5)
+    np.testing.assert_allclose(float(metrics["par_loss"]), par_, rtol=2e-5)
+    np.testing.assert_allclose(float(loss), 0.25 * ar + 0.75 * par_, rtol=2e-5)
 
 
 def test_autoregressive_decoding_is_causal(tokenizer):

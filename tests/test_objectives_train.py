@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from strongaudio_jax import config
+from strongaudio_jax.data import text_fields
 from strongaudio_jax.config import ConfigError
 from strongaudio_jax.parallel import mesh as mesh_lib
 from strongaudio_jax.train import step as step_lib, trainer
@@ -41,9 +42,10 @@ def _random_batch(program, rng):
              "tags": (rng.random(spec["tags"].shape) < 0.3).astype(np.float32),
              "valid": np.arange(b) < b - 1}
     texts = [f"a dog barks {i} times, then music" for i in range(b)]
-    for field in program.extra.fields:
-        ids, mask = program.extra.tokenizer.encode(texts, program.extra.max_len)
-        key_ids, key_mask = step_lib.objectives_lib.TEXT_FIELDS[field]
+    extra = text_fields.from_config(program.cfg, program.text_fields)
+    for field in program.text_fields:
+        ids, mask = extra.tokenizer.encode(texts, extra.max_len)
+        key_ids, key_mask = text_fields.FIELDS[field]
         batch[key_ids], batch[key_mask] = ids, mask
     assert set(batch) == set(spec)
     return batch
@@ -58,6 +60,7 @@ def program_and_batch():
     return program, _random_batch(program, np.random.default_rng(0))
 
 
+@pytest.mark.slow
 def test_sharded_equals_unsharded(program_and_batch, capfd):
     """One step on a 2x2x2 mesh of 8 devices gives the loss and parameters of one device, and
     XLA never has to replicate an activation to re-shard it (the heads pin their layouts)."""
@@ -124,6 +127,7 @@ def demo_run(tmp_path_factory):
     return workdir, _demo(workdir)
 
 
+@pytest.mark.slow
 def test_every_objective_loss_falls_on_the_demo_corpus(demo_run):
     _, out = demo_run
     history = out["history"]
@@ -138,6 +142,7 @@ def test_every_objective_loss_falls_on_the_demo_corpus(demo_run):
     assert set(out["state"].params["heads"]) == set(ALL)
 
 
+@pytest.mark.slow
 def test_multi_objective_resume_is_exact(demo_run, tmp_path):
     """With their random masking and mode draws, a resumed run replays the same losses."""
     workdir, out = demo_run

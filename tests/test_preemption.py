@@ -12,6 +12,8 @@ import pytest
 
 from tests.conftest import REPO
 
+pytestmark = pytest.mark.slow  # training processes stopped by SIGTERM and resumed
+
 
 def _cmd(corpus, workdir, *extra):
     return [sys.executable, "-m", "strongaudio_jax.cli", "train",

@@ -1,7 +1,5 @@
 """Text encoder: shapes, padding invariance, logical axis names, safetensors reader."""
 
-import json
-import struct
 
 import flax.linen as nn
 import jax
@@ -11,7 +9,7 @@ import pytest
 
 from strongaudio_jax.config import ConfigError
 from strongaudio_jax.parallel import mesh as mesh_lib
-from strongaudio_jax.text import encoder, minilm
+from strongaudio_jax.models.text import encoder
 
 
 def _random_batch(rng, n, length, vocab):
@@ -64,21 +62,3 @@ def test_build_rejects_unknown_options():
         encoder.build({"size": "huge"}, vocab_size=10)
     with pytest.raises(ConfigError, match="dropout"):
         encoder.build({"dropout": 0.1}, vocab_size=10)
-
-
-def test_read_safetensors_by_hand(tmp_path):
-    a = np.arange(6, dtype="<f4").reshape(2, 3)
-    b = np.array([7, -1], "<i8")
-    header = {"__metadata__": {"format": "pt"},
-              "a": {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 24]},
-              "b": {"dtype": "I64", "shape": [2], "data_offsets": [24, 40]}}
-    raw = json.dumps(header).encode()
-    (tmp_path / "t.safetensors").write_bytes(struct.pack("<Q", len(raw)) + raw + a.tobytes() + b.tobytes())
-    out = minilm.read_safetensors(tmp_path / "t.safetensors")
-    np.testing.assert_array_equal(out["a"], a)
-    np.testing.assert_array_equal(out["b"], b)
-    header["a"]["dtype"] = "BF16"
-    raw = json.dumps(header).encode()
-    (tmp_path / "t.safetensors").write_bytes(struct.pack("<Q", len(raw)) + raw + a.tobytes() + b.tobytes())
-    with pytest.raises(ValueError, match="BF16"):
-        minilm.read_safetensors(tmp_path / "t.safetensors")

@@ -8,7 +8,8 @@ import jax
 import numpy as np
 import pytest
 
-from strongaudio_jax.text import encoder, minilm, tokenizer
+from strongaudio_jax.models.text import encoder
+from strongaudio_jax.text import minilm, tokenizer
 
 SENTENCES = [
     "A dog barks twice, then a car horn honks in the distance.",
@@ -60,7 +61,7 @@ def test_contrastive_text_tower_starts_from_minilm(reference):
     """objectives.contrastive with text_init='minilm': the text tower's initial sentence
     embeddings are the package's (through Program-style jitted init)."""
     from strongaudio_jax import objectives
-    from strongaudio_jax.models.vit import EncoderOutput
+    from strongaudio_jax.models.base import EncoderOutput
     from strongaudio_jax.objectives import contrastive
 
     expected, _ = reference

@@ -10,6 +10,8 @@ from jax.sharding import PartitionSpec as P, SingleDeviceSharding
 
 from strongaudio_jax.train import checkpoint, trainer
 
+pytestmark = pytest.mark.slow  # training runs (a module-scoped 30-step run and several short ones)
+
 
 @pytest.fixture(scope="module")
 def run30(tmp_path_factory, tiny_corpus):

@@ -68,6 +68,25 @@ def mixture(data_cfg) -> dict[str, tuple[list[str], float]]:
     return out
 
 
+def featurizer_from_config(cfg, vocab: Mapping[str, int] | Sequence[str], train: bool = True,
+                           extra=None, clip_seconds: float | None = None) -> Featurizer:
+    """The Featurizer of a config's data section (data.sample_rate, data.clip_seconds,
+    data.resample). train: random crops (else each clip's first clip_seconds, as evaluation
+    reads them). vocab: tag -> output index, or the tags in output order (a tag listed twice
+    trains its first output). extra: e.g. `text_fields.from_config(cfg, fields)`.
+    clip_seconds: another clip length than data.clip_seconds (e.g. probe.clip_seconds)."""
+    if not isinstance(vocab, Mapping):
+        index: dict[str, int] = {}
+        for i, t in enumerate(vocab):
+            index.setdefault(t, i)
+        vocab = index
+    data = cfg.data
+    return Featurizer(vocab=vocab, sample_rate=data.sample_rate,
+                      clip_samples=int((clip_seconds or data.clip_seconds) * data.sample_rate),
+                      random_crop=train,
+                      extra=extra, resample=bool(data.get("resample", False)))
+
+
 def host_rows(idx: index_lib.RecordIndex, process_index: int, process_count: int,
               name: str = "train") -> np.ndarray:
     """This host's rows of a corpus index.

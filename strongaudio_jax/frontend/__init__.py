@@ -3,9 +3,8 @@ their augmentations (gain, mixup, SpecAugment) and dataset normalisation statist
 from strongaudio_jax.frontend.augment import AugmentConfig, augment_features, augment_waveforms
 from strongaudio_jax.frontend.logmel import (MelConfig, PRESETS, get_preset, log_mel, mel_filterbank,
                                              num_frames)
-from strongaudio_jax.frontend.stats import (compute_stats, load_stats, save_stats, stats_from_files,
-                                            with_stats)
+from strongaudio_jax.frontend.stats import compute_stats, load_stats, save_stats, with_stats
 
 __all__ = ["AugmentConfig", "MelConfig", "PRESETS", "augment_features", "augment_waveforms",
            "compute_stats", "get_preset", "load_stats", "log_mel", "mel_filterbank", "num_frames",
-           "save_stats", "stats_from_files", "with_stats"]
+           "save_stats", "with_stats"]

@@ -11,6 +11,9 @@ frontend's own `norm_mean` / `norm_std` by `with_stats`, which refuses statistic
 - Streaming in float64 on the host: each batch's per-bin count / mean / M2 is merged with Chan et al.'s
   parallel update, which stays exact where a float32 sum of squares over millions of frames would not.
 - std is the population std (ddof = 0). "global" statistics pool every bin of every valid frame.
+
+The pass over a corpus's records (`strongaudio stats`) is `train/frontend_stats.py`: the frontend
+layer reads no data files.
 """
 from __future__ import annotations
 
@@ -90,22 +93,6 @@ def compute_stats(batches: Iterable[dict], mel_cfg: MelConfig | str, per_bin: bo
                             + ((moments.mean - mean) ** 2).mean()))
     return dict(mean=mean, std=std, count=int(moments.n), preset=_preset_name(cfg), per_bin=bool(per_bin),
                 mel_config=_describe(cfg))
-
-
-def stats_from_files(files, featurizer, mel_cfg: MelConfig | str, batch_size: int, per_bin: bool) -> dict:
-    """compute_stats over every record of `files` once, through data.pipeline.eval_batches (each clip's
-    first featurizer.clip_samples samples, padding rows marked invalid). The training featurizer is
-    fine: its random crop is turned off. The body of the `strongaudio stats` command."""
-    from strongaudio_jax.data import pipeline  # the data stack is only needed here
-
-    if getattr(featurizer, "random_crop", False):
-        featurizer = dataclasses.replace(featurizer, random_crop=False)
-    cfg = get_preset(mel_cfg) if isinstance(mel_cfg, str) else mel_cfg
-    if featurizer.sample_rate != cfg.sample_rate:
-        raise ValueError(f"the data is read at {featurizer.sample_rate} Hz but the frontend expects "
-                         f"{cfg.sample_rate} Hz; use a preset for {featurizer.sample_rate} Hz or resample")
-    return compute_stats((batch for batch, _ in pipeline.eval_batches(files, featurizer, batch_size)),
-                         cfg, per_bin)
 
 
 def save_stats(path, stats: dict) -> None:

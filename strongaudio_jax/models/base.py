@@ -24,6 +24,7 @@ REMAT = {  # config name -> what the backward pass may keep instead of recomputi
     "dots": jax.checkpoint_policies.dots_saveable,
     "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
 }
+ACT = ("batch", "length", "embed")  # logical axes of a residual stream
 
 
 @flax.struct.dataclass

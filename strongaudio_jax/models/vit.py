@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from strongaudio_jax.config import ConfigError
-from strongaudio_jax.models.base import (ATTENTION, REMAT, EncoderOutput, SelfAttention,  # noqa: F401
+from strongaudio_jax.models.base import (ACT, ATTENTION, REMAT, EncoderOutput, SelfAttention,  # noqa: F401
                                          check_choice, compute_dtype, dense, drop_path, masked_mean)
 from strongaudio_jax.parallel.mesh import constrain
 
@@ -45,7 +45,6 @@ SIZES = {  # width, depth, heads, mlp
     "h": (1280, 32, 16, 5120),  # Dasheng 0.6B-like
     "g": (1536, 40, 24, 6144),  # Dasheng 1.2B-like
 }
-ACT = ("batch", "length", "embed")  # logical axes of the residual stream
 
 
 class Block(nn.Module):

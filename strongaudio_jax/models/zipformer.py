@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from strongaudio_jax.config import ConfigError
-from strongaudio_jax.models.base import (ATTENTION, REMAT, EncoderOutput, SelfAttention,
+from strongaudio_jax.models.base import (ACT, ATTENTION, REMAT, EncoderOutput, SelfAttention,
                                          check_choice, compute_dtype, dense)
 from strongaudio_jax.parallel.mesh import constrain
 
@@ -42,7 +42,6 @@ SIZES = {
               dims=(192, 256, 384, 512, 384, 256), heads=(4, 4, 4, 8, 4, 4),
               ff=(1024, 1536, 2048, 2560, 2048, 1536), kernels=(31, 31, 15, 15, 15, 31)),
 }
-ACT = ("batch", "length", "embed")
 
 
 def downsample(x: jax.Array, mask: jax.Array, factor: int, logits: jax.Array):

@@ -8,7 +8,8 @@ Configuration (any weighted combination trains in one step; the loss is the weig
 Every key of an objective's block except `weight` is that objective's option; an unknown
 objective or option is a ConfigError that lists the known ones.
 
-Interface of an objective module `strongaudio_jax/objectives/<name>.py`:
+Interface of an objective module `strongaudio_jax/objectives/<name>.py` (resolved by name through
+`strongaudio_jax.registry`: a module of this package with a `build` is an objective):
 
     build(cfg: dict, ctx: Context) -> flax.linen.Module
         `cfg` is the objective's block without `weight` (use `options()` to merge it with
@@ -19,7 +20,8 @@ Interface of an objective module `strongaudio_jax/objectives/<name>.py`:
         Randomness comes from the flax rng streams 'dropout' and 'mask' (a function of
         (seed, step, objective), so a resumed run replays it).
     FIELDS (optional, module level): the text fields the objective reads from the batch, a
-        subset of TEXT_FIELDS; the input pipeline then tokenises them (see `TextFields`).
+        subset of text.tokenizer.FIELDS; the input pipeline then tokenises them (the trainer
+        builds that from the config: data.text_fields.from_config).
     USES_ENCODER = True (optional, module level): the module is also called with
         `encode=fn`, fn(features, frame_mask, train, **kw) -> EncoderOutput, for an objective
         that runs the shared encoder on its own view of the input (masked prediction passes
@@ -33,6 +35,7 @@ What every objective finds in `batch` (global arrays, sharded over the batch axi
     tag_ids / tag_mask [B, L] (the clip's tags joined by ", "), from the text tokenizer.
     Token rows are [CLS] pieces [SEP] [PAD]... (text.tokenizer.WordPieceTokenizer: cls_id is
     BOS, sep_id EOS, mask_id the parallel-decoding input); mask is True on real tokens.
+    The architectures the heads use (text decoder, text encoder) are in models/text/.
 
 The tokenizer comes from the config's `text.tokenizer` ("minilm" or a WordPiece vocab.txt)
 and `text.max_len`; training saves its vocabulary as <workdir>/text_vocab.txt. Parameters
@@ -43,20 +46,17 @@ gradient accumulation every microbatch of a step draws the same random numbers.
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import os
 from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
+from strongaudio_jax import registry
 from strongaudio_jax.config import ConfigError
+from strongaudio_jax.text.tokenizer import FIELDS as TEXT_FIELDS
 
 RNG_STREAMS = ("dropout", "mask")
-TEXT_FIELDS = {"text": ("text_ids", "text_mask"),  # the caption summary
-               "tags": ("tag_ids", "tag_mask")}  # the tags joined by ", "
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -81,15 +81,8 @@ class Objective:
 
 
 def known_objectives() -> list[str]:
-    """Modules of this package that define an objective (have `build`); helpers do not."""
-    here = os.path.dirname(__file__)
-    names = []
-    for f in sorted(os.listdir(here)):
-        if f.endswith(".py") and not f.startswith("_"):
-            with open(os.path.join(here, f)) as fh:
-                if "\ndef build(" in fh.read():
-                    names.append(f[:-3])
-    return names
+    """Names of the objective modules (strongaudio_jax.registry)."""
+    return registry.known("objectives")
 
 
 def options(cfg, defaults: dict, objective: str) -> dict:
@@ -109,13 +102,11 @@ def build_all(cfg_objectives, ctx: Context) -> tuple[Objective, ...]:
                           f"(known: {known_objectives()})")
     out = []
     for name, block in cfg_objectives.items():
-        if name not in known_objectives():
-            raise ConfigError(f"unknown objective {name!r} in the config; known: {known_objectives()}")
+        mod = registry.resolve("objectives", name)
         block = dict(block)
         if "weight" not in block:
             raise ConfigError(f"objectives.{name} has no weight; add weight=1.0")
         weight = float(block.pop("weight"))
-        mod = importlib.import_module(f"strongaudio_jax.objectives.{name}")
         fields = tuple(getattr(mod, "FIELDS", ()))
         if fields and ctx.tokenizer is None:
             raise ConfigError(f"objective {name!r} reads text but the config has no text tokenizer "
@@ -136,26 +127,6 @@ def text_batch_spec(fields: Sequence[str], batch_size: int, text_len: int) -> di
         spec[ids] = jax.ShapeDtypeStruct((batch_size, text_len), jnp.int32)
         spec[mask] = jax.ShapeDtypeStruct((batch_size, text_len), jnp.bool_)
     return spec
-
-
-@dataclasses.dataclass(frozen=True)
-class TextFields:
-    """Featurizer.extra for text objectives: tokenises a clip's summary and / or its tags
-    (picklable, so it runs in decoding worker processes)."""
-
-    tokenizer: Any
-    fields: tuple[str, ...]
-    max_len: int
-
-    def __call__(self, clip) -> dict[str, np.ndarray]:
-        out = {}
-        for f in self.fields:
-            text = clip.summary if f == "text" else ", ".join(clip.tags)
-            ids, mask = self.tokenizer.encode([text], self.max_len)
-            key_ids, key_mask = TEXT_FIELDS[f]
-            out[key_ids] = np.asarray(ids[0], np.int32)
-            out[key_mask] = np.asarray(mask[0], bool)
-        return out
 
 
 def init_all(objectives: Sequence[Objective], rng, enc, batch: dict, encode: Callable) -> dict:

@@ -24,9 +24,9 @@ import jax.numpy as jnp
 
 from strongaudio_jax import objectives
 from strongaudio_jax.config import ConfigError
-from strongaudio_jax.models.vit import EncoderOutput, masked_mean
+from strongaudio_jax.models.base import EncoderOutput, masked_mean
 from strongaudio_jax.parallel import mesh as mesh_lib
-from strongaudio_jax.text import encoder as text_encoder
+from strongaudio_jax.models.text import encoder as text_encoder
 
 FIELDS = ("text",)  # the caption summary, tokenised by the input pipeline
 
@@ -34,7 +34,7 @@ DEFAULTS = dict(
     loss="clip",  # "clip" (symmetric InfoNCE, the study's) or "siglip" (sigmoid, per pair)
     embed_dim=256,  # joint audio-text embedding width
     pooling="mean",  # audio pooling: "mean" over real tokens, or "attention" (learned)
-    text_size="tiny",  # text encoder shape (strongaudio_jax.text.encoder.SIZES)
+    text_size="tiny",  # text encoder shape (strongaudio_jax.models.text.encoder.SIZES)
     text_init="",  # "" (random) or "minilm" (all-MiniLM-L6-v2 weights; size "minilm")
     temperature_init=0.0,  # initial 1/scale; 0: the paper's (CLIP 0.07, SigLIP 0.1)
     bias_init=-10.0,  # SigLIP's learned logit bias (its paper's init)

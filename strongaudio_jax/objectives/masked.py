@@ -16,7 +16,8 @@ import jax
 import jax.numpy as jnp
 
 from strongaudio_jax.config import ConfigError
-from strongaudio_jax.models.vit import Block, EncoderOutput, patchify
+from strongaudio_jax.models.base import EncoderOutput
+from strongaudio_jax.models.vit import Block, patchify
 from strongaudio_jax.objectives import options
 
 USES_ENCODER = True

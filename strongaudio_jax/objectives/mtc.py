@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from strongaudio_jax.config import ConfigError
-from strongaudio_jax.models.vit import EncoderOutput, masked_mean
+from strongaudio_jax.models.base import EncoderOutput, masked_mean
 from strongaudio_jax.objectives import options
 
 DEFAULTS = dict(pooling="mean", label_smoothing=0.0, pos_weight=1.0)

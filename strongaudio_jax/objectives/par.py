@@ -13,8 +13,9 @@ import jax
 import jax.numpy as jnp
 
 from strongaudio_jax.config import ConfigError
-from strongaudio_jax.models.vit import EncoderOutput
-from strongaudio_jax.objectives import decoder as decoder_lib, masked_token_loss, options
+from strongaudio_jax.models.base import EncoderOutput
+from strongaudio_jax.models.text import decoder as decoder_lib
+from strongaudio_jax.objectives import masked_token_loss, options
 
 FIELDS = ("tags",)
 DEFAULTS = dict(decoder_size="xs", label_smoothing=0.0)

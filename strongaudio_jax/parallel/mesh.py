@@ -1,8 +1,11 @@
 """One mesh built from the config, one table of logical-axis rules.
 
 Models name their parameter and activation axes logically ('batch', 'embed', 'mlp', ...);
-`LOGICAL_RULES` maps those names onto mesh axes. Changing how a model is sharded is
-changing this table or the mesh shape in the config, never the model code.
+the rules map those names onto mesh axes. `LOGICAL_RULES` is the default table; a config's
+`sharding_rules` (after MaxText's logical_axis_rules, big_vision's sharding_rules) replaces it,
+so another layout is a config override, e.g. `sharding_rules.mlp=()` (replicate the MLP hidden
+layer) or `"sharding_rules.embed=('fsdp','tensor')"`. Changing how a model is sharded is
+changing the rules or the mesh shape in the config, never the model code.
 
 - data: pure data parallelism (parameters replicated).
 - fsdp: data parallelism with parameters and optimizer state sharded along 'embed' (ZeRO-3);
@@ -44,6 +47,37 @@ LOGICAL_RULES: tuple[tuple[str, object], ...] = (
     ("layers", None),  # the stacked axis of scanned layers
     ("conv", None),  # convolution kernel taps
 )
+Rules = tuple[tuple[str, tuple[str, ...]], ...]  # (logical name, mesh axes); () = replicated
+
+
+def _axes(target) -> tuple[str, ...]:
+    return (target,) if isinstance(target, str) else tuple(target or ())
+
+
+def default_rules() -> dict[str, tuple[str, ...]]:
+    """`LOGICAL_RULES` as a config block: {logical name: tuple of mesh axes}, () = replicated."""
+    return {name: _axes(target) for name, target in LOGICAL_RULES}
+
+
+def rules_from_config(rules: Mapping | None) -> Rules:
+    """A config's `sharding_rules` ({logical name: mesh axis, tuple of them, or None}) as a rules
+    table; None or empty gives the default table. Mesh axis names are checked."""
+    if not rules:
+        rules = default_rules()
+    out = []
+    for name, target in dict(rules).items():
+        axes = _axes(target)
+        unknown = [a for a in axes if a not in MESH_AXES]
+        if unknown:
+            raise ValueError(f"sharding_rules.{name} = {target!r} names mesh axis {unknown[0]!r}; "
+                             f"the mesh axes are {MESH_AXES} (use () to replicate)")
+        if len(set(axes)) != len(axes):
+            raise ValueError(f"sharding_rules.{name} = {target!r} names a mesh axis twice")
+        out.append((name, axes))
+    return tuple(out)
+
+
+DEFAULT_RULES: Rules = rules_from_config(None)
 
 
 def make_mesh(shape: Mapping[str, int], devices: Sequence[jax.Device] | None = None) -> Mesh:
@@ -71,15 +105,16 @@ def make_mesh(shape: Mapping[str, int], devices: Sequence[jax.Device] | None = N
 
 
 def logical_to_spec(logical: Sequence[str | None], mesh: Mesh,
-                    shape: Sequence[int] | None = None) -> P:
-    """PartitionSpec for logical axis names. A mesh axis of size 1, already used, or (when
-    `shape` is given) not dividing that dimension is dropped: that dimension is replicated."""
-    rules = dict(LOGICAL_RULES)
+                    shape: Sequence[int] | None = None, rules: Rules | None = None) -> P:
+    """PartitionSpec for logical axis names under `rules` (default: those of the activation
+    context being traced, else the default table). A mesh axis of size 1, already used, or
+    (when `shape` is given) not dividing that dimension is dropped: that dimension is
+    replicated. A name without a rule is replicated."""
+    table = dict(rules if rules is not None else current_rules())
     used: set[str] = set()
     out = []
     for i, name in enumerate(logical):
-        target = rules.get(name) if name is not None else None
-        axes = (target,) if isinstance(target, str) else tuple(target or ())
+        axes = table.get(name, ()) if name is not None else ()
         axes = tuple(a for a in axes if a not in used and mesh.shape[a] > 1)
         if shape is not None:
             while axes and shape[i] % math.prod(mesh.shape[a] for a in axes):
@@ -89,56 +124,66 @@ def logical_to_spec(logical: Sequence[str | None], mesh: Mesh,
     return P(*out)
 
 
-_ACTIVE_MESH: contextvars.ContextVar[Mesh | None] = contextvars.ContextVar("mesh", default=None)
+_ACTIVE: contextvars.ContextVar[tuple[Mesh, Rules] | None] = contextvars.ContextVar(
+    "activation_mesh", default=None)
 
 
 @contextlib.contextmanager
-def activation_mesh(mesh: Mesh):
-    """Within this context (at trace time) `constrain` pins activations onto `mesh`."""
-    token = _ACTIVE_MESH.set(mesh)
+def activation_mesh(mesh: Mesh, rules: Rules | None = None):
+    """Within this context (at trace time) `constrain` pins activations onto `mesh` by `rules`
+    (default: the default table)."""
+    token = _ACTIVE.set((mesh, rules if rules is not None else DEFAULT_RULES))
     try:
         yield mesh
     finally:
-        _ACTIVE_MESH.reset(token)
+        _ACTIVE.reset(token)
 
 
-def on_mesh(mesh: Mesh, fn):
-    """`fn` traced with `mesh` as the activation mesh (wrap before jax.jit)."""
+def on_mesh(mesh: Mesh, fn, rules: Rules | None = None):
+    """`fn` traced with `mesh` (and `rules`) as the activation mesh (wrap before jax.jit)."""
     @functools.wraps(fn)
     def traced(*args, **kwargs):
-        with activation_mesh(mesh):
+        with activation_mesh(mesh, rules):
             return fn(*args, **kwargs)
     return traced
 
 
 def current_mesh() -> Mesh | None:
     """The activation mesh being traced for (None outside `activation_mesh`)."""
-    return _ACTIVE_MESH.get()
+    active = _ACTIVE.get()
+    return active[0] if active else None
+
+
+def current_rules() -> Rules:
+    """The rules of the activation context being traced, else the default table."""
+    active = _ACTIVE.get()
+    return active[1] if active else DEFAULT_RULES
 
 
 def constrain(x: jax.Array, logical: Sequence[str | None]) -> jax.Array:
     """Sharding constraint on an activation by logical axis names; a no-op outside
     `activation_mesh` (single device, eager use, tests of the model alone)."""
-    mesh = _ACTIVE_MESH.get()
+    mesh = current_mesh()
     if mesh is None or mesh.size == 1:
         return x
     return jax.lax.with_sharding_constraint(
         x, NamedSharding(mesh, logical_to_spec(logical, mesh, x.shape)))
 
 
-def state_shardings(logical_specs, abstract_state, mesh: Mesh):
+def state_shardings(logical_specs, abstract_state, mesh: Mesh, rules: Rules | None = None):
     """NamedShardings for a state tree from its logical PartitionSpecs and shapes."""
     return jax.tree.map(
-        lambda spec, x: NamedSharding(mesh, logical_to_spec(tuple(spec), mesh, x.shape)),
+        lambda spec, x: NamedSharding(mesh, logical_to_spec(tuple(spec), mesh, x.shape, rules)),
         logical_specs, abstract_state, is_leaf=lambda x: isinstance(x, P))
 
 
-def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
-    """Leading axis over every data-parallel mesh axis, the rest replicated."""
-    return NamedSharding(mesh, logical_to_spec(["batch"] + [None] * (ndim - 1), mesh))
+def batch_sharding(mesh: Mesh, ndim: int, rules: Rules | None = None) -> NamedSharding:
+    """Leading axis by the 'batch' rule (every data-parallel mesh axis), the rest replicated."""
+    return NamedSharding(mesh, logical_to_spec(["batch"] + [None] * (ndim - 1), mesh, None, rules))
 
 
-def global_batch(local: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+def global_batch(local: Mapping[str, np.ndarray], mesh: Mesh,
+                 rules: Rules | None = None) -> dict[str, jax.Array]:
     """Places this host's part of the batch as global arrays sharded along the batch axis.
 
     An int16 waveform (what the input pipeline ships: half the bytes of float32) travels as
@@ -150,7 +195,7 @@ def global_batch(local: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.A
     out = {}
     for k, v in local.items():
         v = np.array(v) if cpu else np.asarray(v)
-        sharding = batch_sharding(mesh, v.ndim)
+        sharding = batch_sharding(mesh, v.ndim, rules)
         out[k] = jax.make_array_from_process_local_data(sharding, v)
         if k == "waveform" and v.dtype == np.int16:
             out[k] = _int16_to_float(sharding)(out[k])

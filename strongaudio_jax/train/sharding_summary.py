@@ -1,10 +1,10 @@
 """Sharding summaries: each parameter's shape, PartitionSpec and bytes per device on a mesh.
 
-Golden summaries of the main configs live in tests/golden/; a change that silently replicates
-a large tensor (or shards it differently) changes the summary and fails
-tests/test_sharding_golden.py. After a deliberate change, regenerate them and review the diff:
+Golden summaries of the main configs (the repository keeps them in tests/golden/) catch a change
+that silently replicates a large tensor or shards it differently (tests/test_sharding_golden.py).
+After a deliberate change, regenerate them from the repository root and review the diff:
 
-    python -m strongaudio_jax.parallel.summary --update
+    python -m strongaudio_jax.train.sharding_summary --golden-dir tests/golden --update
 """
 
 from __future__ import annotations
@@ -13,13 +13,11 @@ import math
 import os
 import pathlib
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
-GOLDEN_DIR = REPO / "tests" / "golden"
 GOLDEN_MESH = dict(data=1, fsdp=4, tensor=2)  # on the tests' 8 virtual CPU devices
-GOLDEN = {  # golden file stem -> config spec (vocabulary size from compile_check.num_classes)
-    "vit_b_mtc": "configs/vit_b_mtc.py:v5p-64",
-    "vit_l_mtc": "configs/vit_l_mtc.py:v5p-64",
-    "zipformer_m_mtc": "configs/zipformer_mtc.py:v5p-64",
+GOLDEN = {  # golden file stem -> config file in configs/ (vocabulary: compile_check.num_classes)
+    "vit_b_mtc": "vit_b_mtc.py:v5p-64",
+    "vit_l_mtc": "vit_l_mtc.py:v5p-64",
+    "zipformer_m_mtc": "zipformer_mtc.py:v5p-64",
 }
 
 
@@ -51,13 +49,20 @@ def summarize(cfg, mesh, num_classes: int) -> dict:
                 params=params)
 
 
-def golden_summary(stem: str) -> dict:
+def golden_summary(stem: str, configs_dir: str | os.PathLike, overrides: tuple[str, ...] = ()) -> dict:
+    """The summary of GOLDEN[stem] (a config in `configs_dir`) on GOLDEN_MESH, with `overrides`."""
     from strongaudio_jax import config as config_lib
-    from strongaudio_jax.parallel import compile_check, mesh as mesh_lib
+    from strongaudio_jax.parallel import mesh as mesh_lib
+    from strongaudio_jax.train import compile_check
 
-    cfg = config_lib.load(str(REPO / GOLDEN[stem]), [f"mesh.{k}={v}" for k, v in GOLDEN_MESH.items()])
+    cfg = config_lib.load(str(pathlib.Path(configs_dir) / GOLDEN[stem]),
+                          [f"mesh.{k}={v}" for k, v in GOLDEN_MESH.items()] + list(overrides))
     mesh = mesh_lib.make_mesh(GOLDEN_MESH)
     return summarize(cfg, mesh, compile_check.num_classes_of(cfg))
+
+
+def golden_path(golden_dir: str | os.PathLike, stem: str) -> pathlib.Path:
+    return pathlib.Path(golden_dir) / f"sharding_{stem}.json"
 
 
 def to_json(summary: dict) -> str:
@@ -69,18 +74,20 @@ def to_json(summary: dict) -> str:
     return (json.dumps(head, indent=1)[:-2] + ',\n "params": {\n' + ",\n".join(lines) + "\n }\n}\n")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--update", action="store_true", help="rewrite tests/golden/*.json")
-    args = parser.parse_args()
+    parser.add_argument("--golden-dir", required=True, help="folder of sharding_<stem>.json files")
+    parser.add_argument("--configs-dir", default="configs", help="folder of the config files")
+    parser.add_argument("--update", action="store_true", help="rewrite the golden files")
+    args = parser.parse_args(argv)
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                                " --xla_force_host_platform_device_count=8")
     os.environ["JAX_PLATFORMS"] = "cpu"
     for stem in GOLDEN:
-        text = to_json(golden_summary(stem))
-        path = GOLDEN_DIR / f"sharding_{stem}.json"
+        text = to_json(golden_summary(stem, args.configs_dir))
+        path = golden_path(args.golden_dir, stem)
         if args.update:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)

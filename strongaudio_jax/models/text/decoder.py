@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from strongaudio_jax.models.vit import ACT, EncoderOutput
+from strongaudio_jax.models.base import ACT, EncoderOutput
 from strongaudio_jax.parallel.mesh import constrain
 
 SIZES = {  # width, depth, heads, mlp

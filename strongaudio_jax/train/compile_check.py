@@ -23,6 +23,7 @@ import jax
 
 from strongaudio_jax.config import ConfigError
 from strongaudio_jax.parallel import mesh as mesh_lib
+from strongaudio_jax.train import step as step_lib
 
 # Cloud TPU slice names -> libtpu topology. v4 / v5p names count TensorCores (2 per chip),
 # v5e / v6e names count chips. Any "vX:AxB[xC]" libtpu topology string is accepted as well.
@@ -136,8 +137,6 @@ def num_classes_of(cfg) -> int:
 
 def compile_for(cfg, topology: str, num_classes: int) -> Report:
     """Lowers and compiles the config's train step for `topology`; memory per device."""
-    from strongaudio_jax.train import step as step_lib
-
     devices = topology_devices(topology)
     try:
         mesh = mesh_lib.make_mesh(cfg.mesh, devices)
