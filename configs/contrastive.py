@@ -44,7 +44,7 @@ def get_config(arg: str = "demo"):
         loss="clip",  # or "siglip"
         embed_dim=256,  # joint space
         pooling="mean",  # audio side: "mean" over real tokens or "attention"
-        text_size="tiny",  # text encoder from scratch (strongaudio_jax/text/encoder.py SIZES)
+        text_size="tiny",  # text encoder from scratch (strongaudio_jax/models/text/encoder.py SIZES)
         text_init="",  # "minilm": all-MiniLM-L6-v2's weights (then text.tokenizer="minilm")
         temperature_init=0.0,  # 0: the paper's (CLIP 0.07, SigLIP 0.1)
         bias_init=-10.0,  # SigLIP only

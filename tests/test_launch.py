@@ -301,7 +301,7 @@ CONFIG_TARGETS = [(name, t) for name in ("mtc", "par", "contrastive", "captionin
 
 
 def _chips(target: str) -> int:
-    from strongaudio_jax.parallel import compile_check
+    from strongaudio_jax.train import compile_check
 
     if target in GPUS:
         return GPUS[target]
@@ -315,7 +315,8 @@ def test_config_target_mesh_fits_its_chips_and_names_its_launch(name, target):
     data-parallel devices, compile-check knows the TPU topology, and the docstring says how
     to launch it. (Compiling for the full topologies takes minutes: `strongaudio compile-check`.)"""
     from strongaudio_jax import config as config_lib
-    from strongaudio_jax.parallel import compile_check, mesh as mesh_lib
+    from strongaudio_jax.parallel import mesh as mesh_lib
+    from strongaudio_jax.train import compile_check
 
     path = REPO / "configs" / f"{name}.py"
     cfg = config_lib.load(f"{path}:{target}", [])
