@@ -272,7 +272,15 @@ def retrieval(audio_emb: np.ndarray, text_emb: np.ndarray,
                          f"({len(t)} captions)")
     a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
     t = t / np.maximum(np.linalg.norm(t, axis=1, keepdims=True), 1e-12)
-    sim = a @ t.T  # [N, M]
-    relevant = owner[None, :] == np.arange(len(a))[:, None]
+    return retrieval_from_similarity(a @ t.T, owner)
+
+
+def retrieval_from_similarity(sim: np.ndarray, text_to_audio: Sequence[int] | None = None
+                              ) -> dict[str, dict[str, float]]:
+    """The same metrics from any audio x text score matrix [N, M] (e.g. a captioner's
+    log p(caption | audio))."""
+    sim = np.asarray(sim, np.float64)
+    owner = np.arange(sim.shape[1]) if text_to_audio is None else np.asarray(text_to_audio)
+    relevant = owner[None, :] == np.arange(sim.shape[0])[:, None]
     return {"audio_to_text": _rank_metrics(sim, relevant),
             "text_to_audio": _rank_metrics(sim.T, relevant.T)}
