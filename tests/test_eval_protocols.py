@@ -1,5 +1,7 @@
 """Evaluation protocols and metrics against hand-computed values and scikit-learn."""
 
+import shutil
+
 import numpy as np
 import pytest
 
@@ -108,6 +110,21 @@ def test_spice_skipped_with_a_reason_without_java(monkeypatch):
     monkeypatch.setattr(captions.shutil, "which", lambda name: None)
     m = captions.caption_metrics(["a dog"], [["a dog"]])
     assert "SPIDEr" not in m and "Java" in m["skipped"][0]
+
+
+CAPTIONS = ["A dog, barking... Loudly!", "The dog's bark isn't loud.",
+            "Birds chirp (in the distance); a car passes-by.",
+            'Water "splashes" 2 times: then silence?',
+            "A man speaks at 2.5 kHz & a woman laughs; they're talking about e-mail."]
+
+
+def test_tokenize_matches_the_java_ptb_tokenizer():
+    if shutil.which("java") is None:
+        pytest.skip("the COCO PTB tokenizer needs Java (not installed)")
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+    ptb = PTBTokenizer().tokenize({i: [{"caption": c}] for i, c in enumerate(CAPTIONS)})
+    assert [captions.tokenize(c) for c in CAPTIONS] == [ptb[i][0] for i in range(len(CAPTIONS))]
 
 
 def test_tokenize_like_the_coco_evaluation():

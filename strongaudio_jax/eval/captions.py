@@ -4,8 +4,9 @@ The scorers are the COCO caption evaluation code (`pycocoevalcap`, the implement
 and aac-metrics reproduce): BLEU with the closest reference length, ROUGE-L with beta 1.2,
 and its `Cider` scorer, which is CIDEr-D (clipped n-gram counts, Gaussian length penalty
 sigma 6, times 10; document frequencies from the references of the evaluated set).
-Captions are tokenised in Python the way the COCO evaluation's PTB tokenizer ends up:
-lower case, punctuation split off and dropped (that tokenizer needs Java). SPICE needs Java
+Captions are tokenised in Python the way the COCO evaluation's PTB tokenizer ends up
+(lower case, punctuation dropped, clitics split, brackets as -lrb- / -rrb-), since that
+tokenizer needs Java; a test checks the two agree where Java is present. SPICE needs Java
 and the Stanford CoreNLP models; without them SPICE and SPIDEr are left out and `skipped`
 says why.
 """
@@ -17,24 +18,26 @@ import re
 import shutil
 from typing import Sequence
 
-# The punctuation the COCO evaluation drops after PTB tokenisation (pycocoevalcap).
-_PUNCT = {"''", "'", "``", "`", "-LRB-", "-RRB-", "-LCB-", "-RCB-", ".", "?", "!", ",", ":",
-          "-", "--", "...", ";"}
-_TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?|[^\sa-z0-9]")
+# The punctuation the COCO evaluation drops after PTB tokenisation (pycocoevalcap); it
+# compares before lower-casing, so brackets survive as -lrb- / -rrb- tokens, as there.
+_PUNCT = {"''", "'", "``", "`", ".", "?", "!", ",", ":", "-", "--", "...", ";", '"'}
+_BRACKETS = {"(": "-lrb-", ")": "-rrb-", "{": "-lcb-", "}": "-rcb-", "[": "-lsb-", "]": "-rsb-"}
+_TOKEN = re.compile(r"[a-z0-9]+(?:[-'.][a-z0-9]+)*'?|\.\.\.|--|\S")
 
 
 def tokenize(text: str) -> str:
-    """'A dog, barking.' -> 'a dog barking' (lower case, punctuation dropped)."""
-    words = _TOKEN.findall(text.lower())
-    # PTB splits clitics ("dog's" -> "dog 's"), which then stay as tokens
+    """'A dog, barking (loudly).' -> 'a dog barking -lrb- loudly -rrb-': the tokens the COCO
+    evaluation's Java PTB tokenizer gives for ordinary captions, without Java."""
     out = []
-    for w in words:
-        if "'" in w and not w.startswith("'"):
-            head, tail = w.split("'", 1)
-            out += [head, "'" + tail]
+    for w in _TOKEN.findall(text.lower()):
+        if w.endswith("n't") and len(w) > 3:
+            out += [w[:-3], "n't"]
+        elif "'" in w[1:]:
+            head, tail = w.rsplit("'", 1)
+            out += [head, "'" + tail] if tail else [head]
         elif w not in _PUNCT:
-            out.append(w)
-    return " ".join(out)
+            out.append(_BRACKETS.get(w, w))
+    return " ".join(t for t in out if t)
 
 
 def spice_unavailable() -> str | None:
