@@ -74,7 +74,7 @@ def test_probes_separate_clear_classes(probe):
     assert protocols.PROBES[probe](train_wo, valid_wo, test, 3, False).test == 0.0
 
 
-def test_linear_and_attention_probes_multilabel():
+def test_probes_multilabel():
     rng = np.random.default_rng(0)
 
     def split(n):
@@ -86,7 +86,8 @@ def test_linear_and_attention_probes_multilabel():
     train, valid, test = split(60), split(30), split(30)
     lin = protocols.linear_probe(train, valid, test, 3, True)
     att = protocols.attention_probe(train, valid, test, 3, True, steps=150)
-    assert lin.test > 0.9 and att.test > 0.9
+    mlp = protocols.mlp_probe(train, valid, test, 3, True)
+    assert lin.test > 0.9 and att.test > 0.9 and mlp.test > 0.9
     assert lin.chosen["C"] in protocols.LINEAR_C and att.chosen["l2"] in protocols.ATTENTION_L2
 
 

@@ -8,7 +8,11 @@ validation split (as HEAR does), and it is scored on the test split:
   * `attention`: frame embeddings -> a few learned attention queries (padding masked) -> a
     linear classifier, trained full-batch with Adam in JAX (no library offers it); L2
     strength chosen from `ATTENTION_L2`;
-  * `mlp`: one hidden layer (scikit-learn MLPClassifier), width and L2 from `MLP_GRID`;
+  * `mlp`: one hidden layer in JAX (AdamW, early stopping on the validation score, as
+    HEAR's probe), width and learning rate from `MLP_GRID`. On 5,000 training clips of 768
+    dimensions, 50 classes, 2 CPU cores, the whole 4-setting search took 39 s; one setting
+    of scikit-learn's MLPClassifier took 38 s and its 4-setting search (by L2) had not
+    finished after 4 minutes;
   * `knn`: k = 10 nearest training clips by cosine similarity, votes weighted by
     exp(similarity / 0.07) (the DINO / BEATs kNN); no hyper-parameters.
 
@@ -27,8 +31,8 @@ import numpy as np
 
 LINEAR_C = (0.01, 0.1, 1.0, 10.0)
 ATTENTION_L2 = (1e-4, 1e-2)
-MLP_GRID = ({"hidden": 512, "alpha": 1e-4}, {"hidden": 512, "alpha": 1e-2},
-            {"hidden": 1024, "alpha": 1e-4}, {"hidden": 1024, "alpha": 1e-2})
+MLP_GRID = ({"hidden": 512, "lr": 1e-3}, {"hidden": 512, "lr": 1e-4},
+            {"hidden": 1024, "lr": 1e-3}, {"hidden": 1024, "lr": 1e-4})
 PROTOCOLS = ("linear", "attention", "mlp", "knn")
 
 
@@ -132,26 +136,69 @@ def linear_probe(train: Split, valid: Split, test: Split, num_classes: int,
     return _select(train, valid, test, multilabel, [{"C": c} for c in LINEAR_C], fit)
 
 
-def mlp_probe(train: Split, valid: Split, test: Split, num_classes: int, multilabel: bool,
-              seed: int = 0) -> Outcome:
-    """One-hidden-layer MLP (Adam, scikit-learn), width and L2 chosen on valid."""
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.neural_network import MLPClassifier
+def fit_mlp(train: Split, valid: Split, num_classes: int, multilabel: bool, hidden: int,
+            lr: float, max_epochs: int = 100, patience: int = 10, batch_size: int = 256,
+            weight_decay: float = 1e-4, seed: int = 0) -> Callable:
+    """One hidden layer (ReLU) on standardised embeddings, AdamW on mini-batches, early
+    stopping on the validation score (checked every epoch; the best epoch's weights are
+    kept, training stops after `patience` epochs without improvement), as HEAR's probe does.
+    Returns predict(split) -> scores [N, K]."""
+    import jax
+    import jax.numpy as jnp
+    import optax
 
     norm = _standardise(train.x)
+    x, xv = jnp.asarray(norm(train.x), jnp.float32), jnp.asarray(norm(valid.x), jnp.float32)
+    y = jnp.asarray(train.y, jnp.float32 if multilabel else jnp.int32)
+    k1, k2 = jax.random.split(jax.random.key(seed))
+    d = x.shape[1]
+    params = {"w1": jax.random.normal(k1, (d, hidden)) * np.sqrt(2.0 / d),
+              "b1": jnp.zeros(hidden),
+              "w2": jax.random.normal(k2, (hidden, num_classes)) * np.sqrt(1.0 / hidden),
+              "b2": jnp.zeros(num_classes)}
 
-    def fit(split, setting):
-        clf = MLPClassifier(hidden_layer_sizes=(setting["hidden"],), alpha=setting["alpha"],
-                            max_iter=200, random_state=seed)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            if multilabel:
-                model = clf.fit(norm(split.x), split.y.astype(int))
-                return lambda s: model.predict_proba(norm(s.x))
-            model = clf.fit(norm(split.x), split.y)
-        return lambda s: _columns(model.predict_proba(norm(s.x)), model.classes_, num_classes,
-                                  -1.0)
+    def logits_fn(p, x):
+        return jax.nn.relu(x @ p["w1"] + p["b1"]) @ p["w2"] + p["b2"]
 
+    def loss(p, x, y):
+        z = logits_fn(p, x)
+        if multilabel:
+            return optax.sigmoid_binary_cross_entropy(z, y).mean()
+        return optax.softmax_cross_entropy_with_integer_labels(z, y).mean()
+
+    opt = optax.adamw(lr, weight_decay=weight_decay)
+    state = opt.init(params)
+
+    @jax.jit
+    def step(p, state, xb, yb):
+        grad = jax.grad(loss)(p, xb, yb)
+        updates, state = opt.update(grad, state, p)
+        return optax.apply_updates(p, updates), state
+
+    predict = jax.jit(logits_fn)
+    rng = np.random.default_rng(seed)
+    best, best_params, waited = -np.inf, params, 0
+    for _ in range(max_epochs):
+        order = rng.permutation(len(train))
+        for i in range(0, len(order), batch_size):
+            idx = order[i:i + batch_size]
+            params, state = step(params, state, x[idx], y[idx])
+        v = score(valid.y, np.asarray(predict(params, xv)), multilabel)
+        if v > best:
+            best, best_params, waited = v, params, 0
+        else:
+            waited += 1
+            if waited >= patience:
+                break
+    return lambda s: np.asarray(predict(best_params, jnp.asarray(norm(s.x), jnp.float32)))
+
+
+def mlp_probe(train: Split, valid: Split, test: Split, num_classes: int, multilabel: bool,
+              seed: int = 0) -> Outcome:
+    """One-hidden-layer MLP (JAX), early-stopped on valid; width and learning rate chosen
+    on valid from MLP_GRID."""
+    fit = lambda split, setting: fit_mlp(split, valid, num_classes, multilabel,
+                                         setting["hidden"], setting["lr"], seed=seed)
     return _select(train, valid, test, multilabel, MLP_GRID, fit)
 
 
