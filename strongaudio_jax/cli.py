@@ -16,8 +16,9 @@ def _user_errors():
     from strongaudio_jax.train.checkpoint import CheckpointMismatchError
     from strongaudio_jax.train.trainer import NonFiniteLossError
     from strongaudio_jax.eval.hear_api import ModelError
+    from strongaudio_jax.eval.report import ReportError
     from strongaudio_jax.eval.tasks import TaskError
-    return (ModelError, TaskError, ConfigError, AudioDecodeError, SchemaError, CorruptRecordError, NonFiniteLossError,
+    return (ModelError, ReportError, TaskError, ConfigError, AudioDecodeError, SchemaError, CorruptRecordError, NonFiniteLossError,
             CheckpointMismatchError, FileNotFoundError, IndexFileError)
 
 

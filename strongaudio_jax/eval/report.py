@@ -21,6 +21,10 @@ import numpy as np
 from strongaudio_jax.eval import hear_api, protocols, tasks as tasks_lib
 
 
+class ReportError(ValueError):
+    """Something the report cannot do as asked (a missing plotting library...)."""
+
+
 def _clip_audio(example: tasks_lib.Example, rate: int, samples: int | None) -> np.ndarray:
     from strongaudio_jax.data import audio
 
@@ -144,8 +148,11 @@ def _chance(task: tasks_lib.Task, test: protocols.Split) -> float:
 
 def write_plots(results: dict, plot_data: dict, plot_task: str | None, out: str) -> list[str]:
     """scores.png, pooling.png, embedding_<task>.png, confusion_<task>.png (file names)."""
-    import matplotlib
-
+    try:
+        import matplotlib
+    except ImportError as e:
+        raise ReportError("the plots need matplotlib: pip install 'strongaudio_jax[eval]', or "
+                          "pass --no-plots") from e
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -240,7 +247,7 @@ def run(model_specs: Sequence[str], task_specs: Sequence[str], out: str,
     """Evaluates every model on every task; writes results.json, report.md and the plots."""
     unknown = set(protocol_names) - set(protocols.PROBES)
     if unknown:
-        raise ValueError(f"unknown protocol(s) {sorted(unknown)}: choose from "
+        raise ReportError(f"unknown protocol(s) {sorted(unknown)}: choose from "
                          f"{list(protocols.PROBES)}")
     os.makedirs(out, exist_ok=True)
     models = [hear_api.load(m) for m in model_specs]
