@@ -96,3 +96,32 @@ def write_hear_task(root, name="toy_scene", per_class=(8, 4, 4), multilabel=Fals
     with open(os.path.join(root, "task_metadata.json"), "w") as f:
         json.dump(meta, f, indent=1)
     return str(root)
+
+
+def write_hear_event_task(root, name="toy_events", clips=(8, 4, 4), seed=0) -> str:
+    """A HEAR event task: 2 s of faint noise with one low and one high tone burst each
+    (300-500 ms, random onsets); <split>.json holds {"label", "start", "end"} in ms."""
+    rng = np.random.default_rng(seed)
+    sr = 16000
+    for split, n in zip(("train", "valid", "test"), clips):
+        labels = {}
+        for i in range(n):
+            wave = 0.005 * rng.standard_normal(2 * sr)
+            events = []
+            for kind, start in (("low", rng.uniform(0.0, 0.5)), ("high", rng.uniform(1.0, 1.4))):
+                dur = rng.uniform(0.3, 0.5)
+                a, b = int(start * sr), int((start + dur) * sr)
+                wave[a:b] += clip(kind, rng, (b - a) / sr)[: b - a]
+                events.append({"label": kind, "start": 1000 * start, "end": 1000 * (start + dur)})
+            fname = f"{split}_{i}.wav"
+            write_wav(os.path.join(root, "16000", split, fname), wave)
+            labels[fname] = events
+        with open(os.path.join(root, f"{split}.json"), "w") as f:
+            json.dump(labels, f)
+    with open(os.path.join(root, "labelvocabulary.csv"), "w") as f:
+        f.write("idx,label\n0,low\n1,high\n")
+    with open(os.path.join(root, "task_metadata.json"), "w") as f:
+        json.dump({"task_name": name, "embedding_type": "event", "prediction_type": "multilabel",
+                   "split_mode": "trainvaltest", "sample_duration": 2.0,
+                   "evaluation": ["event_onset_200ms_fms"]}, f)
+    return str(root)

@@ -5,7 +5,7 @@ import shutil
 import numpy as np
 import pytest
 
-from strongaudio_jax.eval import captions, metrics, protocols
+from strongaudio_jax.eval import captions, events, metrics, protocols
 
 
 def test_knn_votes_are_temperature_weighted_cosine():
@@ -133,3 +133,26 @@ def test_tokenize_like_the_coco_evaluation():
     assert captions.tokenize("The dog's bark") == "the dog 's bark"
     with pytest.raises(ValueError, match="one prediction per clip"):
         captions.caption_metrics(["a"], [["a"], ["b"]])
+
+
+def test_event_onset_f_measure_hand_computed():
+    # references: (clip, class, onset, offset) ms
+    ref = [(0, 0, 0, 500), (0, 0, 1000, 1500), (0, 1, 200, 900)]
+    est = [(0, 0, 100, 400),   # onset 100 ms off: a match
+           (0, 0, 1300, 1400),  # 300 ms off: a false positive (and the reference is missed)
+           (0, 1, 250, 800),   # a match
+           (0, 2, 0, 100)]     # a class with no reference: a false positive
+    assert events.onset_f_measure(ref, est) == pytest.approx(2 * 2 / (2 * 2 + 2 + 1))
+    # each reference matches at most once; the matching is maximal, not greedy
+    assert events.onset_f_measure([(0, 0, 0, 1), (0, 0, 300, 1)], [(0, 0, 150, 1), (0, 0, 350, 1)]) == 1.0
+    assert events.onset_f_measure([(0, 0, 0, 1)], [(0, 0, 100, 1), (0, 0, 150, 1)]) == pytest.approx(2 / 3)
+
+
+def test_frames_to_events_and_back():
+    times = np.arange(0, 1000, 50.0)  # 20 frames, 50 ms hop
+    y = events.frame_targets(times, [(1, 200, 500)], 2)
+    assert y[:, 0].sum() == 0 and np.flatnonzero(y[:, 1]).tolist() == [4, 5, 6, 7, 8, 9, 10]
+    probs = y.copy()
+    probs[15, 0] = 0.9  # a one-frame blip: removed by the 250 ms median filter
+    found = events.to_events(probs, np.zeros(20, int), times, min_duration_ms=125)
+    assert found == [(0, 1, 200.0, 500.0)]

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from eval_fakes import write_hear_task, write_toy_module
+from eval_fakes import write_hear_event_task, write_hear_task, write_toy_module
 from strongaudio_jax import cli
 
 
@@ -45,3 +45,18 @@ def test_strongaudio_eval_user_errors(tmp_path, capsys):
     assert rc == 2 and "no_such_hear_module" in capsys.readouterr().err
     rc = cli.main(["eval", "--model", "json", "--tasks", task, "--out", str(tmp_path / "o")])
     assert rc == 2 and "lacks the HEAR function" in capsys.readouterr().err
+
+
+def test_strongaudio_eval_hear_event_task(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = write_toy_module(tmp_path)
+    task = write_hear_event_task(tmp_path / "events", clips=(6, 3, 3))
+    out = tmp_path / "out"
+    assert cli.main(["eval", "--model", module, "--tasks", task, "--out", str(out),
+                     "--protocols", "linear", "knn"]) == 0
+    results = json.load(open(out / "results.json"))
+    scores = results["scores"][module]["toy_events"]
+    assert results["tasks"]["toy_events"]["metric"] == "onset F1"
+    assert set(scores) == {"linear"}  # kNN does not apply to frames; the table shows a dash
+    assert scores["linear"]["test"] > 0.8  # tone bursts on faint noise: clear onsets
+    assert "| toy_events | onset F1 | knn | — |" in (out / "report.md").read_text()

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from eval_fakes import write_hear_task, write_wav
+from eval_fakes import write_hear_event_task, write_hear_task, write_wav
 from strongaudio_jax.eval import tasks
 
 TONE = 0.1 * np.sin(np.linspace(0, 200, 8000))
@@ -33,11 +33,19 @@ def test_hear_trainvaltest_and_folds(tmp_path):
     assert m.multilabel and m.targets(m.splits["train"]).shape == (3, 4)
 
 
+def test_hear_event_task(tmp_path):
+    t = tasks.load(write_hear_event_task(tmp_path / "e", clips=(2, 1, 1)))
+    assert t.mode == "event" and t.metric == "onset F1" and t.vocabulary == ["low", "high"]
+    e = t.splits["train"][0]
+    assert e.labels == ("high", "low") and [ev[0] for ev in e.events] == ["low", "high"]
+    assert all(0 <= start < end <= 2000 for _, start, end in e.events)
+
+
 def test_hear_errors_name_the_problem(tmp_path):
     root = write_hear_task(tmp_path / "a", per_class=(1, 1, 1))
     meta = json.load(open(os.path.join(root, "task_metadata.json")))
-    json.dump({**meta, "embedding_type": "event"}, open(os.path.join(root, "task_metadata.json"), "w"))
-    with pytest.raises(tasks.TaskError, match="event"):
+    json.dump({**meta, "embedding_type": "frames"}, open(os.path.join(root, "task_metadata.json"), "w"))
+    with pytest.raises(tasks.TaskError, match="'frames' is not scene or event"):
         tasks.load(root)
     with pytest.raises(tasks.TaskError, match="task_metadata.json"):
         tasks.load_hear(str(tmp_path))

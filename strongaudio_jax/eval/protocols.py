@@ -115,25 +115,34 @@ def _select(train: Split, valid: Split, test: Split, multilabel: bool, grid: Seq
     return Outcome(score(test.y, s, multilabel), v, dict(setting), s)
 
 
-def linear_probe(train: Split, valid: Split, test: Split, num_classes: int,
-                 multilabel: bool) -> Outcome:
-    """Logistic regression on standardised mean-pooled embeddings, C chosen on valid."""
+def linear_fit(train_x: np.ndarray, num_classes: int, multilabel: bool) -> Callable:
+    """fit(split, {"C": C}) -> predict(split) -> scores [N, K]: logistic regression on
+    embeddings standardised by the training split (probabilities for multi-label, log
+    probabilities for multi-class)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.multiclass import OneVsRestClassifier
 
-    norm = _standardise(train.x)
+    norm = _standardise(train_x)
 
     def fit(split, setting):
         clf = LogisticRegression(C=setting["C"], max_iter=1000)
         if multilabel:
             present = split.y.any(0) & ~split.y.all(0)  # a one-class column cannot be fit
             model = OneVsRestClassifier(clf).fit(norm(split.x), split.y[:, present])
-            return lambda s: _columns(model.predict_proba(norm(s.x)), present, num_classes, 0.0)
+            return lambda s: _columns(model.predict_proba(norm(s.x)).reshape(len(s.x), -1),
+                                      present, num_classes, 0.0)
         model = clf.fit(norm(split.x), split.y)
         return lambda s: _columns(model.predict_log_proba(norm(s.x)), model.classes_,
                                   num_classes, -np.inf)
 
-    return _select(train, valid, test, multilabel, [{"C": c} for c in LINEAR_C], fit)
+    return fit
+
+
+def linear_probe(train: Split, valid: Split, test: Split, num_classes: int,
+                 multilabel: bool) -> Outcome:
+    """Logistic regression on standardised mean-pooled embeddings, C chosen on valid."""
+    return _select(train, valid, test, multilabel, [{"C": c} for c in LINEAR_C],
+                   linear_fit(train.x, num_classes, multilabel))
 
 
 def fit_mlp(train: Split, valid: Split, num_classes: int, multilabel: bool, hidden: int,

@@ -18,7 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
-from strongaudio_jax.eval import hear_api, protocols, tasks as tasks_lib
+from strongaudio_jax.eval import events as events_lib, hear_api, protocols, tasks as tasks_lib
 
 
 class ReportError(ValueError):
@@ -36,23 +36,26 @@ def _clip_audio(example: tasks_lib.Example, rate: int, samples: int | None) -> n
     return wave.astype(np.float32)
 
 
-def embed_split(model: hear_api.HearModel, task: tasks_lib.Task, examples, batch_size: int,
-                tokens: bool, desc: str) -> protocols.Split:
-    """Mean-pooled embeddings (and, when `tokens`, the padded frame embeddings + mask)."""
+def _embed(model: hear_api.HearModel, task: tasks_lib.Task, examples, batch_size: int,
+           desc: str):
+    """(frame embeddings [T, D], timestamps ms [T]) of each clip, in order."""
     from tqdm.auto import tqdm
 
     rate = model.sample_rate
     samples = None if task.sample_duration is None else int(round(task.sample_duration * rate))
     bs = batch_size if samples is not None else 1  # whole clips of differing lengths
-    means, frames = [], []
     for start in tqdm(range(0, len(examples), bs), desc=desc, unit="batch", leave=False,
                       disable=None):
         batch = np.stack([_clip_audio(e, rate, samples) for e in examples[start:start + bs]])
-        emb, _ = model.timestamp_embeddings(batch)
-        means.append(emb.mean(1))
-        if tokens:
-            frames += list(emb)
-    split = protocols.Split(np.concatenate(means), task.targets(examples))
+        emb, ts = model.timestamp_embeddings(batch)
+        yield from zip(emb, ts)
+
+
+def embed_split(model: hear_api.HearModel, task: tasks_lib.Task, examples, batch_size: int,
+                tokens: bool, desc: str) -> protocols.Split:
+    """Mean-pooled embeddings (and, when `tokens`, the padded frame embeddings + mask)."""
+    frames = [emb for emb, _ in _embed(model, task, examples, batch_size, desc)]
+    split = protocols.Split(np.stack([f.mean(0) for f in frames]), task.targets(examples))
     if tokens:
         t = max(f.shape[0] for f in frames)
         split.tokens = np.zeros((len(frames), t, frames[0].shape[1]), np.float32)
@@ -60,6 +63,50 @@ def embed_split(model: hear_api.HearModel, task: tasks_lib.Task, examples, batch
         for i, f in enumerate(frames):
             split.tokens[i, :len(f)], split.mask[i, :len(f)] = f, True
     return split
+
+
+def embed_events(model: hear_api.HearModel, task: tasks_lib.Task, examples, batch_size: int,
+                 desc: str) -> events_lib.EventSplit:
+    """Every frame of every clip with the classes active at its timestamp."""
+    index = {c: k for k, c in enumerate(task.vocabulary)}
+    xs, ys, clips, times, refs = [], [], [], [], []
+    for i, (e, (emb, ts)) in enumerate(zip(examples, _embed(model, task, examples, batch_size,
+                                                           desc))):
+        evs = [(index[label], start, end) for label, start, end in e.events]
+        xs.append(emb), times.append(np.asarray(ts, np.float64)), clips.append(np.full(len(ts), i))
+        ys.append(events_lib.frame_targets(times[-1], evs, len(task.vocabulary)))
+        refs += [(i, k, start, end) for k, start, end in evs]
+    return events_lib.EventSplit(np.concatenate(xs), np.concatenate(ys), np.concatenate(clips),
+                                 np.concatenate(times), refs)
+
+
+def evaluate_event_task(model, task, names, batch_size):
+    """Frame-level `linear` / `mlp` probes scored by onset F-measure (eval/events.py)."""
+    embedded = {s: embed_events(model, task, ex, batch_size, f"{model.name} {task.name} {s}")
+                for s, ex in task.splits.items()}
+    out = {}
+    for name in [n for n in names if n in events_lib.EVENT_PROTOCOLS]:
+        tests, valids, chosen = [], [], []
+        for train_names, valid_name, test_name in task.folds:
+            train = embedded[train_names[0]] if len(train_names) == 1 else _concat_events(
+                [embedded[s] for s in train_names])
+            o = events_lib.event_probe(name, train, embedded[valid_name], embedded[test_name],
+                                       len(task.vocabulary))
+            tests.append(o.test), valids.append(o.valid), chosen.append(o.chosen)
+        out[name] = {"test": float(np.mean(tests)), "valid": float(np.mean(valids)),
+                     "folds": tests, "chosen": chosen}
+    return out
+
+
+def _concat_events(splits):
+    offset, refs, clips = 0, [], []
+    for s in splits:
+        clips.append(s.clip + offset)
+        refs += [(c + offset, *rest) for c, *rest in s.events]
+        offset += int(s.clip.max()) + 1 if len(s.clip) else 0
+    return events_lib.EventSplit(np.concatenate([s.x for s in splits]),
+                                 np.concatenate([s.y for s in splits]), np.concatenate(clips),
+                                 np.concatenate([s.time for s in splits]), refs)
 
 
 def evaluate_task(model: hear_api.HearModel, task: tasks_lib.Task, names: Sequence[str],
@@ -127,10 +174,12 @@ def write_markdown(results: dict, plots: list[str], path: str) -> None:
              "k-fold tasks: mean over folds).", "", *_table(results), "", "## Tasks", ""]
     for task, info in results["tasks"].items():
         clips = ", ".join(f"{s} {n}" for s, n in info["clips"].items())
-        lines.append(f"- **{task}**: {info['num_classes']} classes, "
-                     f"{'multi-label (mAP)' if info['multilabel'] else 'multi-class (accuracy)'}"
-                     f", {len(info['folds'])} fold(s); clips: {clips}; majority-class "
-                     f"baseline {info['chance']:.3f}.")
+        kind = ("events (frame probes, onset F-measure, 200 ms collar)" if info["mode"] == "event"
+                else "multi-label (mAP)" if info["multilabel"] else "multi-class (accuracy)")
+        base = ("predicting no event scores 0" if info["mode"] == "event"
+                else f"majority-class baseline {info['chance']:.3f}")
+        lines.append(f"- **{task}**: {info['num_classes']} classes, {kind}, "
+                     f"{len(info['folds'])} fold(s); clips: {clips}; {base}.")
     if plots:
         lines += ["", "## Plots", ""] + [f"![{os.path.splitext(p)[0]}]({p})" for p in plots]
     with open(path, "w") as f:
@@ -187,7 +236,8 @@ def write_plots(results: dict, plot_data: dict, plot_task: str | None, out: str)
         width = 0.8 / (2 * len(models))
         for i, m in enumerate(models):
             for j, p in enumerate(("linear", "attention")):
-                vals = [results["scores"][m][t][p]["test"] for t in task_names]
+                vals = [results["scores"][m][t].get(p, {}).get("test", np.nan)
+                        for t in task_names]
                 ax.bar(x + (2 * i + j) * width, vals, width,
                        label=f"{m}: {'mean' if p == 'linear' else 'attention'} pooling",
                        hatch="//" if j else None, color=f"C{i}", alpha=0.6 if j else 1.0)
@@ -201,8 +251,8 @@ def write_plots(results: dict, plot_data: dict, plot_task: str | None, out: str)
         plt.close(fig)
         written.append("pooling.png")
 
-    task = plot_task or next((t for t in task_names if not results["tasks"][t]["multilabel"]),
-                             task_names[0])
+    task = plot_task or next((t for t in plot_data if not results["tasks"][t]["multilabel"]),
+                             next(iter(plot_data), None))
     if task in plot_data:
         data, vocab = plot_data[task]["plot"], plot_data[task]["vocabulary"]
         test = data["test"]
@@ -259,15 +309,20 @@ def run(model_specs: Sequence[str], task_specs: Sequence[str], out: str,
     for spec in task_specs:
         task = tasks_lib.load(spec, models[0].sample_rate)
         for i, model in enumerate(models):
-            scores, plot = evaluate_task(model, task, protocol_names, batch_size)
+            if task.mode == "event":
+                scores, plot = evaluate_event_task(model, task, protocol_names, batch_size), None
+            else:
+                scores, plot = evaluate_task(model, task, protocol_names, batch_size)
             results["scores"][model.name][task.name] = scores
             if i == 0:
-                plot_data[task.name] = {"plot": plot, "vocabulary": task.vocabulary}
+                if plot is not None:
+                    plot_data[task.name] = {"plot": plot, "vocabulary": task.vocabulary}
                 results["tasks"][task.name] = {
-                    "spec": spec, "metric": task.metric, "multilabel": task.multilabel,
+                    "spec": spec, "mode": task.mode, "metric": task.metric,
+                    "multilabel": task.multilabel,
                     "num_classes": len(task.vocabulary), "folds": task.folds,
                     "clips": {s: len(e) for s, e in task.splits.items()},
-                    "chance": _chance(task, plot["test"])}
+                    "chance": 0.0 if plot is None else _chance(task, plot["test"])}
             print(f"[eval] {model.name} on {task.name}: " + ", ".join(
                 f"{p} {r['test']:.3f}" for p, r in scores.items()), flush=True)
     with open(os.path.join(out, "results.json"), "w") as f:

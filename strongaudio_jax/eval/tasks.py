@@ -4,7 +4,8 @@ A task is named on the command line as `KIND:PATH[:OPTION]`, or as a bare direct
 (a HEAR task):
 
   hear:DIR            a task in the HEAR 2021 directory format (task_metadata.json,
-                      labelvocabulary.csv, <split>.json, <rate>/<split>/<file>)
+                      labelvocabulary.csv, <split>.json, <rate>/<split>/<file>); scene
+                      or event (timestamp) tasks
   demo[:DIR][:LABEL]  the demo corpus's probe labels (label/<LABEL> of its records;
                       default DIR: the bundled corpus, default LABEL: domain)
   fsd50k:DIR          FSD50K.{dev,eval}_audio/, FSD50K.ground_truth/{dev,eval,vocabulary}.csv
@@ -45,6 +46,7 @@ class Example:
     labels: tuple[str, ...]
     path: str | None = None
     data: bytes | None = None
+    events: tuple[tuple[str, float, float], ...] = ()  # event tasks: (label, start, end ms)
 
     def read(self) -> tuple[np.ndarray, int]:
         from strongaudio_jax.data import audio
@@ -73,6 +75,8 @@ class Task:
 
     @property
     def metric(self) -> str:
+        if self.mode == "event":
+            return "onset F1"
         return "mAP" if self.multilabel else "accuracy"
 
     def targets(self, examples: Sequence[Example]) -> np.ndarray:
@@ -133,9 +137,9 @@ def load_hear(root: str, sample_rate: int | None = None) -> Task:
     meta = json.load(open(_need(os.path.join(root, "task_metadata.json"),
                                 "a HEAR task directory holds task_metadata.json")))
     name = meta.get("task_name", os.path.basename(os.path.normpath(root)))
-    if meta.get("embedding_type", "scene") != "scene":
-        raise TaskError(f"HEAR task {name}: embedding_type {meta['embedding_type']!r} (timestamp "
-                        "/ event tasks) is not supported yet; scene tasks only")
+    mode = meta.get("embedding_type", "scene")
+    if mode not in ("scene", "event"):
+        raise TaskError(f"HEAR task {name}: embedding_type {mode!r} is not scene or event")
     ptype = meta.get("prediction_type", "multiclass")
     if ptype not in ("multiclass", "multilabel"):
         raise TaskError(f"HEAR task {name}: prediction_type {ptype!r} is not multiclass or "
@@ -143,14 +147,14 @@ def load_hear(root: str, sample_rate: int | None = None) -> Task:
     with open(_need(os.path.join(root, "labelvocabulary.csv"), "HEAR tasks list their labels "
                     "in labelvocabulary.csv (idx,label)")) as f:
         vocab = [row["label"] for row in sorted(csv.DictReader(f), key=lambda r: int(r["idx"]))]
-    mode = meta.get("split_mode", "trainvaltest")
-    if mode == "trainvaltest":
+    split_mode = meta.get("split_mode", "trainvaltest")
+    if split_mode == "trainvaltest":
         split_names, folds = ["train", "valid", "test"], TRAIN_VALID_TEST
-    elif mode in ("folds", "new_split_kfold", "presplit_kfold"):
+    elif split_mode in ("folds", "new_split_kfold", "presplit_kfold"):
         split_names = meta.get("splits") or [f"fold{i:02d}" for i in range(int(meta["nfolds"]))]
         folds = _kfold(split_names)
     else:
-        raise TaskError(f"HEAR task {name}: split_mode {mode!r} is not trainvaltest, folds, "
+        raise TaskError(f"HEAR task {name}: split_mode {split_mode!r} is not trainvaltest, folds, "
                         "new_split_kfold or presplit_kfold")
     rates = sorted(d for d in os.listdir(root) if d.isdigit() and os.path.isdir(os.path.join(root, d)))
     if not rates:
@@ -160,14 +164,23 @@ def load_hear(root: str, sample_rate: int | None = None) -> Task:
     for split in split_names:
         labels = json.load(open(_need(os.path.join(root, f"{split}.json"),
                                       f"the labels of split {split} of HEAR task {name}")))
-        splits[split] = [Example(f, tuple(ls), path=os.path.join(root, rate, split, f))
+        splits[split] = [_hear_example(f, ls, os.path.join(root, rate, split, f), mode)
                          for f, ls in sorted(labels.items())]
-    task = Task(name, ptype == "multilabel", vocab, splits, folds, meta.get("sample_duration"))
+    task = Task(name, ptype == "multilabel" or mode == "event", vocab, splits, folds,
+                meta.get("sample_duration"), mode)
     unknown = {c for ex in splits.values() for e in ex for c in e.labels} - set(vocab)
     if unknown:
         raise TaskError(f"HEAR task {name}: labels {sorted(unknown)[:5]} are not in "
                         "labelvocabulary.csv")
     return task
+
+
+def _hear_example(fname: str, labels: list, path: str, mode: str) -> Example:
+    """Scene: a list of labels. Event: a list of {"label", "start", "end"} (milliseconds)."""
+    if mode == "scene":
+        return Example(fname, tuple(labels), path=path)
+    events = tuple((e["label"], float(e["start"]), float(e["end"])) for e in labels)
+    return Example(fname, tuple(sorted({e[0] for e in events})), path=path, events=events)
 
 
 # ----------------------------------------------------------------------------- demo corpus
