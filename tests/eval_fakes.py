@@ -92,7 +92,7 @@ def write_hear_task(root, name="toy_scene", per_class=(8, 4, 4), multilabel=Fals
             "evaluation": ["mAP"] if multilabel else ["top1_acc"],
             "mode": "full", "sample_rate": 16000}
     if split_mode != "trainvaltest":
-        meta["nfolds"] = 3
+        meta["nfolds"], meta["splits"] = 3, splits
     with open(os.path.join(root, "task_metadata.json"), "w") as f:
         json.dump(meta, f, indent=1)
     return str(root)

@@ -13,7 +13,7 @@ def test_strongaudio_eval_writes_report_results_and_plots(tmp_path, monkeypatch,
     monkeypatch.syspath_prepend(str(tmp_path))
     module = write_toy_module(tmp_path)
     scene = write_hear_task(tmp_path / "scene", per_class=(6, 3, 3))
-    folds = write_hear_task(tmp_path / "folds", name="toy_folds", split_mode="folds",
+    folds = write_hear_task(tmp_path / "folds", name="toy_folds", split_mode="new_split_kfold",
                             per_class=(0, 3, 0), seed=1)
     out = tmp_path / "out"
     rc = cli.main(["eval", "--model", module, f"{module}:1", "--tasks", scene, f"hear:{folds}",

@@ -91,11 +91,12 @@ class Task:
 
 
 TRAIN_VALID_TEST = [(("train",), "valid", "test")]
+KFOLD_MODES = ("new_split_kfold", "new_split_stratified_kfold", "presplit_kfold")
 
 
 def _kfold(names: Sequence[str]) -> list[tuple[tuple[str, ...], str, str]]:
-    """HEAR's k-fold rounds: fold i is the test split, fold i+1 the validation split, the
-    rest train."""
+    """HEAR's k-fold rounds (hear-eval-kit's data_splits_from_folds): over the sorted
+    folds, fold i is the test split, fold i+1 the validation split, the rest train."""
     k = len(names)
     if k < 3:
         raise TaskError(f"k-fold evaluation needs at least 3 folds, got {list(names)}")
@@ -148,14 +149,15 @@ def load_hear(root: str, sample_rate: int | None = None) -> Task:
                     "in labelvocabulary.csv (idx,label)")) as f:
         vocab = [row["label"] for row in sorted(csv.DictReader(f), key=lambda r: int(r["idx"]))]
     split_mode = meta.get("split_mode", "trainvaltest")
-    if split_mode == "trainvaltest":
+    if split_mode in ("trainvaltest", "stratified_trainvaltest"):
         split_names, folds = ["train", "valid", "test"], TRAIN_VALID_TEST
-    elif split_mode in ("folds", "new_split_kfold", "presplit_kfold"):
-        split_names = meta.get("splits") or [f"fold{i:02d}" for i in range(int(meta["nfolds"]))]
+    elif split_mode in KFOLD_MODES:
+        split_names = sorted(meta.get("splits") or
+                             [f"fold{i:02d}" for i in range(int(meta["nfolds"]))])
         folds = _kfold(split_names)
     else:
-        raise TaskError(f"HEAR task {name}: split_mode {split_mode!r} is not trainvaltest, folds, "
-                        "new_split_kfold or presplit_kfold")
+        raise TaskError(f"HEAR task {name}: split_mode {split_mode!r} is not one of "
+                        f"trainvaltest, stratified_trainvaltest, {', '.join(KFOLD_MODES)}")
     rates = sorted(d for d in os.listdir(root) if d.isdigit() and os.path.isdir(os.path.join(root, d)))
     if not rates:
         raise TaskError(f"HEAR task {name}: no audio folder such as {root}/16000/")
