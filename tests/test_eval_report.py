@@ -1,7 +1,6 @@
 """`strongaudio eval` end to end: a HEAR-format task on disk, a HEAR module by name."""
 
 import json
-import os
 
 import pytest
 

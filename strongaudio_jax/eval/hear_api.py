@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import importlib.util
 import os
 from typing import Any
 
@@ -42,11 +43,9 @@ class HearModel:
             try:
                 return fn(audio, self.model)
             except (TypeError, AttributeError):
-                try:
-                    import torch  # noqa: F401
-                except ImportError:
-                    raise
-                self.torch = True
+                if importlib.util.find_spec("torch") is None:
+                    raise  # not a torch module: its own error
+                self.torch = True  # a torch module refusing numpy: retry with a tensor
         import torch
 
         with torch.no_grad():
