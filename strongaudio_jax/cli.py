@@ -15,7 +15,10 @@ def _user_errors():
     from strongaudio_jax.data.tfrecord import CorruptRecordError, IndexFileError
     from strongaudio_jax.train.checkpoint import CheckpointMismatchError
     from strongaudio_jax.train.trainer import NonFiniteLossError
-    return (ConfigError, AudioDecodeError, SchemaError, CorruptRecordError, NonFiniteLossError,
+    from strongaudio_jax.eval.hear_api import ModelError
+    from strongaudio_jax.eval.report import ReportError
+    from strongaudio_jax.eval.tasks import TaskError
+    return (ModelError, ReportError, TaskError, ConfigError, AudioDecodeError, SchemaError, CorruptRecordError, NonFiniteLossError,
             CheckpointMismatchError, FileNotFoundError, IndexFileError)
 
 
@@ -92,6 +95,16 @@ def cmd_compile_check(args) -> int:
         return 2
 
 
+def cmd_eval(args) -> int:
+    """Frozen-embedding evaluation of HEAR modules on downstream tasks (docs/evaluation.md)."""
+    from strongaudio_jax.eval import report
+
+    report.run(args.model, args.tasks, args.out, args.protocols, args.plot_task,
+               args.batch_size, plots=not args.no_plots)
+    print(f"report: {os.path.join(args.out, 'report.md')}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="strongaudio", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
@@ -132,6 +145,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num-classes", type=int, help="tag vocabulary size (default: from the config)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     p.set_defaults(func=cmd_compile_check)
+
+    p = sub.add_parser("eval", help="probe / kNN evaluation of HEAR modules on downstream "
+                       "tasks: report.md, results.json, plots")
+    p.add_argument("--model", nargs="+", required=True, help="export directory or "
+                   "module.name[:path] of a HEAR-API module (several: one comparison table)")
+    p.add_argument("--tasks", nargs="+", required=True, help="HEAR task directory, "
+                   "demo[:DIR][:LABEL] or KIND:DIR (fsd50k, vggsound, voxceleb2, cremad, mtat, "
+                   "nsynth)")
+    p.add_argument("--out", required=True, help="folder for report.md, results.json, PNGs")
+    p.add_argument("--protocols", nargs="+", default=["linear", "attention", "mlp", "knn"],
+                   choices=["linear", "attention", "mlp", "knn"])
+    p.add_argument("--plot-task", help="task for the embedding and confusion plots "
+                   "(default: the first multi-class task)")
+    p.add_argument("--batch-size", type=int, default=16, help="clips per embedding call")
+    p.add_argument("--no-plots", action="store_true", help="report.md and results.json only")
+    p.set_defaults(func=cmd_eval)
 
     from strongaudio_jax.uts import cli as uts_cli  # `strongaudio uts tag|build|filter|...`
     uts_cli.add_parser(sub)

@@ -4,8 +4,9 @@ Trains the same encoder (configs/<objective>.py:demo: ViT xs on 2 s crops, batch
 MTC, PAR, contrastive, captioning, multi-task and masked objectives for the same number of
 steps on one corpus, then scores every frozen encoder the same way:
   * probes on the held-out recordings, mean pooling + linear softmax and attention
-    pooling (eval/probe.py), for each `label/<task>` of the corpus;
-  * audio-text retrieval R@1 / R@10 of the caption summaries (both directions) on the first
+    pooling (eval/probe.py over the solvers of eval/protocols.py), for each `label/<task>`;
+  * audio-text retrieval R@1 / R@10 / mAP@10 (eval/protocols.py) of the caption summaries
+    (both directions) on the first
     --retrieval-clips held-out clips, for the objectives that read text: contrastive by
     cosine similarity, captioning and multi-task by the decoder's log p(summary | audio);
   * tag mAP of the MTC head on the held-out clips (objectives with one).
@@ -34,10 +35,10 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from strongaudio_jax import config, objectives as objectives_lib  # noqa: E402
-from strongaudio_jax.data import pipeline  # noqa: E402
-from strongaudio_jax.eval import metrics, probe, tagging  # noqa: E402
-from strongaudio_jax.models.vit import EncoderOutput  # noqa: E402
+from strongaudio_jax import config  # noqa: E402
+from strongaudio_jax.data import pipeline, text_fields  # noqa: E402
+from strongaudio_jax.eval import probe, protocols, tagging  # noqa: E402
+from strongaudio_jax.models.base import EncoderOutput  # noqa: E402
 from strongaudio_jax.train import step as step_lib, trainer  # noqa: E402
 
 OBJECTIVES = ("mtc", "par", "contrastive", "captioning", "multitask", "masked")
@@ -60,11 +61,10 @@ def evaluate(cfg, out, retrieval_clips: int) -> dict:
     program = step_lib.build(cfg, len(vocab), vocab)
     params = out["state"].params
     heads = {o.name: o for o in program.objectives}
-    featurizer = pipeline.Featurizer(
-        vocab={t: i for i, t in enumerate(vocab)}, sample_rate=cfg.data.sample_rate,
-        clip_samples=int(cfg.probe.clip_seconds * cfg.data.sample_rate), random_crop=False,
-        extra=objectives_lib.TextFields(step_lib.text_tokenizer(cfg), ("text",), step_lib.text_length(cfg))
-        if step_lib.text_tokenizer(cfg) else None)
+    featurizer = pipeline.featurizer_from_config(
+        cfg, vocab, train=False, clip_seconds=cfg.probe.clip_seconds,
+        extra=text_fields.from_config(cfg, ("text",)) if text_fields.tokenizer_from_config(cfg)
+        else None)
 
     encode = jax.jit(program.tokens)
 
@@ -118,15 +118,16 @@ def evaluate(cfg, out, retrieval_clips: int) -> dict:
         sim = np.stack([np.asarray(row(jnp.asarray(ev["tokens"][i]), jnp.asarray(ev["mask"][i])))
                         for i in range(m)])
     if sim is not None:
-        recall = lambda s: {str(k): v for k, v in metrics.recall_at_k(s).items()}
-        result["retrieval"] = {"clips": m, "a2t": recall(sim), "t2a": recall(sim.T)}
+        ranked = protocols.retrieval_from_similarity(sim)
+        result["retrieval"] = {"clips": m, "a2t": ranked["audio_to_text"],
+                               "t2a": ranked["text_to_audio"]}
     return result
 
 
 def table(rows: dict, steps: int, corpus: str, seconds: dict) -> str:
     f = lambda x: "—" if x is None else f"{x:.3f}"
     head = ["objective", "train s", "final loss"] + [f"{t} mean / att" for t in TASKS] + [
-        "A→T R@1 / R@10", "T→A R@1 / R@10", "tag mAP"]
+        "A→T R@1 / R@10 / mAP@10", "T→A R@1 / R@10 / mAP@10", "tag mAP"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, r in rows.items():
         cells = [name, f"{seconds[name]:.0f}", f"{r['final_loss']:.3f}"]
@@ -134,7 +135,8 @@ def table(rows: dict, steps: int, corpus: str, seconds: dict) -> str:
             cells.append(f"{f(r['probe'].get(f'{t}/mean'))} / {f(r['probe'].get(f'{t}/attention'))}")
         ret = r.get("retrieval")
         for d in ("a2t", "t2a"):
-            cells.append(f"{ret[d]['1']:.3f} / {ret[d]['10']:.3f}" if ret else "—")
+            cells.append(" / ".join(f"{ret[d][k]:.3f}" for k in ("R@1", "R@10", "mAP@10"))
+                         if ret else "—")
         cells.append(f(r.get("tag_map")))
         lines.append("| " + " | ".join(cells) + " |")
     any_row = next(iter(rows.values()))

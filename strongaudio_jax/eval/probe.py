@@ -6,19 +6,23 @@ task are not part of that task. Chance is reported as the majority-class rate of
 held-out clips, the stronger of the usual baselines. The attention probe (the study's
 second protocol) learns a few attention queries over the frozen tokens (padding masked)
 and a linear classifier on what they pool; with zero queries it starts as mean pooling.
+The solvers are those of eval/protocols.py (scikit-learn's logistic regression, the JAX
+attention probe) with the trainer's fixed probe.l2 / probe.steps instead of a search on a
+validation split (the pre-training corpus has none; `strongaudio eval` searches).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Callable, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
+from sklearn.exceptions import ConvergenceWarning
 
 from strongaudio_jax.data import pipeline
+from strongaudio_jax.eval import protocols
 
 
 @dataclasses.dataclass
@@ -45,69 +49,31 @@ def embed_files(files: Sequence[str], embed_fn: Callable, featurizer: pipeline.F
 
 
 def fit_softmax(x: np.ndarray, y: np.ndarray, num_classes: int, l2: float, steps: int):
-    """Full-batch L2-regularised multinomial logistic regression on standardised features."""
+    """L2-regularised multinomial logistic regression on standardised features (scikit-learn,
+    L-BFGS, at most `steps` iterations): minimises mean cross-entropy + l2 * |w|^2."""
+    from sklearn.linear_model import LogisticRegression
+
     mean, std = x.mean(0), x.std(0) + 1e-6
-    xs = jnp.asarray((x - mean) / std)
-    yj = jnp.asarray(y)
+    norm = lambda z: (np.asarray(z, np.float64) - mean) / std
+    clf = LogisticRegression(C=1.0 / (2.0 * l2 * len(x)), max_iter=steps)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(norm(x), y)
 
-    def loss(w):
-        logits = xs @ w["w"] + w["b"]
-        ce = optax.softmax_cross_entropy_with_integer_labels(logits, yj).mean()
-        return ce + l2 * jnp.sum(w["w"] ** 2)
+    def predict(z):
+        logits = clf.decision_function(norm(z))
+        if logits.ndim == 1:  # two classes: one decision value, positive for classes_[1]
+            logits = np.stack([-logits / 2, logits / 2], axis=1)
+        return protocols._columns(logits, clf.classes_, num_classes, -np.inf)
 
-    w = {"w": jnp.zeros((x.shape[1], num_classes)), "b": jnp.zeros(num_classes)}
-    opt = optax.lbfgs()
-    state = opt.init(w)
-    value_and_grad = optax.value_and_grad_from_state(loss)
-
-    @jax.jit
-    def step(w, state):
-        value, grad = value_and_grad(w, state=state)
-        updates, state = opt.update(grad, state, w, value=value, grad=grad, value_fn=loss)
-        return optax.apply_updates(w, updates), state
-
-    for _ in range(steps):
-        w, state = step(w, state)
-    return lambda z: np.asarray(((z - mean) / std) @ np.asarray(w["w"]) + np.asarray(w["b"]))
+    return predict
 
 
 def fit_attention(tokens: np.ndarray, mask: np.ndarray, y: np.ndarray, num_classes: int,
                   l2: float, steps: int, heads: int = 4, lr: float = 3e-3):
-    """Attention pooling (`heads` learned queries, softmax over real tokens) and a linear
-    softmax classifier on the pooled vectors, trained full-batch with Adam."""
-    real = mask.astype(bool)
-    mean, std = tokens[real].mean(0), tokens[real].std(0) + 1e-6
-    d = tokens.shape[-1]
-
-    def pool(w, x, m):
-        x = (x - mean) / std
-        scores = jnp.where(m[..., None], x @ w["q"].T, -1e9)  # [N, T, H]
-        att = jax.nn.softmax(scores, axis=1)
-        return jnp.einsum("nth,ntd->nhd", att, x).reshape(x.shape[0], -1)
-
-    def logits_fn(w, x, m):
-        return pool(w, x, m) @ w["w"] + w["b"]
-
-    def loss(w, x, m, y):
-        ce = optax.softmax_cross_entropy_with_integer_labels(logits_fn(w, x, m), y).mean()
-        return ce + l2 * jnp.sum(w["w"] ** 2) + l2 * jnp.sum(w["q"] ** 2)
-
-    w = {"q": jnp.zeros((heads, d)), "w": jnp.zeros((heads * d, num_classes)),
-         "b": jnp.zeros(num_classes)}
-    opt = optax.adam(lr)
-    state = opt.init(w)
-    x, m, yj = jnp.asarray(tokens), jnp.asarray(real), jnp.asarray(y)
-
-    @jax.jit
-    def step(w, state):
-        grad = jax.grad(loss)(w, x, m, yj)
-        updates, state = opt.update(grad, state, w)
-        return optax.apply_updates(w, updates), state
-
-    for _ in range(steps):
-        w, state = step(w, state)
-    predict = jax.jit(logits_fn)
-    return lambda z: np.asarray(predict(w, jnp.asarray(z[0]), jnp.asarray(z[1].astype(bool))))
+    """Attention pooling (`heads` learned queries) + linear softmax (eval/protocols.py)."""
+    predict = protocols.fit_attention(tokens, mask, y, num_classes, l2, steps, heads=heads, lr=lr)
+    return lambda z: predict(z[0], z[1])
 
 
 def linear_probes(train_x, train_labels, eval_x, eval_labels, tasks, l2=1e-3, steps=200):
