@@ -31,8 +31,7 @@ import pytest
 from tests.conftest import REPO
 
 BUCKET = "strongaudio-test"
-OVERRIDES = [f"data.train_files=gs://{BUCKET}/corpus/train-*.tfrecord",
-             f"data.eval_files=gs://{BUCKET}/corpus/heldout-*.tfrecord",
+OVERRIDES = [f"data.train_files=gs://{BUCKET}/corpus/train-*.tfrecord", "data.eval_files=''",
              "data.batch_size=8", "data.clip_seconds=1.0", "data.vocab_min_count=1",
              "probe.tasks=()", "train.log_every=1", "train.checkpoint_every=2",
              # a learning rate that does not depend on train.steps, so a run killed on its way
@@ -177,13 +176,10 @@ def test_gs_workdir_killed_and_resumed_matches_local_run(gcs, tmp_path):
     assert (json.loads(storage.read_text(f"{run}/vocab.json"))
             == json.loads((local / "vocab.json").read_text()))
 
-    events = tmp_path / "events"
-    events.mkdir()
-    names = storage.listdir(f"{run}/tensorboard")
-    assert len(names) == 2  # one event file per start
-    for n in names:
-        storage.copy(f"{run}/tensorboard/{n}", str(events / n))
-    acc = ea.EventAccumulator(str(events), size_guidance=ea.STORE_EVERYTHING_SIZE_GUIDANCE).Reload()
+    assert len(storage.listdir(f"{run}/tensorboard")) == 2  # one event file per start
+    # TensorBoard (without TensorFlow) reads the bucket itself, through fsspec
+    acc = ea.EventAccumulator(f"{run}/tensorboard",
+                              size_guidance=ea.STORE_EVERYTHING_SIZE_GUIDANCE).Reload()
     last = [e for e in acc.Scalars("train/loss") if e.step == total]
     assert last and last[-1].value == pytest.approx(want[total], rel=1e-6)
 
