@@ -3,7 +3,7 @@
 `strongaudio train --workdir gs://bucket/run` reading its shards from gs:// is SIGKILLed once a
 checkpoint is committed in the bucket, resumed, and must match an uninterrupted run with a
 local work dir bit for bit (losses and parameters); metrics.jsonl, vocab.json and the
-TensorBoard events must be in the bucket and readable.
+TensorBoard events and a profile must be in the bucket and readable.
 
 Everything reaches the emulator: gcsfs (shards, metrics, vocabulary, events) through
 STORAGE_EMULATOR_HOST, orbax/tensorstore (checkpoints) through TENSORSTORE_GCS_HTTP_URL. The
@@ -165,8 +165,11 @@ def test_gs_workdir_killed_and_resumed_matches_local_run(gcs, tmp_path):
         f"{BUCKET}/run/checkpoints/*/commit_success.txt"))
     total = step + 3
 
-    resumed = gcs.cli(*_train(run, f"train.steps={total}"))
+    resumed = gcs.cli(*_train(run, f"train.steps={total}",  # and a profile of one step
+                              f"train.profile_steps=({step + 1}, {step + 2})"))
     assert f"resumed from step {step}" in resumed.stdout
+    gcs.fs.invalidate_cache()
+    assert [p for p in gcs.fs.find(f"{BUCKET}/run/profile") if p.endswith(".xplane.pb")]
     local = tmp_path / "local"
     gcs.cli(*_train(local, f"train.steps={total}"))
 
