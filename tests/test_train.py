@@ -98,12 +98,12 @@ def test_sharded_over_data_fsdp_tensor(tiny_config, tmp_path):
 
 
 def test_tensorboard_has_training_and_probe_scalars(run30):
-    from strongaudio_jax.train import tensorboard
+    from tensorboard.backend.event_processing import event_accumulator as ea
 
     _, workdir, out = run30
-    (path,) = tensorboard.event_files(os.path.join(workdir, "tensorboard"))
-    events = list(tensorboard.read_events(path))
-    tags = {(e.step, v.tag): v.simple_value for e in events for v in e.summary.value}
+    acc = ea.EventAccumulator(os.path.join(workdir, "tensorboard"),
+                              size_guidance=ea.STORE_EVERYTHING_SIZE_GUIDANCE).Reload()
+    tags = {(e.step, tag): e.value for tag in acc.Tags()["scalars"] for e in acc.Scalars(tag)}
     assert tags[(30, "train/loss")] == pytest.approx(out["history"][-1]["loss"], rel=1e-6)
     assert (30, "probe/domain_accuracy") in tags and (30, "tags/mAP") in tags
 

@@ -1,9 +1,15 @@
-"""One filesystem layer for shard paths: local files directly, URLs (gs://, s3://, memory://) via fsspec.
+"""One filesystem layer for shards and work dirs: local files directly, URLs (gs://, s3://,
+memory://) via fsspec.
 
 Local paths keep the fast path (one `os.pread` per record on a cached descriptor). A URL goes
 through fsspec (sequential reads in REMOTE_BLOCK blocks; a record is one ranged request): `gs://` needs the `gcsfs` package (`pip install 'strongaudio_jax[gcs]'`), `s3://`
 needs `s3fs` (`[s3]`); credentials come from the environment as those libraries read them
 (Application Default Credentials / AWS_* variables) and are never logged here.
+
+Work dirs (train/trainer.py, train/log.py, train/checkpoint.py) write through the same functions:
+`makedirs`, `write_text`, `listdir`, `copy`, `upload_tree` and `TextLog` for metrics.jsonl.
+Object stores have no append and (on some servers, e.g. the GCS emulator) no server-side move,
+so `rename` of a URL is copy + delete and `TextLog` rewrites its object whole.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import collections
 import glob as glob_lib
 import os
+import shutil
 from typing import BinaryIO
 
 REMOTE_BLOCK = 8 << 20  # read-ahead of sequential remote reads (indexing, importers, inspect)
@@ -75,10 +82,112 @@ def open_file(path: str, mode: str = "rb") -> BinaryIO:
     return _fs(path).open(path, mode)
 
 
+def abspath(path: str) -> str:
+    """An absolute local path; a URL unchanged."""
+    return path if is_url(path) else os.path.abspath(_local(path))
+
+
+def makedirs(path: str) -> None:
+    """Creates a directory and its parents; on object stores (no directories) it does nothing
+    but check the path names a usable filesystem."""
+    if is_url(path):
+        _fs(path)
+    else:
+        os.makedirs(_local(path), exist_ok=True)
+
+
+def listdir(path: str) -> list[str]:
+    """Sorted base names of the entries directly under `path`."""
+    if not is_url(path):
+        return sorted(os.listdir(_local(path)))
+    return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in _fs(path).ls(path, detail=False))
+
+
+def read_text(path: str) -> str:
+    with open_file(path, "rb") as f:
+        return f.read().decode("utf-8")
+
+
+def write_text(path: str, text: str) -> None:
+    """Writes a whole text file. Local: a temporary file renamed into place, so a reader
+    never sees half of it; object stores make an object visible only once whole."""
+    data = text.encode("utf-8")
+    if is_url(path):
+        _fs(path).pipe_file(path, data)
+        return
+    path = _local(path)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def copy(src: str, dst: str) -> None:
+    """Copies one file between any two places (local or URL)."""
+    if not is_url(src) and not is_url(dst):
+        shutil.copyfile(_local(src), _local(dst))
+    elif not is_url(src):
+        _fs(dst).put_file(_local(src), dst)
+    elif not is_url(dst):
+        _fs(src).get_file(src, _local(dst))
+    else:
+        with open_file(src, "rb") as fin, open_file(dst, "wb") as fout:
+            shutil.copyfileobj(fin, fout, REMOTE_BLOCK)
+
+
+def upload_tree(local_dir: str, dst: str) -> None:
+    """Copies every file under `local_dir` to the same relative path under `dst`."""
+    for root, _, files in os.walk(local_dir):
+        rel = os.path.relpath(root, local_dir)
+        for name in files:
+            target = dst if rel == "." else join(dst, rel.replace(os.sep, "/"))
+            if not is_url(dst):
+                os.makedirs(target, exist_ok=True)
+            copy(os.path.join(root, name), join(target, name))
+
+
+class TextLog:
+    """A text file that grows by lines (metrics.jsonl).
+
+    Local: appended and flushed line by line. Object stores cannot append to an object, so
+    the log keeps the whole text in memory (read back when the object already exists, e.g.
+    on resume) and rewrites the object at each `append`: a reader always sees a complete
+    file, a killed run loses at most the line being written, and no local state is needed
+    to resume on another host. A log line every few seconds of a few hundred bytes keeps the
+    object small (about 1 MB after 3000 log steps) next to a checkpoint.
+    """
+
+    def __init__(self, path: str):
+        self.path = path
+        if is_url(path):
+            self._text = read_text(path) if exists(path) else ""
+            if self._text and not self._text.endswith("\n"):  # a torn last line
+                self._text += "\n"
+            self._file = None
+        else:
+            self._file = open(_local(path), "a", encoding="utf-8")
+
+    def append(self, line: str) -> None:
+        line = line.rstrip("\n") + "\n"
+        if self._file is None:
+            self._text += line
+            write_text(self.path, self._text)
+        else:
+            self._file.write(line)
+            self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
 def rename(src: str, dst: str) -> None:
-    """Atomic on local filesystems; on object stores a copy + delete (the name appears whole)."""
+    """Atomic on local filesystems; on object stores a copy + delete (the name appears whole;
+    a copy rather than fsspec's move, which some servers, e.g. the GCS emulator, refuse)."""
     if is_url(src):
-        _fs(src).mv(src, dst)
+        fs = _fs(src)
+        fs.copy(src, dst)
+        fs.rm(src)
     else:
         os.replace(_local(src), _local(dst))
 

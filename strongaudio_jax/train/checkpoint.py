@@ -1,17 +1,21 @@
-"""Orbax checkpoints holding the train state and the Grain iterator state in one step dir."""
+"""Orbax checkpoints holding the train state and the Grain iterator state in one step dir.
+
+The work dir may be local or a bucket: orbax reaches gs:// (and s3://) through tensorstore and
+etils.epath itself; the few reads done here go through data/storage.py."""
 
 from __future__ import annotations
 
-import os
 
 import grain
 import jax
 import orbax.checkpoint as ocp
 
+from strongaudio_jax.data import storage
+
 
 def manager(workdir: str, keep: int) -> ocp.CheckpointManager:
     return ocp.CheckpointManager(
-        os.path.join(os.path.abspath(workdir), "checkpoints"),
+        storage.join(storage.abspath(workdir), "checkpoints"),
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
         item_names=("state", "data"),
     )
@@ -21,7 +25,7 @@ def best_manager(workdir: str, metric: str) -> ocp.CheckpointManager:
     """A second manager keeping only the train state with the highest `metric` so far (the
     main one keeps the last N, for resuming)."""
     return ocp.CheckpointManager(
-        os.path.join(os.path.abspath(workdir), "best"),
+        storage.join(storage.abspath(workdir), "best"),
         options=ocp.CheckpointManagerOptions(max_to_keep=1, best_fn=lambda m: m[metric],
                                              best_mode="max", create=True),
         item_names=("state",))
@@ -40,13 +44,13 @@ def save(mngr: ocp.CheckpointManager, step: int, state, data_iter) -> None:
 def restore(mngr: ocp.CheckpointManager, step: int, abstract_state, data_iter=None):
     """Restores onto the shardings carried by `abstract_state` (ShapeDtypeStructs with
     .sharding), so a checkpoint loads onto any mesh. Returns (state, data_iter)."""
-    check_matches(os.path.join(str(mngr.directory), str(step), "state"), abstract_state)
+    check_matches(_step_dir(mngr, step, "state"), abstract_state)
     args = {"state": ocp.args.StandardRestore(abstract_state)}
     if data_iter is not None:
-        data_dir = os.path.join(str(mngr.directory), str(step), "data")
+        data_dir = _step_dir(mngr, step, "data")
         mine = f"process_{jax.process_index()}-of-{jax.process_count()}.json"
-        if not os.path.exists(os.path.join(data_dir, mine)):
-            saved = sorted(f for f in os.listdir(data_dir) if f.startswith("process_"))
+        if not storage.exists(storage.join(data_dir, mine)):
+            saved = [f for f in storage.listdir(data_dir) if f.startswith("process_")]
             raise CheckpointMismatchError(
                 f"the data-iterator state in {data_dir} was written by {len(saved)} process(es) "
                 f"({', '.join(saved)}), but this run has {jax.process_count()}. Resuming the data "
@@ -56,6 +60,10 @@ def restore(mngr: ocp.CheckpointManager, step: int, abstract_state, data_iter=No
         args["data"] = grain.checkpoint.CheckpointRestore(data_iter)
     restored = mngr.restore(step, args=ocp.args.Composite(**args))
     return restored["state"], restored.get("data") if data_iter is not None else None
+
+
+def _step_dir(mngr: ocp.CheckpointManager, step: int, item: str) -> str:
+    return storage.join(storage.join(str(mngr.directory), str(step)), item)
 
 
 class CheckpointMismatchError(ValueError):
@@ -80,7 +88,7 @@ def check_matches(path: str, abstract_state) -> None:
     if problems:
         more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
         raise CheckpointMismatchError(
-            f"the checkpoint in {os.path.dirname(path)} does not match this config's model or "
+            f"the checkpoint in {path.rstrip('/').rsplit('/', 1)[0]} does not match this config's model or "
             f"optimizer: {'; '.join(problems[:5])}{more}. Use a new --workdir, or the config "
             "that wrote the checkpoint.")
 
@@ -97,7 +105,7 @@ def load_for_eval(workdir: str, step: int | None = None, device: jax.Device | No
     step = mngr.latest_step() if step is None else step
     if step is None:
         raise FileNotFoundError(f"no complete checkpoint in {mngr.directory}")
-    path = os.path.join(str(mngr.directory), str(step), "state")
+    path = _step_dir(mngr, step, "state")
     ckptr = ocp.StandardCheckpointer()
     meta = ckptr.metadata(path).item_metadata.tree
     target = jax.sharding.SingleDeviceSharding(device or jax.devices()[0])

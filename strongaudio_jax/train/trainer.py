@@ -11,6 +11,7 @@ import dataclasses
 import json
 import os
 import shutil
+import tempfile
 import time
 
 import jax
@@ -18,7 +19,7 @@ import ml_collections
 import numpy as np
 
 from strongaudio_jax.config import ConfigError
-from strongaudio_jax.data import batcher, pipeline, text_fields
+from strongaudio_jax.data import batcher, pipeline, storage, text_fields
 from strongaudio_jax.parallel import mesh as mesh_lib
 from strongaudio_jax.train import checkpoint, flops, log as log_lib, preemption, step as step_lib
 
@@ -29,7 +30,7 @@ class NonFiniteLossError(FloatingPointError):
 
 def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
     """Runs (or resumes) pre-training in `workdir`, then probes the frozen encoder."""
-    os.makedirs(workdir, exist_ok=True)
+    storage.makedirs(workdir)  # a local directory or a bucket URL (gs://, s3://)
     logger = log_lib.Logger(workdir)
     logger.info(f"devices: {jax.device_count()} x {jax.devices()[0].platform}, "
                 f"processes: {jax.process_count()}")
@@ -48,14 +49,15 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
     if not vocab:
         raise ValueError(f"the training files hold no tag seen >= {cfg.data.vocab_min_count} times")
     if jax.process_index() == 0:
-        with open(os.path.join(workdir, "vocab.json"), "w") as f:
-            json.dump({str(i): t for i, t in enumerate(vocab)}, f, indent=1)
+        storage.write_text(storage.join(workdir, "vocab.json"),
+                           json.dumps({str(i): t for i, t in enumerate(vocab)}, indent=1))
     if cfg.frontend.get("stats_file") and jax.process_index() == 0:  # evaluation reads this copy
-        shutil.copyfile(cfg.frontend.stats_file, os.path.join(workdir, "frontend_stats.json"))
+        storage.copy(cfg.frontend.stats_file, storage.join(workdir, "frontend_stats.json"))
     program = step_lib.build(cfg, len(vocab), vocab)  # the pure functions (train/step.py)
     extra = text_fields.from_config(cfg, program.text_fields)  # text the objectives read
     if extra is not None and jax.process_index() == 0:  # text objectives' vocabulary
-        extra.tokenizer.save(os.path.join(workdir, "text_vocab.txt"))
+        storage.write_text(storage.join(workdir, "text_vocab.txt"),
+                           "".join(t + "\n" for t in extra.tokenizer.vocab))
     tag_index: dict[str, int] = {}
     for i, t in enumerate(vocab):  # a tag listed twice (released UTS files have some) trains
         if t in tag_index:  # its first output only; say so rather than leave one dead silently
@@ -184,11 +186,17 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
                 last_saved = step
             if cfg.train.eval_every and step % cfg.train.eval_every == 0 and step != total:
                 evaluate(state)
-            if step == profile[0]:
-                jax.profiler.start_trace(os.path.join(workdir, "profile"))
+            if step == profile[0]:  # jax.profiler writes local files: a bucket gets a copy
+                profile_dir = (tempfile.mkdtemp(prefix="strongaudio_profile_")
+                               if storage.is_url(workdir) else os.path.join(workdir, "profile"))
+                jax.profiler.start_trace(profile_dir)
             if step == profile[1]:
                 jax.profiler.stop_trace()
-                logger.info(f"profile of steps {profile[0] + 1}-{profile[1]} in {workdir}/profile")
+                if storage.is_url(workdir):
+                    storage.upload_tree(profile_dir, storage.join(workdir, "profile"))
+                    shutil.rmtree(profile_dir, ignore_errors=True)
+                logger.info(f"profile of steps {profile[0] + 1}-{profile[1]} in "
+                            f"{storage.join(workdir, 'profile')}")
             if stopping:
                 mngr.wait_until_finished()
                 logger.info(f"{stop.reason} received: saved step {step} in {mngr.directory}; "
