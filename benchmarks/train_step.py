@@ -9,8 +9,8 @@ compute dtype (bf16 on GPU, as the peer; float32 on CPU).
     python benchmarks/train_step.py                      # GPU: ViT-B/16, 128 x 1024, batch 128
     python benchmarks/train_step.py --size ti --mels 64 --frames 256 --batch 16   # a CPU size
 
-Prints one JSON line. Needs only jax, flax, optax and this package's models (no grain,
-ml-collections or clu), so it runs on a bare accelerator image.
+Prints one JSON line. Needs only jax, flax, optax and this package's models (no grain
+or ml-collections), so it runs on a bare accelerator image.
 """
 
 from __future__ import annotations
