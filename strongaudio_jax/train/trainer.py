@@ -20,7 +20,8 @@ import numpy as np
 from strongaudio_jax.config import ConfigError
 from strongaudio_jax.data import batcher, pipeline
 from strongaudio_jax.parallel import mesh as mesh_lib
-from strongaudio_jax.train import checkpoint, flops, log as log_lib, preemption, step as step_lib
+from strongaudio_jax.train import checkpoint, flops, log as log_lib, preemption, run_config
+from strongaudio_jax.train import step as step_lib
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -31,6 +32,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
     """Runs (or resumes) pre-training in `workdir`, then probes the frozen encoder."""
     os.makedirs(workdir, exist_ok=True)
     logger = log_lib.Logger(workdir)
+    run_config.record(cfg, workdir, logger)  # <workdir>/config.json: the work dir describes itself
     logger.info(f"devices: {jax.device_count()} x {jax.devices()[0].platform}, "
                 f"processes: {jax.process_count()}")
 
