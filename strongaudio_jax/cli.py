@@ -93,9 +93,9 @@ def cmd_export(args) -> int:
         info = export.export(args.workdir, args.out, args.step, args.ema, cfg)
     except export.ExportError as e:
         raise config_lib.ConfigError(str(e)) from None
-    print(f"exported step {info['step']} ({info['params']} parameters, "
-          f"{info['param_count'] / 1e6:.2f}M of which the encoder {info['encoder_param_count'] / 1e6:.2f}M; "
-          f"embeddings of {info['scene_embedding_size']} at {info['sample_rate']} Hz) -> {args.out}\n"
+    print(f"exported step {info['step']}: {info['params']} parameters, "
+          f"{info['param_count'] / 1e6:.2f}M (encoder {info['encoder_param_count'] / 1e6:.2f}M), "
+          f"embeddings of {info['scene_embedding_size']} at {info['sample_rate']} Hz -> {args.out}\n"
           f"use it with: strongaudio_jax.hub.load_model({args.out!r})")
     return 0
 

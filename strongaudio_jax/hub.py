@@ -86,6 +86,8 @@ class StrongAudioModel:
             raise ValueError(f"audio must be [n_sounds, n_samples] at {self.sample_rate} Hz, got "
                              f"shape {audio.shape}")
         n_sounds, n = audio.shape
+        if n_sounds == 0 or n == 0:
+            raise ValueError(f"audio of shape {audio.shape} holds no samples")
         width = min(n, self.chunk_samples)  # short sounds: one chunk of their own length
         starts = list(range(0, max(n - width, 0) + 1, self.step_tokens * self.token_samples))
         if starts[-1] + width < n:

@@ -97,7 +97,7 @@ def test_cli_export_and_user_errors(run_ema, tmp_path, capsys, tiny_corpus):
     _, workdir, _ = run_ema
     dest = str(tmp_path / "cli")
     assert cli.main(["export", "--workdir", workdir, "--out", dest]) == 0
-    assert "exported step 4 (ema parameters" in capsys.readouterr().out
+    assert "exported step 4: ema parameters" in capsys.readouterr().out
 
     def error(*argv):
         assert cli.main(["export", *argv]) == 2
@@ -121,4 +121,4 @@ def test_cli_export_and_user_errors(run_ema, tmp_path, capsys, tiny_corpus):
     assert "--ema: the state at step 2" in error("--workdir", str(raw_dir), "--out",
                                                  str(tmp_path / "c"), "--ema")
     assert cli.main(["export", "--workdir", str(raw_dir), "--out", str(tmp_path / "d")]) == 0
-    assert "(raw parameters" in capsys.readouterr().out
+    assert ": raw parameters" in capsys.readouterr().out
