@@ -160,8 +160,7 @@ def load_model(model_file_path: str = "") -> StrongAudioModel:
                          f"strongaudio_jax reads {export_lib.FORMAT_VERSION}")
     cfg = run_config.load(storage.join(path, run_config.FILE_NAME))
     with storage.open_file(storage.join(path, "frontend.json"), "r") as f:
-        fields = {k: tuple(v) if isinstance(v, list) else v for k, v in json.load(f).items()}
-    mel_cfg = frontend.MelConfig(**fields)
+        mel_cfg = export_lib.frontend_from_json(f.read())
     with storage.open_file(storage.join(path, "model.safetensors"), "rb") as f:
         flat = safetensors_load(f.read())
     params = export_lib.unflatten({k: v for k, v in flat.items() if k.startswith("encoder/")})

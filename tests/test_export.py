@@ -122,3 +122,60 @@ def test_cli_export_and_user_errors(run_ema, tmp_path, capsys, tiny_corpus):
                                                  str(tmp_path / "c"), "--ema")
     assert cli.main(["export", "--workdir", str(raw_dir), "--out", str(tmp_path / "d")]) == 0
     assert ": raw parameters" in capsys.readouterr().out
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_export_from_and_to_a_bucket(run_ema, tmp_path):
+    """gs:// work dir -> gs:// export -> load_model from gs://, on a local GCS emulator."""
+    import shutil
+    import socket
+    import time
+
+    pytest.importorskip("gcsfs")
+    emulator = shutil.which("gcp-storage-emulator") or os.path.join(
+        os.path.dirname(sys.executable), "gcp-storage-emulator")
+    if not os.path.exists(emulator):
+        pytest.skip("gcp-storage-emulator is not installed (pip install gcp-storage-emulator)")
+    _, workdir, _ = run_ema
+    local = str(tmp_path / "local")
+    export.export(workdir, local)
+    port = _free_port()
+    proc = subprocess.Popen([emulator, "start", "--port", str(port), "--in-memory"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # wait until it accepts connections
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    pytest.fail("the GCS emulator did not start")
+                time.sleep(0.1)
+        url = f"http://localhost:{port}"
+        env = {**os.environ, "PYTHONPATH": REPO, "STORAGE_EMULATOR_HOST": url,
+               "TENSORSTORE_GCS_HTTP_URL": url, "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"}
+        script = (
+            "import sys, fsspec, numpy as np\n"
+            "from strongaudio_jax import hub\nfrom strongaudio_jax.train import export\n"
+            "fs = fsspec.filesystem('gs'); fs.mkdir('bucket')\n"
+            "fs.put(sys.argv[1], 'gs://bucket/run', recursive=True)\n"
+            "info = export.export('gs://bucket/run', 'gs://bucket/out')\n"
+            "assert info['step'] == 4 and info['params'] == 'ema', info\n"
+            "audio = np.load(sys.argv[3])\n"
+            "got = hub.get_scene_embeddings(audio, hub.load_model('gs://bucket/out'))\n"
+            "want = hub.get_scene_embeddings(audio, hub.load_model(sys.argv[2]))\n"
+            "np.testing.assert_array_equal(got, want)\n")
+        np.save(tmp_path / "audio.npy", AUDIO[:2])
+        subprocess.run([sys.executable, "-c", script, workdir, local, str(tmp_path / "audio.npy")],
+                       env=env, check=True, timeout=600)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

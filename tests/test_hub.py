@@ -96,3 +96,18 @@ def test_load_model_errors(tmp_path):
         hub.load_model()
     with pytest.raises(FileNotFoundError, match="no export.json"):
         hub.load_model(str(tmp_path))
+
+
+def test_frontend_json_round_trips_every_preset_with_per_bin_statistics():
+    import dataclasses
+
+    from strongaudio_jax import frontend
+    from strongaudio_jax.frontend import logmel
+    from strongaudio_jax.train import export
+
+    for name in logmel.PRESETS:
+        cfg = frontend.get_preset(name)
+        per_bin = dataclasses.replace(cfg, norm_mean=tuple(np.linspace(-30, -10, cfg.n_mels)),
+                                      norm_std=tuple(np.linspace(10, 20, cfg.n_mels)))
+        for c in (cfg, per_bin):
+            assert export.frontend_from_json(export.frontend_to_json(c)) == c, name

@@ -157,7 +157,7 @@ def export(workdir: str, out: str, step: int | None = None, ema: bool | None = N
                                                             "step": str(step)}))
     run_config.save(cfg, storage.join(out, run_config.FILE_NAME))
     with storage.open_file(storage.join(out, "frontend.json"), "w") as f:
-        json.dump(dataclasses.asdict(mel_cfg), f, indent=1)
+        f.write(frontend_to_json(mel_cfg))
     copied = []
     for name in COPIED:
         src = storage.join(workdir, name)
@@ -174,6 +174,18 @@ def export(workdir: str, out: str, step: int | None = None, ema: bool | None = N
     with storage.open_file(storage.join(out, "export.json"), "w") as f:
         json.dump(info, f, indent=1)
     return info
+
+
+def frontend_to_json(mel_cfg) -> str:
+    return json.dumps(dataclasses.asdict(mel_cfg), indent=1)
+
+
+def frontend_from_json(text: str):
+    """The MelConfig of frontend.json (per-bin statistics come back as tuples)."""
+    from strongaudio_jax import frontend
+
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(text).items()}
+    return frontend.MelConfig(**fields)
 
 
 def embedding_sizes(encoder, encoder_params, mel_cfg) -> dict:
