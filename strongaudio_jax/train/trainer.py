@@ -20,8 +20,8 @@ import numpy as np
 from strongaudio_jax.config import ConfigError
 from strongaudio_jax.data import batcher, pipeline
 from strongaudio_jax.parallel import mesh as mesh_lib
-from strongaudio_jax.train import checkpoint, flops, log as log_lib, preemption, run_config
-from strongaudio_jax.train import step as step_lib
+from strongaudio_jax.train import checkpoint, flops, log as log_lib, preemption, step as step_lib
+from strongaudio_jax.train import run_config
 
 
 class NonFiniteLossError(FloatingPointError):
