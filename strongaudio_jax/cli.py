@@ -78,6 +78,26 @@ def cmd_index(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    """A training checkpoint -> a params-only directory that loads on one CPU (docs/export.md)."""
+    from strongaudio_jax import config as config_lib
+    from strongaudio_jax.train import export
+
+    cfg = config_lib.load(args.config, args.overrides) if args.config else None
+    if args.overrides and not args.config:
+        raise config_lib.ConfigError("key=value overrides go with --config (for a work dir "
+                                     "without config.json)")
+    try:
+        info = export.export(args.workdir, args.out, args.step, args.ema, cfg)
+    except export.ExportError as e:
+        raise config_lib.ConfigError(str(e)) from None
+    print(f"exported step {info['step']}: {info['params']} parameters, "
+          f"{info['param_count'] / 1e6:.2f}M (encoder {info['encoder_param_count'] / 1e6:.2f}M), "
+          f"embeddings of {info['scene_embedding_size']} at {info['sample_rate']} Hz -> {args.out}\n"
+          f"use it with: strongaudio_jax.hub.load_model({args.out!r})")
+    return 0
+
+
 def cmd_compile_check(args) -> int:
     """Compiles the config's train step for a TPU topology on this (CPU) host; 1 if it does
     not fit the chips' memory."""
@@ -135,6 +155,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("files", nargs="+", help="shard paths or glob patterns (local or gs://...)")
     p.add_argument("--force", action="store_true", help="rewrite existing index files")
     p.set_defaults(func=cmd_index)
+
+    p = sub.add_parser("export", help="a training checkpoint -> params-only directory for "
+                       "evaluation (loads on one CPU; hub.load_model, safetensors)")
+    p.add_argument("--workdir", required=True, help="the training --workdir (local or gs://)")
+    p.add_argument("--out", required=True, help="a new (or empty) directory to write")
+    p.add_argument("--step", type=int, help="checkpoint step (default: the latest)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--ema", dest="ema", action="store_true", default=None,
+                       help="the EMA parameters (default when the state has them)")
+    which.add_argument("--raw", dest="ema", action="store_false", help="the raw parameters")
+    p.add_argument("--config", help="only for work dirs without config.json: the training "
+                   "config, configs/<name>.py[:variant] (with its overrides)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="overrides of --config")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("compile-check", help="compile the train step for a TPU topology on "
                        "this CPU host; per-chip memory, fails if it does not fit")

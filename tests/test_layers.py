@@ -15,8 +15,9 @@ From the bottom up (a module may import its own layer and the layers below it):
                              pipeline, and the pipeline needs none of them (its decoding workers
                              import no JAX), so it sits right under the jobs that join the two
   6  train/, eval/, uts/     the jobs: training (step, trainer, compile-check, sharding summary,
-                             the frontend-statistics pass), evaluation, and corpus tagging /
-                             vocabulary building (reads and writes shards, may run models)
+     hub.py, hub_torch.py    the frontend-statistics pass, export), evaluation, and corpus tagging /
+                             vocabulary building (reads and writes shards, may run models); the
+                             HEAR embedding API over an export (rebuilds the model with train/step)
   7  cli.py                  the `strongaudio` command, on top of everything
 
 Every `import` counts, including those inside functions (a lazy import is still a dependency).
@@ -36,7 +37,7 @@ LAYERS = [
     {"models"},
     {"objectives"},
     {"data"},
-    {"train", "eval", "uts"},
+    {"train", "eval", "uts", "hub", "hub_torch"},
     {"cli"},
 ]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}

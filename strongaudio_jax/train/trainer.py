@@ -22,6 +22,7 @@ from strongaudio_jax.config import ConfigError
 from strongaudio_jax.data import batcher, pipeline, storage, text_fields
 from strongaudio_jax.parallel import mesh as mesh_lib
 from strongaudio_jax.train import checkpoint, flops, log as log_lib, preemption, step as step_lib
+from strongaudio_jax.train import run_config
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -32,6 +33,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
     """Runs (or resumes) pre-training in `workdir`, then probes the frozen encoder."""
     storage.makedirs(workdir)  # a local directory or a bucket URL (gs://, s3://)
     logger = log_lib.Logger(workdir)
+    run_config.record(cfg, workdir, logger)  # <workdir>/config.json: the work dir describes itself
     logger.info(f"devices: {jax.device_count()} x {jax.devices()[0].platform}, "
                 f"processes: {jax.process_count()}")
 
