@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 
 import jax
 import jax.numpy as jnp
@@ -143,7 +142,8 @@ def load_model(model_file_path: str = "") -> StrongAudioModel:
     default device (one CPU is enough)."""
     from safetensors.numpy import load as safetensors_load
 
-    from strongaudio_jax.train import export as export_lib, run_config, step as step_lib
+    from strongaudio_jax import registry
+    from strongaudio_jax.train import export as export_lib, run_config
 
     path = model_file_path
     if not path:
@@ -164,7 +164,7 @@ def load_model(model_file_path: str = "") -> StrongAudioModel:
     with storage.open_file(storage.join(path, "model.safetensors"), "rb") as f:
         flat = safetensors_load(f.read())
     params = export_lib.unflatten({k: v for k, v in flat.items() if k.startswith("encoder/")})
-    encoder = step_lib.resolve("models", cfg.model.name).build(
+    encoder = registry.resolve("models", cfg.model.name).build(
         {k: v for k, v in cfg.model.items() if k != "name"})
     params = jax.tree.map(jnp.asarray, params["encoder"])
     return StrongAudioModel(encoder=encoder, params=params, mel_cfg=mel_cfg, config=cfg, info=info)

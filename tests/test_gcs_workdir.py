@@ -191,6 +191,15 @@ def test_gs_workdir_killed_and_resumed_matches_local_run(gcs, tmp_path):
     last = [e for e in acc.Scalars("train/loss") if e.step == total]
     assert last and last[-1].value == pytest.approx(want[total], rel=1e-6)
 
+    # export from the bucket into the bucket: the same weights as the local run's export
+    gcs.cli("export", "--workdir", run, "--out", f"{run}_export")
+    gcs.cli("export", "--workdir", str(local), "--out", str(tmp_path / "local_export"))
+    gcs.fs.invalidate_cache()
+    with storage.open_file(f"{run}_export/model.safetensors") as f:
+        remote_weights = f.read()
+    assert remote_weights == (tmp_path / "local_export" / "model.safetensors").read_bytes()
+    assert json.loads(storage.read_text(f"{run}_export/export.json"))["step"] == total
+
 
 def jax_leaves(tree):
     import jax

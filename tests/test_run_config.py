@@ -3,7 +3,6 @@
 import glob
 import os
 
-import pytest
 
 from strongaudio_jax import config as config_lib
 from strongaudio_jax.train import run_config

@@ -123,6 +123,7 @@ def export(workdir: str, out: str, step: int | None = None, ema: bool | None = N
     import orbax.checkpoint as ocp
     from safetensors.numpy import save as safetensors_save
 
+    from strongaudio_jax import registry
     from strongaudio_jax.train import step as step_lib
 
     _check_out(out)
@@ -135,7 +136,7 @@ def export(workdir: str, out: str, step: int | None = None, ema: bool | None = N
         cfg = run_config.load(cfg_path)
     params, step, used_ema = read_params(workdir, step, ema)
 
-    encoder = step_lib.resolve("models", cfg.model.name).build(
+    encoder = registry.resolve("models", cfg.model.name).build(
         {k: v for k, v in cfg.model.items() if k != "name"})
     frontend_cfg = cfg.frontend
     if cfg.frontend.get("stats_file"):  # the run's own copy (the original path may be gone)
