@@ -125,3 +125,24 @@ def test_chat_template_and_tokenizer(tmp_path):
     assert ids[0] == tok.token_id("<|im_start|>") and tok.token_id("<|im_end|>") in ids
     assert tok.decode(tok.encode("the dog barks")) == "the dog barks"
     assert tok.token_id(tok.eos_token) == tok.token_id("<|im_end|>")
+
+
+def test_generate_bf16_and_checks(tmp_path):
+    """bf16 computation runs and agrees with float32 on the first greedy tokens; a batch that
+    the data axes cannot split is refused."""
+    import jax.numpy as jnp
+    from strongaudio_jax.infer import generate as gen
+    from strongaudio_jax.models.lm import QwenLM
+    from strongaudio_jax.parallel.mesh import make_mesh
+
+    write_checkpoint(tmp_path / "hf", dict(HF_CONFIG, model_type="qwen2", head_dim=None))
+    cfg = import_hf.read_config(str(tmp_path / "hf"))
+    params = import_hf.convert(str(tmp_path / "hf"), cfg)
+    prompts = [[1, 2, 3], [4]]
+    f32 = gen.generate(QwenLM(cfg), params, prompts, 4)
+    bf16 = gen.generate(QwenLM(cfg, dtype=jnp.bfloat16), params, prompts, 4)
+    assert [r[:1] for r in bf16] == [r[:1] for r in f32]
+    with pytest.raises(ValueError, match="3 prompts"):
+        gen.generate(QwenLM(cfg), params, prompts + [[5]], 2, mesh=make_mesh({"data": 2, "tensor": 4}))
+    with pytest.raises(ValueError, match="at least one token"):
+        gen.generate(QwenLM(cfg), params, [[1], []], 2)

@@ -15,6 +15,7 @@ against a decode step of a real model; the cache is donated so it is updated in 
 from __future__ import annotations
 
 import functools
+import math
 from typing import Sequence
 
 import flax.linen as nn
@@ -118,6 +119,11 @@ def generate(model: QwenLM, params, prompts: Sequence[Sequence[int]], max_new_to
     key_mask = np.concatenate([mask, np.ones((b, max_new_tokens), bool)], axis=1)
     cache = init_cache(model.cfg, b, t + max_new_tokens, model.dtype)
     if mesh is not None:
+        axes = mesh_lib.batch_sharding(mesh, 1).spec[0] or ()
+        data = math.prod(mesh.shape[a] for a in ((axes,) if isinstance(axes, str) else axes))
+        if b % data:
+            raise ValueError(f"{b} prompts cannot be split over the {data} data-parallel devices "
+                             f"of the mesh {dict(mesh.shape)}; give a multiple of {data}")
         put = lambda x: jax.device_put(x, mesh_lib.batch_sharding(mesh, x.ndim))
         tokens, mask, key_mask = put(tokens), put(mask), put(key_mask)
         cache_sharding = NamedSharding(mesh, mesh_lib.logical_to_spec(
