@@ -18,7 +18,9 @@ def _user_errors():
     from strongaudio_jax.eval.hear_api import ModelError
     from strongaudio_jax.eval.report import ReportError
     from strongaudio_jax.eval.tasks import TaskError
-    return (ModelError, ReportError, TaskError, ConfigError, AudioDecodeError, SchemaError, CorruptRecordError, NonFiniteLossError,
+    from strongaudio_jax.infer.chat import TokenizerError
+    from strongaudio_jax.infer.import_hf import ImportHFError
+    return (ImportHFError, TokenizerError, ModelError, ReportError, TaskError, ConfigError, AudioDecodeError, SchemaError, CorruptRecordError, NonFiniteLossError,
             CheckpointMismatchError, FileNotFoundError, IndexFileError)
 
 
@@ -125,6 +127,17 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_import_hf(args) -> int:
+    """A Hugging Face Qwen2 / Qwen2.5 / Qwen3 directory -> orbax checkpoint + config + tokenizer
+    (docs/lm.md)."""
+    from strongaudio_jax.infer import import_hf
+
+    cfg = import_hf.import_hf(args.src, args.out)
+    print(f"{cfg.model_type}: {cfg.num_hidden_layers} layers, hidden {cfg.hidden_size}, "
+          f"vocab {cfg.vocab_size} -> {args.out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="strongaudio", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
@@ -195,6 +208,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=16, help="clips per embedding call")
     p.add_argument("--no-plots", action="store_true", help="report.md and results.json only")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("import-hf", help="a Hugging Face Qwen2/Qwen2.5/Qwen3 checkpoint "
+                       "directory -> orbax checkpoint, model config and tokenizer (docs/lm.md)")
+    p.add_argument("--from", dest="src", required=True, help="directory with config.json, "
+                   "*.safetensors, tokenizer.json, tokenizer_config.json")
+    p.add_argument("--out", required=True, help="a new (or empty) directory to write")
+    p.set_defaults(func=cmd_import_hf)
 
     from strongaudio_jax.uts import cli as uts_cli  # `strongaudio uts tag|build|filter|...`
     uts_cli.add_parser(sub)

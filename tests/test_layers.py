@@ -8,14 +8,16 @@ From the bottom up (a module may import its own layer and the layers below it):
   1  text/, assets/          the WordPiece tokenizer and the names of tokenised text in a batch,
                              MiniLM's weight files (numpy only); the bundled demo corpus
   2  frontend/, parallel/    log-mel and augmentation on device; the mesh and sharding rules
-  3  models/                 audio encoders; text encoder / decoder (models/text/)
+  3  models/                 audio encoders; text encoder / decoder (models/text/); decoder-only
+                             LMs (models/lm/)
   4  objectives/             losses and heads over the models
   5  data/                   the host side: shards, decoding, the input pipeline. Nothing on the
                              device side (frontend to objectives) reads files or needs the
                              pipeline, and the pipeline needs none of them (its decoding workers
                              import no JAX), so it sits right under the jobs that join the two
-  6  train/, eval/, uts/     the jobs: training (step, trainer, compile-check, sharding summary,
-     hub.py, hub_torch.py    the frontend-statistics pass, export), evaluation, and corpus tagging /
+  6  train/, eval/, infer/,  the jobs: training (step, trainer, compile-check, sharding summary,
+     uts/, hub.py,           the frontend-statistics pass, export), evaluation, LM generation and
+     hub_torch.py            the Hugging Face LM import (infer/), and corpus tagging /
                              vocabulary building (reads and writes shards, may run models); the
                              HEAR embedding API over an export (rebuilds the model with train/step)
   7  cli.py                  the `strongaudio` command, on top of everything
@@ -37,7 +39,7 @@ LAYERS = [
     {"models"},
     {"objectives"},
     {"data"},
-    {"train", "eval", "uts", "hub", "hub_torch"},
+    {"train", "eval", "infer", "uts", "hub", "hub_torch"},
     {"cli"},
 ]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}

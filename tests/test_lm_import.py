@@ -1,0 +1,148 @@
+"""import-hf without transformers: checkpoints written from a Flax model with safetensors,
+the round trip, the refusal cases and the chat template / tokenizer of infer/chat.py."""
+
+import json
+import os
+import shutil
+
+import jax
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+from strongaudio_jax import cli
+from strongaudio_jax.infer import chat, import_hf
+from strongaudio_jax.models.lm import QwenConfig
+
+from lm_fixtures import write_tokenizer
+
+HF_CONFIG = {"model_type": "qwen3", "architectures": ["Qwen3ForCausalLM"], "vocab_size": 64,
+             "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2,
+             "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
+             "rope_theta": 1000.0, "rms_norm_eps": 1e-6, "tie_word_embeddings": False}
+
+
+def write_checkpoint(directory, hf_config=HF_CONFIG, shards=1, seed=0):
+    """A Hugging Face-layout checkpoint of random weights; returns {torch name: array}."""
+    os.makedirs(directory, exist_ok=True)
+    cfg = QwenConfig.from_hf(hf_config)
+    rng = np.random.default_rng(seed)
+    tensors = {import_hf.hf_name(path): rng.normal(size=import_hf.hf_shape(path, shape))
+               .astype(np.float32) for path, shape in import_hf.expected_shapes(cfg).items()}
+    names = sorted(tensors)
+    if shards == 1:
+        save_file(tensors, os.path.join(directory, "model.safetensors"))
+    else:
+        weight_map = {}
+        for i in range(shards):
+            file = f"model-{i + 1:05d}-of-{shards:05d}.safetensors"
+            part = {n: tensors[n] for n in names[i::shards]}
+            save_file(part, os.path.join(directory, file))
+            weight_map.update({n: file for n in part})
+        with open(os.path.join(directory, "model.safetensors.index.json"), "w") as f:
+            json.dump({"metadata": {}, "weight_map": weight_map}, f)
+    with open(os.path.join(directory, "config.json"), "w") as f:
+        json.dump(hf_config, f)
+    write_tokenizer(directory)
+    return tensors
+
+
+@pytest.mark.parametrize("shards", [1, 3])
+def test_round_trip(tmp_path, shards):
+    tensors = write_checkpoint(tmp_path / "hf", shards=shards)
+    assert cli.main(["import-hf", "--from", str(tmp_path / "hf"), "--out",
+                     str(tmp_path / "out")]) == 0
+    model, params = import_hf.load(str(tmp_path / "out"))
+    assert model.cfg.model_type == "qwen3" and model.cfg.head_dim == 16
+    q = params["layers_1"]["self_attn"]["q_proj"]["kernel"]  # [hidden, heads, head_dim]
+    np.testing.assert_array_equal(q.reshape(32, 64).T, tensors["model.layers.1.self_attn.q_proj.weight"])
+    o = params["layers_0"]["self_attn"]["o_proj"]["kernel"]  # [heads, head_dim, hidden]
+    np.testing.assert_array_equal(o.reshape(64, 32).T, tensors["model.layers.0.self_attn.o_proj.weight"])
+    np.testing.assert_array_equal(params["lm_head"]["kernel"].T, tensors["lm_head.weight"])
+    np.testing.assert_array_equal(params["layers_0"]["self_attn"]["k_norm"]["weight"],
+                                  tensors["model.layers.0.self_attn.k_norm.weight"])
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        assert os.path.isfile(tmp_path / "out" / name)
+
+
+def _refused(tmp_path, capsys):
+    code = cli.main(["import-hf", "--from", str(tmp_path / "hf"), "--out", str(tmp_path / "out")])
+    assert code == 2
+    return capsys.readouterr().err
+
+
+def test_refuses_other_architecture(tmp_path, capsys):
+    write_checkpoint(tmp_path / "hf")
+    config = dict(HF_CONFIG, model_type="llama", architectures=["LlamaForCausalLM"])
+    (tmp_path / "hf" / "config.json").write_text(json.dumps(config))
+    err = _refused(tmp_path, capsys)
+    assert "'llama'" in err and "LlamaForCausalLM" in err and "config.json" in err
+
+
+def test_refuses_missing_tensor(tmp_path, capsys):
+    tensors = write_checkpoint(tmp_path / "hf")
+    del tensors["model.layers.1.mlp.up_proj.weight"]
+    save_file(tensors, str(tmp_path / "hf" / "model.safetensors"))
+    err = _refused(tmp_path, capsys)
+    assert "model.layers.1.mlp.up_proj.weight" in err and "missing" in err
+
+
+def test_refuses_wrong_shape(tmp_path, capsys):
+    tensors = write_checkpoint(tmp_path / "hf", shards=2)
+    index = json.loads((tmp_path / "hf" / "model.safetensors.index.json").read_text())
+    file = index["weight_map"]["model.layers.0.self_attn.k_proj.weight"]
+    from safetensors.numpy import load_file
+    part = load_file(str(tmp_path / "hf" / file))
+    part["model.layers.0.self_attn.k_proj.weight"] = np.zeros((16, 32), np.float32)
+    save_file(part, str(tmp_path / "hf" / file))
+    err = _refused(tmp_path, capsys)
+    assert file in err and "model.layers.0.self_attn.k_proj.weight" in err and "[16, 32]" in err
+
+
+def test_refuses_unknown_tensor_and_missing_tokenizer(tmp_path, capsys):
+    tensors = write_checkpoint(tmp_path / "hf")
+    tensors["model.layers.2.mlp.up_proj.weight"] = np.zeros((2, 2), np.float32)
+    save_file(tensors, str(tmp_path / "hf" / "model.safetensors"))
+    assert "model.layers.2.mlp.up_proj.weight" in _refused(tmp_path, capsys)
+    os.remove(tmp_path / "hf" / "tokenizer.json")
+    err = _refused(tmp_path, capsys)
+    assert "tokenizer.json" in err and not os.path.exists(tmp_path / "out")
+
+
+def test_refuses_sliding_window_and_scaled_rope():
+    with pytest.raises(ValueError, match="use_sliding_window"):
+        QwenConfig.from_hf(dict(HF_CONFIG, use_sliding_window=True))
+    with pytest.raises(ValueError, match="'yarn'"):
+        QwenConfig.from_hf(dict(HF_CONFIG, rope_scaling={"rope_type": "yarn", "factor": 4.0}))
+
+
+def test_chat_template_and_tokenizer(tmp_path):
+    write_tokenizer(str(tmp_path))
+    tok = chat.ChatTokenizer(str(tmp_path))
+    text = tok.apply_chat_template([{"role": "user", "content": "hello world"}])
+    assert text == "<|im_start|>user\nhello world<|im_end|>\n<|im_start|>assistant\n"
+    ids = tok.encode(text)
+    assert ids[0] == tok.token_id("<|im_start|>") and tok.token_id("<|im_end|>") in ids
+    assert tok.decode(tok.encode("the dog barks")) == "the dog barks"
+    assert tok.token_id(tok.eos_token) == tok.token_id("<|im_end|>")
+
+
+def test_generate_bf16_and_checks(tmp_path):
+    """bf16 computation runs and agrees with float32 on the first greedy tokens; a batch that
+    the data axes cannot split is refused."""
+    import jax.numpy as jnp
+    from strongaudio_jax.infer import generate as gen
+    from strongaudio_jax.models.lm import QwenLM
+    from strongaudio_jax.parallel.mesh import make_mesh
+
+    write_checkpoint(tmp_path / "hf", dict(HF_CONFIG, model_type="qwen2", head_dim=None))
+    cfg = import_hf.read_config(str(tmp_path / "hf"))
+    params = import_hf.convert(str(tmp_path / "hf"), cfg)
+    prompts = [[1, 2, 3], [4]]
+    f32 = gen.generate(QwenLM(cfg), params, prompts, 4)
+    bf16 = gen.generate(QwenLM(cfg, dtype=jnp.bfloat16), params, prompts, 4)
+    assert [r[:1] for r in bf16] == [r[:1] for r in f32]
+    with pytest.raises(ValueError, match="3 prompts"):
+        gen.generate(QwenLM(cfg), params, prompts + [[5]], 2, mesh=make_mesh({"data": 2, "tensor": 4}))
+    with pytest.raises(ValueError, match="at least one token"):
+        gen.generate(QwenLM(cfg), params, [[1], []], 2)
