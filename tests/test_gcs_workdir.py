@@ -195,10 +195,15 @@ def test_gs_workdir_killed_and_resumed_matches_local_run(gcs, tmp_path):
     gcs.cli("export", "--workdir", run, "--out", f"{run}_export")
     gcs.cli("export", "--workdir", str(local), "--out", str(tmp_path / "local_export"))
     gcs.fs.invalidate_cache()
+    from safetensors.numpy import load as load_safetensors
+
     with storage.open_file(f"{run}_export/model.safetensors") as f:
-        remote_weights = f.read()
-    assert remote_weights == (tmp_path / "local_export" / "model.safetensors").read_bytes()
+        remote_weights = load_safetensors(f.read())
+    local_weights = load_safetensors((tmp_path / "local_export" / "model.safetensors").read_bytes())
     assert json.loads(storage.read_text(f"{run}_export/export.json"))["step"] == total
+    assert sorted(remote_weights) == sorted(local_weights)
+    for name, value in local_weights.items():
+        np.testing.assert_array_equal(remote_weights[name], value, err_msg=name)
 
 
 def jax_leaves(tree):

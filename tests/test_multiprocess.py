@@ -12,6 +12,8 @@ import pytest
 
 from tests.conftest import REPO
 
+pytestmark = pytest.mark.slow  # two training processes, killed and resumed
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -110,8 +112,6 @@ from strongaudio_jax.data import pipeline
 from strongaudio_jax.parallel import mesh as mesh_lib
 sys.path.insert(0, {repo!r})
 from tests.test_pipeline import feat, ids_of
-
-pytestmark = pytest.mark.slow  # two training processes, killed and resumed
 
 files = pipeline.expand_paths({pattern!r})
 ds = pipeline.train_dataset(files, feat(), 8, seed=0, workers={workers})
