@@ -360,8 +360,8 @@ def load(spec: str, sample_rate: int | None = None) -> Task:
     """A task from its command-line name (see the module docstring)."""
     if spec == "demo" or spec.startswith("demo:"):
         parts = spec.split(":")[1:]
-        corpus = next((p for p in parts if os.path.isdir(p)), None)
-        label = next((p for p in parts if not os.path.isdir(p)), "domain")
+        corpus = next((p for p in parts if p and os.path.isdir(p)), None)
+        label = next((p for p in parts if p and not os.path.isdir(p)), "domain")
         return load_demo(corpus, label)
     if os.path.isdir(spec):
         return load_hear(spec, sample_rate)
