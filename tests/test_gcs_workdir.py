@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import signal
 import socket
 import subprocess
@@ -29,7 +30,7 @@ import urllib.request
 import numpy as np
 import pytest
 
-from tests.conftest import REPO
+REPO = pathlib.Path(__file__).resolve().parents[1]  # (also run as a script: no tests package)
 
 BUCKET = "strongaudio-test"
 OVERRIDES = [f"data.train_files=gs://{BUCKET}/corpus/train-*.tfrecord", "data.eval_files=''",
@@ -98,8 +99,10 @@ def gcs(tiny_corpus):
     with socket.socket() as s:  # a free port
         s.bind(("localhost", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, __file__, str(port)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    err = tiny_corpus.parent / f"gcs_emulator_{port}.log"  # why it failed, if it does
+    with open(err, "wb") as err_file:
+        proc = subprocess.Popen([sys.executable, __file__, str(port)], stdout=subprocess.DEVNULL,
+                                stderr=err_file)
     emulator = GcsEmulator(port, proc)
     deadline = time.time() + 120
     while True:  # poll until it answers
@@ -109,7 +112,8 @@ def gcs(tiny_corpus):
         except OSError:
             if proc.poll() is not None or time.time() > deadline:
                 proc.kill()
-                pytest.fail(f"the GCS emulator did not start on port {port}")
+                pytest.fail(f"the GCS emulator did not start on port {port}:\n"
+                            f"{err.read_text(errors='replace')[-3000:]}")
             time.sleep(0.05)
     with pytest.MonkeyPatch.context() as mp:
         for k in ("STORAGE_EMULATOR_HOST", "TENSORSTORE_GCS_HTTP_URL",
