@@ -209,6 +209,17 @@ def test_gs_workdir_killed_and_resumed_matches_local_run(gcs, tmp_path):
     for name, value in local_weights.items():
         np.testing.assert_array_equal(remote_weights[name], value, err_msg=name)
 
+    # the embedding API loads the export straight from the bucket
+    script = ("import sys, numpy as np\nfrom strongaudio_jax import hub\n"
+              "audio = np.random.default_rng(0).uniform(-0.5, 0.5, (2, 16000)).astype(np.float32)\n"
+              "got = hub.get_scene_embeddings(audio, hub.load_model(sys.argv[1]))\n"
+              "want = hub.get_scene_embeddings(audio, hub.load_model(sys.argv[2]))\n"
+              "assert got.shape[0] == 2 and np.isfinite(got).all()\n"
+              "np.testing.assert_array_equal(got, want)\n")
+    out = subprocess.run([sys.executable, "-c", script, f"{run}_export", str(tmp_path / "local_export")],
+                         env=gcs.subprocess_env(), capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, f"hub.load_model from the bucket:\n{out.stdout}\n{out.stderr[-4000:]}"
+
 
 def jax_leaves(tree):
     import jax

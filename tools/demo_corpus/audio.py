@@ -8,11 +8,22 @@ pure function of its plan entry (and of the Debian tools' versions).
 from __future__ import annotations
 
 import io
+import os
+import subprocess
 
 import numpy as np
 import soundfile as sf
 
 SR = 16000
+
+
+def run_tool(cmd: list, tmp: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
+    """Runs a synthesis tool (espeak-ng, festival, fluidsynth) with its scratch files kept in the
+    builder's own temporary directory. They link libpulse, which on a machine with no
+    XDG_RUNTIME_DIR creates $TMPDIR/pulse-* and a link to it under ~/.config/pulse on first use:
+    pointing both variables at `tmp` keeps that inside the directory the builder removes."""
+    env = {**os.environ, "TMPDIR": tmp, "XDG_RUNTIME_DIR": tmp}
+    return subprocess.run(cmd, check=check, capture_output=True, env=env, **kwargs)
 
 
 def read_mono(path: str) -> tuple[np.ndarray, int]:

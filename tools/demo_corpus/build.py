@@ -166,6 +166,7 @@ def build(out_dir: str, num_clips: int, seed: int, shard_size: int, jobs: int, c
             pool.close()
             pool.join()
             pool = None
+        tools = tool_versions(tmp)
     finally:  # on failure no corpus.json is written, so a half-built directory never looks complete
         if pool:
             pool.terminate()
@@ -185,7 +186,7 @@ def build(out_dir: str, num_clips: int, seed: int, shard_size: int, jobs: int, c
         "schema_version": schema.SCHEMA_VERSION,
         "generator": GENERATOR, "generator_version": GENERATOR_VERSION,
         "command": command, "seed": seed, "num_clips": len(specs), "shard_size": shard_size,
-        "tools": tool_versions(),
+        "tools": tools,
         "soundfont": SOUNDFONT,
         "debian_packages": list(ALL_PACKAGES), "apt_get": APT_GET,
         "audio": {"sample_rate": audio.SR, "channels": 1, "format": "flac", "bits": 16,

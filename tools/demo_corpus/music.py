@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import os
-import subprocess
 
 import numpy as np
 
@@ -283,7 +282,7 @@ def render_music(p: dict, num_samples: int, tmp: str, tag: str) -> np.ndarray:
         f.write(write_midi(tracks, p["bpm"], p["meter"], end_beats=beats + 2))
     cmd = ["fluidsynth", "-ni", "-q", "-R", "0", "-C", "0", "-g", "0.6", "-r", str(audio.SR),
            "-O", "float", "-T", "wav", "-F", wav, SOUNDFONT, mid]
-    subprocess.run(cmd, check=True, capture_output=True, timeout=120)
+    audio.run_tool(cmd, tmp, timeout=120)
     x, sr = audio.read_mono(wav)
     os.remove(mid)
     os.remove(wav)

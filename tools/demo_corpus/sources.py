@@ -13,6 +13,8 @@ import os
 import shutil
 import subprocess
 
+from . import audio
+
 SOUNDFONT = "/usr/share/sounds/sf2/FluidR3_GM.sf2"
 FESTIVAL_VOICE_DIR = "/usr/share/festival/voices/english/kal_diphone"
 
@@ -184,11 +186,12 @@ def package_version(pkg: str) -> str:
         return "unknown"
 
 
-def tool_versions() -> dict[str, str]:
-    """First line of each tool's --version, recorded because audio may differ across versions."""
+def tool_versions(tmp: str) -> dict[str, str]:
+    """First line of each tool's --version, recorded because audio may differ across versions
+    (run with scratch files in `tmp`, see audio.run_tool)."""
     def first_line(cmd):
         try:
-            out = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
+            out = audio.run_tool(cmd, tmp, check=False, text=True, timeout=20)
             return (out.stdout or out.stderr).strip().splitlines()[0]
         except (OSError, subprocess.SubprocessError, IndexError):
             return "unknown"

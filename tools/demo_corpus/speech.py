@@ -7,7 +7,6 @@ voice variants, 'whisper'/'whisperf' whispered ones. Rate is words per minute, p
 from __future__ import annotations
 
 import os
-import subprocess
 
 import numpy as np
 
@@ -38,7 +37,7 @@ def render_espeak(text: str, voice: str, variant: str, rate: int, pitch: int, tm
     path = os.path.join(tmp, "espeak.wav")
     cmd = ["espeak-ng", "-b", "1", "-v", f"{voice}+{variant}", "-s", str(rate), "-p", str(pitch),
            "-w", path, "--stdin"]
-    subprocess.run(cmd, input=text.encode("utf-8"), check=True, capture_output=True, timeout=60)
+    audio.run_tool(cmd, tmp, input=text.encode("utf-8"), timeout=60)
     x, sr = audio.read_mono(path)
     os.remove(path)
     return audio.resample(x, sr)
@@ -52,7 +51,7 @@ def render_festival(text: str, stretch: float, f0_mean: int, tmp: str) -> np.nda
     setup = (f"(begin (voice_kal_diphone) (Parameter.set 'Duration_Stretch {stretch:.3f}) "
              f"(set! int_lr_params '((target_f0_mean {f0_mean}) (target_f0_std {max(8, f0_mean // 7)}) "
              f"(model_f0_mean 170) (model_f0_std 34))))")
-    subprocess.run(["text2wave", "-o", wav, "-eval", setup, txt], check=True, capture_output=True, timeout=120)
+    audio.run_tool(["text2wave", "-o", wav, "-eval", setup, txt], tmp, timeout=120)
     x, sr = audio.read_mono(wav)
     os.remove(txt)
     os.remove(wav)
