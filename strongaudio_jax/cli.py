@@ -216,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="a new (or empty) directory to write")
     p.set_defaults(func=cmd_import_hf)
 
+    from strongaudio_jax.browse import cli as browse_cli  # `strongaudio browse SHARDS...`
+    browse_cli.add_parser(sub)
+
     from strongaudio_jax.uts import cli as uts_cli  # `strongaudio uts tag|build|filter|...`
     uts_cli.add_parser(sub)
 
