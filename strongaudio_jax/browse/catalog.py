@@ -121,9 +121,11 @@ def read_scores_file(path: str) -> dict[str, dict[str, float]]:
     """{clip id: {score name: value}} from a curation tool's side file: JSON Lines (one object
     per line with "id" and numeric fields) or CSV (a header with an `id` column). Fields that
     are not numbers (other than id) are ignored."""
+    if not path.endswith((".jsonl", ".csv")):
+        raise ScoresFileError(f"{path}: scores files are .jsonl or .csv (with an 'id' column)")
     text = storage.read_text(path)
     rows: list[dict] = []
-    if path.endswith((".jsonl", ".json")):
+    if path.endswith(".jsonl"):
         for n, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
@@ -134,10 +136,8 @@ def read_scores_file(path: str) -> dict[str, dict[str, float]]:
             if not isinstance(obj, dict):
                 raise ScoresFileError(f"{path} line {n}: expected an object with an 'id'")
             rows.append(obj)
-    elif path.endswith(".csv"):
-        rows = list(csv.DictReader(io.StringIO(text)))
     else:
-        raise ScoresFileError(f"{path}: scores files are .jsonl or .csv (with an 'id' column)")
+        rows = list(csv.DictReader(io.StringIO(text)))
     out: dict[str, dict[str, float]] = {}
     for n, row in enumerate(rows, 1):
         if "id" not in row:
