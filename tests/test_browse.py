@@ -283,6 +283,21 @@ def test_page_in_headless_chromium(live, tmp_path):
             assert set(page.locator(".result .clip-link").all_inner_texts()) == {
                 f"noise-{i:02d}" for i in range(8)}
 
+            page.fill("#q", "")  # a filter from the lists the page fills in: domain
+            page.select_option("#domain", "music")
+            page.click("#go")
+            page.wait_for_function("document.querySelector('#count')?.textContent.startsWith('8 clips')")
+            assert set(page.locator(".result .clip-link").all_inner_texts()) == {
+                f"tone-{i:02d}" for i in range(8)}
+            assert page.locator("input[name='min.clap']").count() == 1  # the curation score
+
+            page.goto(f"http://127.0.0.1:{live.port}/#/tag/0/rhythm")
+            page.wait_for_selector("#tag-df")
+            assert page.inner_text("#tag-df").startswith("document frequency 8 of 25 clips")
+            assert page.locator("#co-occurring a.tag").all_inner_texts()[:2] == ["click", "percussive"]
+
+            page.goto(f"http://127.0.0.1:{live.port}/#/?q=hisses")
+            page.wait_for_function("document.querySelector('#count')?.textContent.startsWith('8 clips')")
             page.click("text=noise-03")
             page.wait_for_selector("#clip-id")
             assert page.inner_text("#clip-id") == "noise-03"

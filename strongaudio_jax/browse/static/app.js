@@ -15,7 +15,7 @@ function el(tag, attrs, ...children) {
     if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
     else node.setAttribute(k, v);
   }
-  for (const c of children.flat()) {
+  for (const c of children.flat(Infinity)) {
     if (c === null || c === undefined) continue;
     node.append(c instanceof Node ? c : document.createTextNode(String(c)));
   }
@@ -147,7 +147,7 @@ async function showTag(c, tag) {
     el("h2", {}, tag),
     el("p", {id: "tag-df"}, `document frequency ${d.df} of ${d.clips} clips (${(100 * d.share).toFixed(2)} %), ` +
        `rank ${d.rank}, idf ${d.idf.toFixed(3)}, mean score ${d.mean_score === null ? "—" : d.mean_score.toFixed(3)}`),
-    el("h4", {}, "occurs most with"), el("div", {}, d.co_occurring.map(([t, n]) => [tagChip(c, t), ` ${n} `])),
+    el("h4", {}, "occurs most with"), el("div", {id: "co-occurring"}, d.co_occurring.map(([t, n]) => [tagChip(c, t), ` ${n} `])),
     el("h4", {}, `example clips`),
     el("div", {}, examples.results.map((r) => el("div", {class: "result"},
       el("a", {href: `#/clip/${c}/${r.row}`}, r.id), " ", el("span", {class: "summary"}, r.summary || r.snippet)))),
@@ -172,13 +172,13 @@ async function route() {
 async function loadCorpus() {
   const c = corpora[corpusIndex()];
   const fill = (select, values, label) => select.replaceChildren(
-    el("option", {value: ""}, label), values.map((v) => el("option", {value: v, title: v}, v.length > 70 ? v.slice(0, 69) + "…" : v)));
+    el("option", {value: ""}, label), ...values.map((v) => el("option", {value: v, title: v}, v.length > 70 ? v.slice(0, 69) + "…" : v)));
   fill(document.getElementById("domain"), c.domains, "any domain");
   fill(document.getElementById("source"), c.sources, "any source");
-  document.getElementById("scorefilters").replaceChildren(c.scores.map((s) =>
+  document.getElementById("scorefilters").replaceChildren(...c.scores.map((s) =>
     el("label", {}, `${s} ≥ `, el("input", {name: "min." + s, class: "num"}))));
   const tags = await api(`/api/tags?corpus=${corpusIndex()}`);
-  document.getElementById("taglist").replaceChildren(tags.tags.slice(0, 2000).map(([t]) => el("option", {value: t})));
+  document.getElementById("taglist").replaceChildren(...tags.tags.slice(0, 2000).map(([t]) => el("option", {value: t})));
   document.getElementById("status").textContent =
     `${c.clips} clips in ${c.files} files` + (c.damaged ? ` · ${c.damaged} damaged records` : "");
 }
@@ -195,7 +195,7 @@ corpusSelect.addEventListener("change", async () => {
     showError(e);
     return;
   }
-  corpusSelect.replaceChildren(corpora.map((c, i) => el("option", {value: i}, c.name)));
+  corpusSelect.replaceChildren(...corpora.map((c, i) => el("option", {value: i}, c.name)));
   await loadCorpus();
   window.addEventListener("hashchange", route);
   await route();
