@@ -246,6 +246,31 @@ def test_no_file_outside_the_shards_is_served(live, path):
     assert get(live, "/static/app.js")[0] == 200  # the page's own files are served
 
 
+def test_damage_after_start_and_bucket_paths(tmp_path):
+    """A shard changed under a running server answers 422 for the damaged record and serves
+    the rest; a corpus in an object store (fsspec memory://) reads like a local one."""
+    import fsspec
+
+    shard = tmp_path / "c-00000-of-00001.tfrecord"
+    with tfrecord.TFRecordWriter(str(shard)) as w:
+        for i in range(3):
+            w.write(schema.clip_to_example(_clip("tone", i)))
+    remote = "memory://browse-test/c-00000-of-00001.tfrecord"
+    fsspec.filesystem("memory").pipe_file(remote, shard.read_bytes())
+    local, bucket = catalog_lib.Catalog("c", [str(shard)]), catalog_lib.Catalog("m", [remote])
+    client = server.create_app([local, bucket]).test_client()
+    assert bucket.ids == local.ids and client.get("/api/clip/1/2").json["id"] == "tone-02"
+    assert client.get("/audio/1/2.wav").status_code == 200
+
+    offset, length = tfrecord.index_records(str(shard))[1]
+    data = bytearray(shard.read_bytes())
+    data[offset + 10] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    r = client.get("/api/clip/0/1")
+    assert r.status_code == 422 and "record 1" in r.json["error"]
+    assert client.get("/api/clip/0/2").status_code == 200
+
+
 def test_cli_names_a_missing_corpus(capsys, tmp_path):
     from strongaudio_jax import cli
 
