@@ -278,6 +278,40 @@ def test_cli_names_a_missing_corpus(capsys, tmp_path):
     assert "no TFRecord files match" in capsys.readouterr().err
 
 
+def test_cli_serves_until_stopped(tiny_corpus):
+    """The command itself: indexes the corpus, says where it listens (port 0: one the OS
+    picks), answers, and stops on SIGINT."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=repo + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen([sys.executable, "-m", "strongaudio_jax.cli", "browse",
+                             str(tiny_corpus / "train-*.tfrecord"), "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    try:
+        lines = []
+        for line in proc.stdout:  # waits for each line the command prints
+            lines.append(line)
+            if line.startswith("serving on"):
+                break
+        assert lines and lines[-1].startswith("serving on http://127.0.0.1:"), lines
+        assert "36 clips in 1 file(s)" in "".join(lines)
+        port = int(lines[-1].rsplit(":", 1)[1].split("/")[0])
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        conn.request("GET", "/api/corpora")
+        assert json.loads(conn.getresponse().read())[0]["clips"] == 36
+        conn.close()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 # --- the page in a real browser -----------------------------------------------------------
 def test_page_in_headless_chromium(live, tmp_path):
     """Loads the page, narrows by a caption search, opens a clip: its spectrogram loads and its
