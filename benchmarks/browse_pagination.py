@@ -1,5 +1,5 @@
 """Latency of `strongaudio browse` on a generated corpus: start-up (reading every record's
-metadata) and search / page requests through a live server, cold (a new query) and warm
+metadata, then again from the metadata cache) and search / page requests through a live server, cold (a new query) and warm
 (turning pages of a query already run). Prints one JSON object.
 
     python benchmarks/browse_pagination.py --clips 100000 --out /tmp/browse_bench
@@ -15,8 +15,10 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import logging
 import os
 import resource
+import shutil
 import statistics
 import threading
 import time
@@ -79,15 +81,24 @@ def main() -> None:
     ap.add_argument("--out", default="/tmp/strongaudio_browse_bench")
     ap.add_argument("--per-page", type=int, default=20)
     args = ap.parse_args()
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
 
     start = time.perf_counter()
     paths = make_corpus(args.out, args.clips, args.shards)
     made_s = time.perf_counter() - start
+    cache = os.path.join(args.out, "cache")  # the metadata cache: emptied, filled, reused
+    shutil.rmtree(cache, ignore_errors=True)
+    os.environ["STRONGAUDIO_CACHE"] = cache
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
     cat = catalog_lib.Catalog("bench", paths)
     startup_s = time.perf_counter() - start
     rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    again = catalog_lib.Catalog("bench", paths)
+    restart_s = time.perf_counter() - start
+    assert again.cached_files == len(paths) and again.ids == cat.ids
+    del again
     httpd = server.serve([cat], "127.0.0.1", 0)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
 
@@ -120,6 +131,9 @@ def main() -> None:
         "corpus_bytes": sum(os.path.getsize(p) for p in paths),
         "corpus_made_s": round(made_s, 1), "startup_s": round(startup_s, 2),
         "startup_clips_per_s": round(len(cat) / startup_s),
+        "restart_from_cache_s": round(restart_s, 2),
+        "cache_bytes": sum(os.path.getsize(os.path.join(cache, "browse", f))
+                           for f in os.listdir(os.path.join(cache, "browse"))),
         "catalog_rss_mb": round((rss1 - rss0) / 1024, 1),
         "open_clip_ms_median": round(statistics.median(clip_ms), 2),
         "queries": results,

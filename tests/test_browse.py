@@ -46,6 +46,15 @@ def _clip(kind: str, i: int, recaptioned: bool = False) -> schema.Clip:
                        tags_model="tagger-v1", labels={"domain": domain})
 
 
+@pytest.fixture(scope="module", autouse=True)
+def own_cache(tmp_path_factory):
+    """The metadata cache (and GZIP copies) of these tests go to a folder of their own."""
+    with pytest.MonkeyPatch.context() as mp:
+        path = tmp_path_factory.mktemp("cache")
+        mp.setenv("STRONGAUDIO_CACHE", str(path))
+        yield path
+
+
 @pytest.fixture(scope="module")
 def corpora(tmp_path_factory):
     """Corpus a: 24 clips + one with undecodable audio + one whose bytes fail their CRC;
@@ -113,6 +122,28 @@ def test_catalog_reads_metadata_and_flags_damage(corpora):
     assert "CRC" in a.errors[crc_row] or "crc" in a.errors[crc_row].lower()
     assert a.info()["damaged"] == 1 and a.info()["scores"] == ["clap"]
     assert a.duration[0] == pytest.approx(1.0) and a.domain_names[a.domain_codes[0]] == "music"
+
+
+def test_metadata_cache_serves_the_next_start(tmp_path, own_cache):
+    shard = tmp_path / "d-00000-of-00001.tfrecord"
+
+    def write(kind):
+        with tfrecord.TFRecordWriter(str(shard)) as w:
+            for i in range(3):
+                w.write(schema.clip_to_example(_clip(kind, i)))
+
+    write("tone")
+    first = catalog_lib.Catalog("d", [str(shard)])
+    again = catalog_lib.Catalog("d", [str(shard)])
+    assert (first.cached_files, again.cached_files) == (0, 1)
+    for column in ("ids", "text", "snippet", "summary", "tags", "tag_scores"):
+        assert getattr(again, column) == getattr(first, column)
+    np.testing.assert_array_equal(again.duration, first.duration)
+    assert catalog_lib.Catalog("d", [str(shard)], cache=False).cached_files == 0
+    write("noise")  # the shard changed: its metadata is read again
+    changed = catalog_lib.Catalog("d", [str(shard)])
+    assert changed.cached_files == 0 and changed.ids[0] == "noise-00"
+    assert list((own_cache / "browse").glob("*.json"))
 
 
 def test_search_filters_and_pages(corpora):

@@ -9,6 +9,10 @@ captions stay in the shards and are read again by record number when a clip is o
 A query (`Query`, parsed from URL parameters by `parse_query`) narrows the rows with numpy masks
 and per-tag row lists, then tests the caption words on what is left. Results are kept per query
 (LRU), so turning pages of a result is a slice, whatever the corpus size.
+
+The metadata of each shard read without damage is kept in `$STRONGAUDIO_CACHE/browse/` (JSON,
+named by a hash of the shard's path, size, modification time, record table and first and last
+64 KiB), so the next start over the same shards reads that instead of every record.
 """
 
 from __future__ import annotations
@@ -16,9 +20,11 @@ from __future__ import annotations
 import collections
 import csv
 import dataclasses
+import hashlib
 import io
 import json
 import math
+import os
 import threading
 from typing import Iterable, Mapping, Sequence
 
@@ -29,6 +35,7 @@ from strongaudio_jax.data import index as index_lib, schema, storage
 SNIPPET_CHARS = 240
 MAX_PER_PAGE = 200
 QUERY_CACHE = 64  # result row lists kept (per corpus)
+METADATA_VERSION = 1  # of the per-shard metadata cache files (bump when _meta changes)
 
 
 class QueryError(ValueError):
@@ -154,44 +161,117 @@ def read_scores_file(path: str) -> dict[str, dict[str, float]]:
     return out
 
 
+def _load_metas(path: str | None, n: int) -> list | None:
+    """A shard's cached metadata rows, or None (no cache, or one that does not fit)."""
+    if path is None or not os.path.exists(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            metas = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return metas if isinstance(metas, list) and len(metas) == n else None
+
+
+def _save_metas(path: str, metas: list) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(metas, f, ensure_ascii=False)
+    os.replace(tmp, path)
+
+
 class Catalog:
     """The metadata of one corpus (a list of shard files) and the queries over it."""
 
     def __init__(self, name: str, paths: Sequence[str], scores_files: Sequence[str] = (),
-                 progress: bool = False):
+                 progress: bool = False, cache: bool = True):
         self.name, self.paths = name, list(paths)
         self.index = index_lib.build_index(self.paths, skip_bad=True)
         self.reader = index_lib.RecordReader(self.index)
         self._read_lock = threading.Lock()  # the reader keeps open files: one user at a time
         self._cache_lock = threading.Lock()
         self._results: collections.OrderedDict = collections.OrderedDict()
-        self._scan(progress)
+        self.cached_files = 0  # shards whose metadata came from the cache
+        self._scan(progress, cache)
         self._load_scores(scores_files)
 
     # --- building --------------------------------------------------------------------------
-    def _scan(self, progress: bool) -> None:
+    def _scan(self, progress: bool, cache: bool) -> None:
         n = len(self.index)
+        metas: list = [None] * n
+        self.errors: dict[int, str] = {}  # row -> why it cannot be shown
+        bar = None
+        if progress:
+            from tqdm import tqdm
+            bar = tqdm(total=n, desc=f"reading {self.name}", unit="clip", mininterval=1.0)
+        for fi in range(len(self.paths)):
+            rows = np.flatnonzero(self.index.rows[:, 0] == fi).tolist()
+            cache_file = self._cache_file(fi) if cache and rows else None
+            got = _load_metas(cache_file, len(rows))
+            if got is None:
+                got = []
+                for start in range(0, len(rows), 256):
+                    chunk = rows[start:start + 256]
+                    got += [self._meta(r, data) for r, data in zip(chunk, self.reader.read_many(chunk))]
+                if cache_file and all(isinstance(m, list) for m in got):
+                    _save_metas(cache_file, got)  # damage is read again at the next start
+            else:
+                self.cached_files += 1
+            for r, m in zip(rows, got):
+                if isinstance(m, str):
+                    self.errors[r] = m
+                else:
+                    metas[r] = m
+            if bar is not None:
+                bar.update(len(rows))
+        if bar is not None:
+            bar.close()
+        self._columns(metas)
+
+    def _meta(self, row: int, data) -> list | str:
+        """[id, search text, snippet, summary, tags, scores, domain, source, seconds] of one
+        record, or why it cannot be read."""
+        if isinstance(data, Exception):
+            return str(data)
+        try:
+            clip = schema.example_to_clip(data, self.reader.where(row))
+        except schema.SchemaError as e:
+            return str(e)
+        seconds = None
+        if clip.num_samples >= 0 and clip.sample_rate > 0:
+            seconds = clip.num_samples / clip.sample_rate
+        else:
+            try:
+                import soundfile as sf
+                seconds = sf.info(io.BytesIO(clip.audio)).duration
+            except Exception:  # noqa: BLE001 (unknown length; playing it will say why)
+                pass
+        return [clip.id, f"{clip.summary}\n{clip.caption}".lower(), clip.caption[:SNIPPET_CHARS],
+                clip.summary, list(clip.tags), list(clip.tag_scores or (1.0,) * len(clip.tags)),
+                clip.labels.get("domain", ""), clip.source, seconds]
+
+    def _columns(self, metas: list) -> None:
+        n = len(metas)
         self.ids: list[str] = [""] * n
         self.text: list[str] = [""] * n  # lower-cased summary + caption, for word search
         self.snippet: list[str] = [""] * n
         self.summary: list[str] = [""] * n
         self.tags: list[tuple[str, ...]] = [()] * n
         self.tag_scores: list[tuple[float, ...]] = [()] * n
-        self.errors: dict[int, str] = {}  # row -> why it cannot be shown
         self.duration = np.full(n, np.nan)
         self.max_tag_score = np.full(n, -np.inf)
         domains, sources = [""] * n, [""] * n
-        rows = range(n)
-        if progress:
-            from tqdm import tqdm
-            rows = tqdm(rows, desc=f"reading {self.name}", unit="clip", mininterval=1.0)
-        chunk = []
-        for row in rows:
-            chunk.append(row)
-            if len(chunk) == 256 or row == n - 1:
-                for r, data in zip(chunk, self.reader.read_many(chunk)):
-                    self._add(r, data, domains, sources)
-                chunk = []
+        for r, m in enumerate(metas):
+            if m is None:
+                continue
+            (self.ids[r], self.text[r], self.snippet[r], self.summary[r], tags, scores,
+             domains[r], sources[r], seconds) = m
+            self.tags[r], self.tag_scores[r] = tuple(tags), tuple(scores)
+            if scores:
+                self.max_tag_score[r] = max(scores)
+            if seconds is not None:
+                self.duration[r] = seconds
         self.id_rows = {cid: r for r, cid in enumerate(self.ids) if r not in self.errors}
         self.domain_names, self.domain_codes = np.unique(np.array(domains, object),
                                                          return_inverse=True)
@@ -209,34 +289,20 @@ class Catalog:
         self.tag_df = sorted(((t, len(rs)) for t, (rs, _) in self.tag_rows.items()),
                              key=lambda x: (-x[1], x[0]))
 
-    def _add(self, row: int, data, domains: list, sources: list) -> None:
-        where = self.reader.where(row)
-        if isinstance(data, Exception):
-            self.errors[row] = str(data)
-            return
-        try:
-            clip = schema.example_to_clip(data, where)
-        except schema.SchemaError as e:
-            self.errors[row] = str(e)
-            return
-        self.ids[row] = clip.id
-        self.text[row] = f"{clip.summary}\n{clip.caption}".lower()
-        self.snippet[row] = clip.caption[:SNIPPET_CHARS]
-        self.summary[row] = clip.summary
-        self.tags[row] = clip.tags
-        self.tag_scores[row] = clip.tag_scores or (1.0,) * len(clip.tags)
-        if self.tag_scores[row]:
-            self.max_tag_score[row] = max(self.tag_scores[row])
-        domains[row] = clip.labels.get("domain", "")
-        sources[row] = clip.source
-        if clip.num_samples >= 0 and clip.sample_rate > 0:
-            self.duration[row] = clip.num_samples / clip.sample_rate
-        else:
-            try:
-                import soundfile as sf
-                self.duration[row] = sf.info(io.BytesIO(clip.audio)).duration
-            except Exception:  # noqa: BLE001 (unknown length; playing it will say why)
-                pass
+    def _cache_file(self, fi: int) -> str:
+        """Where file `fi`'s metadata is kept between starts: named by a hash of the shard's
+        path, size, local modification time, record table and first and last 64 KiB."""
+        path, read = self.paths[fi], self.index.read_paths[fi]
+        size = storage.size(read)
+        with storage.open_file(read) as f:
+            head = f.read(1 << 16)
+            f.seek(max(0, size - (1 << 16)))
+            tail = f.read()
+        mtime = "" if storage.is_url(read) else os.stat(read).st_mtime_ns
+        rows = self.index.rows[self.index.rows[:, 0] == fi, 1:]
+        key = hashlib.sha1(f"{METADATA_VERSION}|{storage.abspath(path)}|{size}|{mtime}".encode()
+                           + rows.tobytes() + head + tail).hexdigest()[:24]
+        return os.path.join(index_lib.default_cache_dir(), "browse", f"{key}.json")
 
     def _load_scores(self, files: Sequence[str]) -> None:
         n = len(self.ids)

@@ -21,6 +21,8 @@ def add_parser(sub) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this "
                    "machine only; 0.0.0.0 shows the shards to the whole network)")
     p.add_argument("--frontend", default="mel_db", help="log-mel preset of the spectrograms")
+    p.add_argument("--no-cache", action="store_true", help="read every record at start even "
+                   "where $STRONGAUDIO_CACHE/browse holds the shard's metadata")
     p.set_defaults(func=main)
 
 
@@ -56,7 +58,7 @@ def main(args) -> int:
         for files in [args.files, *args.compare]:
             paths = pipeline.expand_paths(files)
             catalogs.append(catalog.Catalog(_name(paths, taken), paths, args.scores,
-                                            progress=True))
+                                            progress=True, cache=not args.no_cache))
     except catalog.ScoresFileError as e:
         print(f"strongaudio browse: error: {e}", file=sys.stderr)
         return 2
@@ -64,6 +66,7 @@ def main(args) -> int:
         info = c.info()
         print(f"{c.name}: {info['clips']} clips in {info['files']} file(s), "
               f"{info['distinct_tags']} tags, {info['damaged']} damaged record(s)"
+              + (f", metadata of {c.cached_files} file(s) from the cache" if c.cached_files else "")
               + (f", {info['unmatched_scores']} scored id(s) not in it"
                  if info["unmatched_scores"] else ""))
         for problem in info["problems"][:5]:
