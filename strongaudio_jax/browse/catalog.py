@@ -161,6 +161,14 @@ def read_scores_file(path: str) -> dict[str, dict[str, float]]:
     return out
 
 
+def _categories(values: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted distinct values, each value's position among them)."""
+    names = sorted(set(values))
+    position = {v: i for i, v in enumerate(names)}
+    codes = np.fromiter((position[v] for v in values), np.int64, len(values))
+    return np.array(names, object), codes
+
+
 def _load_metas(path: str | None, n: int) -> list | None:
     """A shard's cached metadata rows, or None (no cache, or one that does not fit)."""
     if path is None or not os.path.exists(path):
@@ -205,9 +213,11 @@ class Catalog:
         if progress:
             from tqdm import tqdm
             bar = tqdm(total=n, desc=f"reading {self.name}", unit="clip", mininterval=1.0)
+        counts = self.index.records_per_file()
+        starts = np.concatenate([[0], np.cumsum(counts)])  # rows come file by file, in order
         for fi in range(len(self.paths)):
-            rows = np.flatnonzero(self.index.rows[:, 0] == fi).tolist()
-            cache_file = self._cache_file(fi) if cache and rows else None
+            rows = list(range(int(starts[fi]), int(starts[fi + 1])))
+            cache_file = self._cache_file(fi, rows) if cache and rows else None
             got = _load_metas(cache_file, len(rows))
             if got is None:
                 got = []
@@ -273,10 +283,8 @@ class Catalog:
             if seconds is not None:
                 self.duration[r] = seconds
         self.id_rows = {cid: r for r, cid in enumerate(self.ids) if r not in self.errors}
-        self.domain_names, self.domain_codes = np.unique(np.array(domains, object),
-                                                         return_inverse=True)
-        self.source_names, self.source_codes = np.unique(np.array(sources, object),
-                                                          return_inverse=True)
+        self.domain_names, self.domain_codes = _categories(domains)
+        self.source_names, self.source_codes = _categories(sources)
         self.ok = np.ones(n, bool)
         self.ok[list(self.errors)] = False
         by_tag: dict[str, tuple[list[int], list[float]]] = collections.defaultdict(lambda: ([], []))
@@ -289,7 +297,7 @@ class Catalog:
         self.tag_df = sorted(((t, len(rs)) for t, (rs, _) in self.tag_rows.items()),
                              key=lambda x: (-x[1], x[0]))
 
-    def _cache_file(self, fi: int) -> str:
+    def _cache_file(self, fi: int, rows: list[int]) -> str:
         """Where file `fi`'s metadata is kept between starts: named by a hash of the shard's
         path, size, local modification time, record table and first and last 64 KiB."""
         path, read = self.paths[fi], self.index.read_paths[fi]
@@ -299,9 +307,9 @@ class Catalog:
             f.seek(max(0, size - (1 << 16)))
             tail = f.read()
         mtime = "" if storage.is_url(read) else os.stat(read).st_mtime_ns
-        rows = self.index.rows[self.index.rows[:, 0] == fi, 1:]
+        table = self.index.rows[rows[0]:rows[-1] + 1, 1:]
         key = hashlib.sha1(f"{METADATA_VERSION}|{storage.abspath(path)}|{size}|{mtime}".encode()
-                           + rows.tobytes() + head + tail).hexdigest()[:24]
+                           + table.tobytes() + head + tail).hexdigest()[:24]
         return os.path.join(index_lib.default_cache_dir(), "browse", f"{key}.json")
 
     def _load_scores(self, files: Sequence[str]) -> None:
