@@ -18,7 +18,8 @@ From the bottom up (a module may import its own layer and the layers below it):
      uts/, hub.py,           the frontend-statistics pass, export), evaluation, LM generation and
      hub_torch.py            the Hugging Face LM import (infer/), and corpus tagging /
                              vocabulary building (reads and writes shards, may run models); the
-                             HEAR embedding API over an export (rebuilds the model with train/step)
+                             HEAR embedding API over an export (rebuilds the model with train/step);
+     browse/                 the corpus browser (reads shards, draws spectrograms with frontend/)
   7  cli.py                  the `strongaudio` command, on top of everything
 
 Every `import` counts, including those inside functions (a lazy import is still a dependency).
@@ -38,7 +39,7 @@ LAYERS = [
     {"frontend", "parallel"},
     {"models"},
     {"objectives"},
-    {"train", "eval", "infer", "uts", "hub", "hub_torch"},
+    {"train", "eval", "infer", "uts", "hub", "hub_torch", "browse"},
     {"cli"},
 ]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
