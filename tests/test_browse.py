@@ -4,6 +4,7 @@ must not stop it, no file outside the shards), and the page in a real headless b
 import http.client
 import io
 import json
+import os
 import shutil
 import threading
 
@@ -38,10 +39,13 @@ def _clip(kind: str, i: int, recaptioned: bool = False) -> schema.Clip:
     domain, words, tags = KINDS[kind]
     caption = (f"Re-captioned: {words}." if recaptioned else
                f"Clip {i}: {words}. It lasts {seconds:g} seconds.")
+    scores = [0.9, 0.6 if i % 2 else 0.3, 0.5]
+    if recaptioned:  # the new captioner also says it is synthetic
+        tags, scores = [*tags, "synthetic"], [*scores, 0.8]
     return schema.Clip(id=f"{kind}-{i:02d}", audio=audio.encode(wave, SR), format="flac",
                        sample_rate=SR, num_samples=n, caption=caption,
                        summary=f"{kind} {i}", tags=tags,
-                       tag_scores=[0.9, 0.6 if i % 2 else 0.3, 0.5], source=f"synthetic-{kind}",
+                       tag_scores=scores, source=f"synthetic-{kind}",
                        caption_model="captioner-v2" if recaptioned else "captioner-v1",
                        tags_model="tagger-v1", labels={"domain": domain})
 
@@ -312,7 +316,6 @@ def test_cli_names_a_missing_corpus(capsys, tmp_path):
 def test_cli_serves_until_stopped(tiny_corpus):
     """The command itself: indexes the corpus, says where it listens (port 0: one the OS
     picks), answers, and stops on SIGINT."""
-    import os
     import signal
     import subprocess
     import sys
@@ -375,8 +378,10 @@ def test_page_in_headless_chromium(live, tmp_path):
 
             page.fill("#q", "")  # a filter from the lists the page fills in: domain
             page.select_option("#domain", "music")
-            page.click("#go")
-            page.wait_for_function("document.querySelector('#count')?.textContent.startsWith('8 clips')")
+            page.click("#go")  # (8 clips again: wait for the new ones, not the count)
+            page.wait_for_function("(() => { const ids = [...document.querySelectorAll("
+                                   "'.result .clip-link')].map((a) => a.textContent);"
+                                   " return ids.length == 8 && ids.every((i) => i.startsWith('tone-')); })()")
             assert set(page.locator(".result .clip-link").all_inner_texts()) == {
                 f"tone-{i:02d}" for i in range(8)}
             assert page.locator("input[name='min.clap']").count() == 1  # the curation score
@@ -385,6 +390,10 @@ def test_page_in_headless_chromium(live, tmp_path):
             page.wait_for_selector("#tag-df")
             assert page.inner_text("#tag-df").startswith("document frequency 8 of 25 clips")
             assert page.locator("#co-occurring a.tag").all_inner_texts()[:2] == ["click", "percussive"]
+
+            page.click("#damaged-link")  # the header counts the damaged record; its list
+            page.wait_for_selector("#problems li")
+            assert "record 25" in page.inner_text("#problems")
 
             page.goto(f"http://127.0.0.1:{live.port}/#/?q=hisses")
             page.wait_for_function("document.querySelector('#count')?.textContent.startsWith('8 clips')")
@@ -404,12 +413,19 @@ def test_page_in_headless_chromium(live, tmp_path):
             page.goto(f"http://127.0.0.1:{live.port}/#/clip/0/0")  # in both corpora
             page.wait_for_function("document.querySelectorAll('.column').length == 2")
             assert "Re-captioned" in page.inner_text(".column[data-corpus='1'] .caption")
+            # The tag only the re-captioned corpus gives is marked.
+            assert page.locator(".column[data-corpus='1'] tr.only").all_inner_texts() == ["synthetic\t0.800"]
+            assert page.locator(".column[data-corpus='0'] tr.only").count() == 0
+            page.wait_for_function("[...document.querySelectorAll('img.spec')].every("
+                                   "(i) => i.complete && i.naturalWidth > 0)")
 
-            shot = tmp_path / "clip.png"
+            shot = tmp_path / "clip.png"  # (STRONGAUDIO_BROWSE_SHOT=path keeps a copy)
             page.screenshot(path=str(shot), full_page=True)
             assert not errors, errors
         finally:
             browser.close()
+    if os.environ.get("STRONGAUDIO_BROWSE_SHOT"):
+        shutil.copyfile(shot, os.environ["STRONGAUDIO_BROWSE_SHOT"])
     img = np.asarray(Image.open(shot).convert("RGB")).astype(np.float32)
     assert img.shape[0] >= 900 and img.std() > 20  # text, images, players: not a blank page
     assert len(np.unique(img.reshape(-1, 3), axis=0)) > 100

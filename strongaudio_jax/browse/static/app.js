@@ -92,7 +92,7 @@ async function showSearch(params) {
 }
 
 // ---- one clip, side by side with the same id in the other corpora -------------------------
-function clipColumn(d) {
+function clipColumn(d, shared) {
   const c = d.corpus;
   const spec = el("img", {class: "spec", alt: "log-mel spectrogram", src: `/spectrogram/${c}/${d.row}.png`});
   const specNote = el("div", {class: "meta"});
@@ -114,7 +114,8 @@ function clipColumn(d) {
     el("h4", {}, "summary"), el("p", {class: "summary"}, d.summary || "—"),
     el("h4", {}, "caption"), el("p", {class: "caption"}, d.caption || "—"),
     el("h4", {}, "tags"),
-    el("table", {}, d.tags.map(([t, s]) => el("tr", {}, el("td", {}, tagChip(c, t)), el("td", {class: "n"}, s.toFixed(3))))),
+    el("table", {class: "tags"}, d.tags.map(([t, s]) => el("tr", shared.has(t) ? {} : {class: "only", title: "not in every corpus shown"},
+      el("td", {}, tagChip(c, t)), el("td", {class: "n"}, s.toFixed(3))))),
     el("h4", {}, "provenance"),
     el("table", {class: "provenance"}, rows.map(([k, v]) => el("tr", {}, el("th", {}, k), el("td", {}, v)))));
 }
@@ -124,8 +125,11 @@ async function showClip(c, row) {
   const first = await api(`/api/clip/${c}/${row}`);
   const others = await Promise.all(first.same_id.map((o) =>
     api(`/api/clip/${o.corpus}/${o.row}`).catch((e) => ({error: e.message, name: o.name}))));
+  const found = [first, ...others].filter((d) => !d.error);
+  // Tags every corpus gives this clip; the others are marked (side-by-side view).
+  const shared = new Set(first.tags.map(([t]) => t).filter((t) => found.every((d) => d.tags.some(([u]) => u === t))));
   const columns = [first, ...others].map((d) => d.error
-    ? el("div", {}, el("h3", {}, d.name), el("p", {class: "error"}, d.error)) : clipColumn(d));
+    ? el("div", {}, el("h3", {}, d.name), el("p", {class: "error"}, d.error)) : clipColumn(d, shared));
   view.replaceChildren(el("h2", {id: "clip-id"}, first.id), el("div", {class: "side"}, columns));
 }
 
@@ -154,6 +158,13 @@ async function showTag(c, tag) {
     el("p", {}, el("a", {href: `#/?corpus=${c}&tag=${encodeURIComponent(tag)}`}, `all ${d.df} clips with this tag`)));
 }
 
+function showDamaged() {
+  const c = corpora[corpusIndex()];
+  view.replaceChildren(el("h2", {}, `damaged records in ${c.name}`),
+    el("p", {}, `${c.damaged} records cannot be shown (the first 50 of each kind are listed); the other clips are served as usual.`),
+    el("ul", {id: "problems"}, c.problems.map((p) => el("li", {}, p))));
+}
+
 // ---- start --------------------------------------------------------------------------------
 async function route() {
   const hash = location.hash.slice(1) || "/";
@@ -162,6 +173,7 @@ async function route() {
   try {
     if (parts[0] === "clip") await showClip(Number(parts[1]), Number(parts[2]));
     else if (parts[0] === "tags") await showTags(corpusIndex());
+    else if (parts[0] === "damaged") showDamaged();
     else if (parts[0] === "tag") await showTag(Number(parts[1]), parts.slice(2).join("/"));
     else await showSearch(new URLSearchParams(qs || ""));
   } catch (e) {
@@ -179,8 +191,8 @@ async function loadCorpus() {
     el("label", {}, `${s} ≥ `, el("input", {name: "min." + s, class: "num"}))));
   const tags = await api(`/api/tags?corpus=${corpusIndex()}`);
   document.getElementById("taglist").replaceChildren(...tags.tags.slice(0, 2000).map(([t]) => el("option", {value: t})));
-  document.getElementById("status").textContent =
-    `${c.clips} clips in ${c.files} files` + (c.damaged ? ` · ${c.damaged} damaged records` : "");
+  document.getElementById("status").replaceChildren(`${c.clips} clips in ${c.files} files`,
+    c.damaged ? el("a", {href: "#/damaged", id: "damaged-link"}, ` · ${c.damaged} damaged records`) : "");
 }
 
 corpusSelect.addEventListener("change", async () => {
