@@ -263,6 +263,14 @@ def test_errors_are_answered_and_the_server_keeps_serving(live, corpora):
     assert get(live, "/api/search?q=hum")[0] == 200  # still serving
 
 
+def test_only_loopback_host_names_are_answered(live):
+    """DNS rebinding: a page from elsewhere that resolves its own name to 127.0.0.1 sends
+    that name as Host, and is refused."""
+    status, _, body = get(live, "/api/corpora", {"Host": "attacker.example:%d" % live.port})
+    assert status == 400 and b"clips" not in body
+    assert get(live, "/api/corpora", {"Host": "localhost:%d" % live.port})[0] == 200
+
+
 @pytest.mark.parametrize("path", [
     "/static/../../setup.cfg", "/static/%2e%2e/%2e%2e/setup.cfg", "/static/..%2f..%2fcli.py",
     "/static//etc/passwd", "/static/%2fetc%2fpasswd", "/../../../etc/passwd",

@@ -48,9 +48,16 @@ class ApiError(Exception):
 DAMAGE = (tfrecord.CorruptRecordError, schema.SchemaError, audio.AudioDecodeError, OSError)
 
 
-def create_app(catalogs: Sequence[catalog_lib.Catalog], preset: str = "mel_db") -> Flask:
+LOOPBACK_NAMES = ["127.0.0.1", "localhost", "::1"]
+
+
+def create_app(catalogs: Sequence[catalog_lib.Catalog], preset: str = "mel_db",
+               trusted_hosts: Sequence[str] | None = None) -> Flask:
+    """The app; with `trusted_hosts`, a request naming any other Host gets 400 (a web page
+    elsewhere cannot read the API through DNS rebinding to 127.0.0.1)."""
     app = Flask(__name__, static_folder=STATIC, static_url_path="/static")
     app.json.sort_keys = False
+    app.config["TRUSTED_HOSTS"] = list(trusted_hosts) if trusted_hosts else None
     catalogs = list(catalogs)
     cache: collections.OrderedDict = collections.OrderedDict()
     cache_lock = threading.Lock()
@@ -166,7 +173,9 @@ def create_app(catalogs: Sequence[catalog_lib.Catalog], preset: str = "mel_db") 
 
 def serve(catalogs: Sequence[catalog_lib.Catalog], host: str = "127.0.0.1", port: int = 8080,
           preset: str = "mel_db"):
-    """A threaded server for the app (werkzeug's), not yet started: call serve_forever()."""
+    """A threaded server for the app (werkzeug's), not yet started: call serve_forever().
+    On a loopback address only requests for a loopback name are answered."""
     from werkzeug.serving import make_server
 
-    return make_server(host, port, create_app(catalogs, preset), threaded=True)
+    trusted = LOOPBACK_NAMES if host in LOOPBACK_NAMES else None
+    return make_server(host, port, create_app(catalogs, preset, trusted), threaded=True)
