@@ -144,6 +144,9 @@ def test_metadata_cache_serves_the_next_start(tmp_path, own_cache):
         assert getattr(again, column) == getattr(first, column)
     np.testing.assert_array_equal(again.duration, first.duration)
     assert catalog_lib.Catalog("d", [str(shard)], cache=False).cached_files == 0
+    for cached in (own_cache / "browse").glob("*.json"):  # a damaged cache file is not used
+        cached.write_text('[["only", "two"]]')
+    assert catalog_lib.Catalog("d", [str(shard)]).cached_files == 0
     write("noise")  # the shard changed: its metadata is read again
     changed = catalog_lib.Catalog("d", [str(shard)])
     assert changed.cached_files == 0 and changed.ids[0] == "noise-00"

@@ -36,6 +36,7 @@ SNIPPET_CHARS = 240
 MAX_PER_PAGE = 200
 QUERY_CACHE = 64  # result row lists kept (per corpus)
 METADATA_VERSION = 1  # of the per-shard metadata cache files (bump when _meta changes)
+META_FIELDS = 9  # id, search text, snippet, summary, tags, scores, domain, source, seconds
 
 
 class QueryError(ValueError):
@@ -178,7 +179,9 @@ def _load_metas(path: str | None, n: int) -> list | None:
             metas = json.load(f)
     except (OSError, ValueError):
         return None
-    return metas if isinstance(metas, list) and len(metas) == n else None
+    fits = (isinstance(metas, list) and len(metas) == n
+            and all(isinstance(m, list) and len(m) == META_FIELDS for m in metas))
+    return metas if fits else None
 
 
 def _save_metas(path: str, metas: list) -> None:
