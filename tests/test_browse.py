@@ -172,6 +172,11 @@ def test_search_filters_and_pages(corpora):
     assert len(rows(**{"min.duration": "1.2", "max.duration": "1.6"})) == 12
     assert len(rows(**{"min.clap": "0.5"})) == 12
     assert len(rows(source="synthetic-tone")) == 8 and len(rows(source="nowhere")) == 0
+    by_clap = rows(sort="clap")  # the score file's order; the clip without a score comes last
+    assert [a.ids[r] for r in by_clap[:24]] == [a.ids[r] for r in range(24)]
+    assert a.ids[by_clap[24]] == "bad-audio"
+    longest_first = rows(sort="-duration", domain="music")
+    assert np.all(np.diff(a.duration[longest_first]) <= 0) and len(longest_first) == 8
     # Pages of one result concatenate to the whole result.
     q = catalog_lib.parse_query({"per_page": ["7"]}, numeric)
     pages = [a.page(catalog_lib.Query(page=p, per_page=7)) for p in range(4)]
@@ -187,6 +192,7 @@ def test_search_filters_and_pages(corpora):
     ({"min.duration": ["nan"]}, "finite"),
     ({"q": ["a", "b"]}, "given 2 times"),
     ({"colour": ["red"]}, "unknown parameter 'colour'"),
+    ({"sort": ["-colour"]}, "cannot sort by '-colour'"),
 ])
 def test_malformed_queries_are_named(args, message):
     with pytest.raises(catalog_lib.QueryError, match=message):
@@ -396,6 +402,10 @@ def test_page_in_headless_chromium(live, tmp_path):
             assert set(page.locator(".result .clip-link").all_inner_texts()) == {
                 f"tone-{i:02d}" for i in range(8)}
             assert page.locator("input[name='min.clap']").count() == 1  # the curation score
+            page.select_option("#sort", "-duration")  # longest first: 1.75 s (i = 3, 7)
+            page.click("#go")
+            page.wait_for_function("document.querySelector('.result .clip-link')?.textContent == 'tone-03'")
+            assert page.locator(".result .clip-link").all_inner_texts()[:2] == ["tone-03", "tone-07"]
 
             page.goto(f"http://127.0.0.1:{live.port}/#/tag/0/rhythm")
             page.wait_for_selector("#tag-df")

@@ -55,6 +55,7 @@ class Query:
     source: str | None = None
     ranges: tuple[tuple[str, float, float], ...] = ()  # (numeric column, low, high), inclusive
     tag_score_min: float | None = None  # the named tags' scores (or, without tags, any tag's)
+    sort: str | None = None  # a numeric column, '-column' for descending; None: corpus order
     page: int = 0
     per_page: int = 20
 
@@ -88,7 +89,7 @@ def parse_query(args: Mapping[str, Sequence[str]], numeric: Iterable[str]) -> Qu
     parameters raise QueryError naming them. `numeric` are the columns that `min.<name>` and
     `max.<name>` may filter (duration and the corpus's curation scores)."""
     numeric = set(numeric)
-    single = {"q", "domain", "source", "tag_score_min", "page", "per_page", "corpus"}
+    single = {"q", "domain", "source", "tag_score_min", "page", "per_page", "corpus", "sort"}
     words, tags, ranges, fields = (), (), {}, {}
     for name, values in args.items():
         if name in single and len(values) > 1:
@@ -105,6 +106,11 @@ def parse_query(args: Mapping[str, Sequence[str]], numeric: Iterable[str]) -> Qu
             fields[name] = _int(name, values[0], 0, 10 ** 9)
         elif name == "per_page":
             fields[name] = _int(name, values[0], 1, MAX_PER_PAGE)
+        elif name == "sort":
+            if values[0] and values[0].lstrip("-") not in numeric:
+                raise QueryError(f"cannot sort by {values[0]!r}: the numeric columns here are "
+                                 f"{sorted(numeric)} (a leading '-' sorts in descending order)")
+            fields[name] = values[0] or None
         elif name == "corpus":
             pass  # chosen by the server
         elif name.startswith(("min.", "max.")):
@@ -120,7 +126,7 @@ def parse_query(args: Mapping[str, Sequence[str]], numeric: Iterable[str]) -> Qu
                 ranges[column] = (value, high) if name[:3] == "min" else (low, value)
         else:
             raise QueryError(f"unknown parameter {name!r}; known: q, tag, domain, source, "
-                             "tag_score_min, min.<column>, max.<column>, page, per_page")
+                             "tag_score_min, min.<column>, max.<column>, sort, page, per_page")
     return Query(words=words, tags=tags,
                  ranges=tuple(sorted((c, lo, hi) for c, (lo, hi) in ranges.items())), **fields)
 
@@ -406,6 +412,9 @@ class Catalog:
             text = self.text
             rows = np.array([r for r in rows.tolist() if all(w in text[r] for w in q.words)],
                             np.int64)
+        if q.sort:  # stable, so ties keep corpus order; clips without the value come last
+            values = numeric[q.sort.lstrip("-")][rows]
+            rows = rows[np.argsort(-values if q.sort.startswith("-") else values, kind="stable")]
         return rows
 
     def page(self, query: Query) -> dict:

@@ -187,6 +187,8 @@ async function loadCorpus() {
     el("option", {value: ""}, label), ...values.map((v) => el("option", {value: v, title: v}, v.length > 70 ? v.slice(0, 69) + "…" : v)));
   fill(document.getElementById("domain"), c.domains, "any domain");
   fill(document.getElementById("source"), c.sources, "any source");
+  document.getElementById("sort").replaceChildren(el("option", {value: ""}, "corpus order"),
+    ...c.numeric.flatMap((n) => [el("option", {value: n}, `${n} ↑`), el("option", {value: "-" + n}, `${n} ↓`)]));
   document.getElementById("scorefilters").replaceChildren(...c.scores.map((s) =>
     el("label", {}, `${s} ≥ `, el("input", {name: "min." + s, class: "num"}))));
   const tags = await api(`/api/tags?corpus=${corpusIndex()}`);
