@@ -10,7 +10,7 @@ Routes:
   GET /                                 the page (static/index.html)
   GET /api/corpora                      the corpora: sizes, domains, sources, score columns, damage
   GET /api/search?corpus=C&q=&tag=&domain=&source=&min.duration=&max.<score>=&tag_score_min=
-                  &page=&per_page=      one page of matching clips (see catalog.parse_query)
+                  &sort=&page=&per_page=  one page of matching clips (see catalog.parse_query)
   GET /api/clip/C/ROW                   one record in full, with the rows holding the same id in
                                         the other corpora (side-by-side view)
   GET /api/tags?corpus=C                every tag with its document frequency
