@@ -82,6 +82,7 @@ async function showSearch(params) {
       el("span", {class: "meta"}, ` ${fmtSeconds(r.duration)} · ${r.domain || "no domain"} · ${r.source || "no source"}`,
          Object.entries(r.scores).map(([k, v]) => ` · ${k} ${v.toFixed(3)}`)),
       el("div", {class: "summary"}, r.summary || r.snippet),
+      r.summary && r.snippet ? el("div", {class: "meta snippet"}, r.snippet + (r.snippet.length >= 240 ? " …" : "")) : null,
       el("div", {}, r.tags.map(([t, s]) => tagChip(c, t, s))))));
   const go = (p) => { params.set("page", p); location.hash = "#/?" + params.toString(); };
   const pager = el("div", {class: "pager"},
