@@ -93,6 +93,30 @@ def _layer_norm(name, dtype):
                         bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)))
 
 
+class EncoderAttention(nn.Module):
+    """Bidirectional multi-head attention over the frames whose `key_mask` is set (no bias on
+    the keys, as Whisper)."""
+
+    cfg: WhisperEncoderConfig
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, key_mask):
+        h = self.cfg.encoder_attention_heads
+        d = self.cfg.d_model // h
+        q = _dense((h, d), ("embed", "heads", "kv"), "q_proj", self.dtype)(x)
+        k = _dense((h, d), ("embed", "heads", "kv"), "k_proj", self.dtype, bias=False)(x)
+        v = _dense((h, d), ("embed", "heads", "kv"), "v_proj", self.dtype)(x)
+        q = constrain(q, ("batch", "length", "heads", "kv"))
+        scores = jnp.einsum("bthd,bshd->bhts", q * (d ** -0.5), k).astype(jnp.float32)
+        scores = jnp.where(key_mask[:, None, None, :], scores, jnp.finfo(jnp.float32).min)
+        probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+        y = jnp.einsum("bhts,bshd->bthd", probs, v)
+        y = constrain(y, ("batch", "length", "heads", "kv"))
+        return _dense(self.cfg.d_model, ("heads", "kv", "embed"), "out_proj", self.dtype,
+                      axis=(-2, -1))(y)
+
+
 class EncoderLayer(nn.Module):
     cfg: WhisperEncoderConfig
     dtype: Any = jnp.float32
@@ -100,20 +124,8 @@ class EncoderLayer(nn.Module):
     @nn.compact
     def __call__(self, x, key_mask):
         cfg = self.cfg
-        h = cfg.encoder_attention_heads
-        d = cfg.d_model // h
         y = _layer_norm("self_attn_layer_norm", self.dtype)(x)
-        q = _dense((h, d), ("embed", "heads", "kv"), "q_proj", self.dtype)(y)
-        k = _dense((h, d), ("embed", "heads", "kv"), "k_proj", self.dtype, bias=False)(y)
-        v = _dense((h, d), ("embed", "heads", "kv"), "v_proj", self.dtype)(y)
-        q = constrain(q, ("batch", "length", "heads", "kv"))
-        scores = jnp.einsum("bthd,bshd->bhts", q * (d ** -0.5), k).astype(jnp.float32)
-        scores = jnp.where(key_mask[:, None, None, :], scores, jnp.finfo(jnp.float32).min)
-        probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-        y = jnp.einsum("bhts,bshd->bthd", probs, v)
-        y = constrain(y, ("batch", "length", "heads", "kv"))
-        x = x + _dense(cfg.d_model, ("heads", "kv", "embed"), "out_proj", self.dtype,
-                       axis=(-2, -1))(y)
+        x = x + EncoderAttention(cfg, self.dtype, name="self_attn")(y, key_mask)
         y = _layer_norm("final_layer_norm", self.dtype)(x)
         y = nn.gelu(_dense(cfg.encoder_ffn_dim, ("embed", "mlp"), "fc1", self.dtype)(y),
                     approximate=False)
