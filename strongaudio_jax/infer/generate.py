@@ -108,8 +108,8 @@ def _compiled(model: QwenLM, mesh: Mesh | None, temperature: float, top_p: float
 def generate(model: QwenLM, params, prompts: Sequence[Sequence[int]], max_new_tokens: int, *,
              eos_id: int | Sequence[int] | None = None, pad_id: int = 0,
              temperature: float = 0.0, top_p: float = 1.0, seed: int = 0,
-             mesh: Mesh | None = None, embeds=None,
-             placeholder_id: int | None = None) -> list[list[int]]:
+             mesh: Mesh | None = None, embeds=None, placeholder_id: int | None = None,
+             length_multiple: int = 1) -> list[list[int]]:
     """New token ids per prompt (up to and including an end token in `eos_id`, at most
     `max_new_tokens`). Greedy by default; temperature > 0 samples (within top_p). With `mesh`,
     params should come from `shard_params` and the batch is split over the data axes (its size
@@ -117,13 +117,18 @@ def generate(model: QwenLM, params, prompts: Sequence[Sequence[int]], max_new_to
 
     Embedding inputs (audio-language models): with `embeds` [B, A, hidden], the prompt tokens
     equal to `placeholder_id` take row b's vectors embeds[b, 0], embeds[b, 1], ... in order
-    instead of their token embedding (models/lm.place_embeds)."""
+    instead of their token embedding (models/lm.place_embeds).
+
+    `length_multiple`: the padded prompt length is rounded up to a multiple of it, so batches
+    of prompts of varying lengths reuse a few compiled shapes (a corpus job sets e.g. 64)."""
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens={max_new_tokens}: must be at least 1")
     if (embeds is None) != (placeholder_id is None):
         raise ValueError("embeds and placeholder_id go together: give both or neither")
     eos = set([eos_id] if isinstance(eos_id, int) else (eos_id or []))
-    tokens, mask = left_pad(prompts, pad_id)
+    longest = max((len(p) for p in prompts), default=0)
+    tokens, mask = left_pad(prompts, pad_id, -(-longest // length_multiple) * length_multiple
+                            if prompts else None)
     b, t = tokens.shape
     if embeds is not None and embeds.shape[0] != b:
         raise ValueError(f"embeds has {embeds.shape[0]} rows for {b} prompts; give one per prompt")
