@@ -93,7 +93,7 @@ def _compiled(model: QwenLM, mesh: Mesh | None, temperature: float, top_p: float
         extra = (None, None) if embeds is None else place_embeds(tokens, mask, embeds,
                                                                  placeholder_id)
         logits, cache = model.apply({"params": params}, tokens, _positions(mask), 0, key_mask,
-                                    cache, *extra)
+                                    cache, *extra, last_only=True)
         return _sample(logits[:, -1], rng, temperature, top_p), cache
 
     def step(params, token, position, slot, key_mask, cache, rng):

@@ -214,13 +214,16 @@ class QwenLM(nn.Module):
     traced); key_mask [B, S]: which cache slots hold real tokens (False for left padding);
     cache: `init_cache(cfg, B, S)` (S >= start + T).
     Embedding inputs (the audio-language model, models/alm): where `embeds_mask` [B, T] is set,
-    the input vector is taken from `embeds` [B, T, hidden] instead of the token's embedding."""
+    the input vector is taken from `embeds` [B, T, hidden] instead of the token's embedding.
+    `last_only`: logits of the last position only ([B, 1, vocab]; what a prefill needs, and the
+    full [B, T, vocab] of a long prompt and a large vocabulary is big)."""
 
     cfg: QwenConfig
     dtype: Any = jnp.float32  # computation dtype; parameters stay as stored
 
     @nn.compact
-    def __call__(self, tokens, positions, start, key_mask, cache, embeds=None, embeds_mask=None):
+    def __call__(self, tokens, positions, start, key_mask, cache, embeds=None, embeds_mask=None,
+                 last_only: bool = False):
         cfg = self.cfg
         embed = nn.Embed(cfg.vocab_size, cfg.hidden_size, dtype=self.dtype, name="embed_tokens",
                          embedding_init=nn.with_logical_partitioning(
@@ -234,6 +237,8 @@ class QwenLM(nn.Module):
             x, c = DecoderLayer(cfg, self.dtype, name=f"layers_{i}")(
                 x, positions, start, key_mask, cache[i])
             new_cache.append(c)
+        if last_only:
+            x = x[:, -1:]
         x = RMSNorm(cfg.rms_norm_eps, name="norm")(x)
         if cfg.tie_word_embeddings:
             logits = embed.attend(x)
