@@ -138,3 +138,13 @@ def test_captioner(alm):
     assert texts == [cap.tokenizer.decode(d).strip() for d in direct]
     with pytest.raises(ValueError, match="placeholder"):
         cap.caption(waves, lengths, prompt="no audio here")
+
+
+def test_captioner_on_a_mesh(alm):
+    """3 clips on a (data 2, tensor 4) mesh: the batch is filled up to 4 rows and cut back."""
+    _, flax_model, _, out = alm
+    waves, lengths, _, _ = _audio(flax_model)
+    single = alm_caption.Captioner(str(out)).caption(waves[:3], lengths[:3], max_new_tokens=6)
+    mesh = make_mesh({"data": 2, "tensor": 4})
+    assert alm_caption.Captioner(str(out), mesh=mesh).caption(
+        waves[:3], lengths[:3], max_new_tokens=6) == single

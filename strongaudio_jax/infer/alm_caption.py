@@ -148,13 +148,22 @@ class Captioner:
 
     def caption(self, waves, lengths=None, prompt: str = DEFAULT_PROMPT,
                 max_new_tokens: int = 256, **sampling) -> list[str]:
-        """One caption per clip of `waves` [B, T] (16 kHz; `lengths` valid samples)."""
+        """One caption per clip of `waves` [B, T] (16 kHz; `lengths` valid samples). The prompt
+        holds the model's audio placeholder token once (Qwen2-Audio: <|AUDIO|>)."""
         features, frames = audio_features(self.model, waves, lengths)
-        ids = self.prompt_ids(prompt.replace("<|AUDIO|>", self.placeholder))
+        rows = len(features)
+        if self.mesh is not None:  # fill the batch up to a multiple of the data axes
+            axes = mesh_lib.batch_sharding(self.mesh, 1).spec[0] or ()
+            data = int(np.prod([self.mesh.shape[a] for a in
+                                ((axes,) if isinstance(axes, str) else axes)]))
+            extra = -rows % data
+            features = np.concatenate([features, np.repeat(features[-1:], extra, 0)])
+            frames = np.concatenate([frames, np.repeat(frames[-1:], extra)])
+        ids = self.prompt_ids(prompt)
         out = generate_with_audio(self.model, self.params, [ids] * len(features), features,
                                   frames, max_new_tokens, mesh=self.mesh, eos_id=self.eos_id,
                                   pad_id=self.pad_id, **sampling)
-        return [self.tokenizer.decode(o).strip() for o in out]
+        return [self.tokenizer.decode(o).strip() for o in out[:rows]]
 
 
 def _generation_config(directory: str) -> dict:
