@@ -5,13 +5,14 @@ transformers `generate`, same random-initialised Qwen2.5-shaped model, same mach
     python benchmarks/inference.py --shape small --batch 4 --prompt 64 --new 16   # a CPU run
 
 Prints one JSON object. For each side:
-  prefill_tokens_s  B * prompt / (median time of one forward over the prompts, logits of the
-                    last position only, as generate's first step)
-  decode_tokens_s   B * new / (median time of generate - the prefill time), as the peer script
+  prefill_tokens_s  B * prompt / (time of one forward over the prompts, logits of the last
+                    position only, as generate's first step)
+  decode_tokens_s   B * new / (time of generate - the prefill time), as the peer script
                     ../shared/bench/inference_peer_torch.py computes it (greedy, every row
                     decodes `new` tokens: no end token)
 and `decode_speedup` = ours / transformers. Compile and warm-up are excluded (one untimed call of
-each, then the median of --repeats). Both sides compute in bfloat16 on a GPU and float32 on a
+each); each time is the best of --repeats calls (other processes only add time; the peer script
+takes the median of 3, the same on an idle machine). Both sides compute in bfloat16 on a GPU and float32 on a
 CPU (--dtype overrides); torch uses SDPA attention and its default threads. The weights are
 random (throughput does not depend on their values); both models have the same config.
 
@@ -26,7 +27,6 @@ import datetime
 import json
 import os
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -51,14 +51,23 @@ SHAPES = {  # Qwen2.5-0.5B dims, and a tiny one for CPUs (as the peer script's S
 }
 
 
-def median_s(fn, repeats: int) -> float:
-    fn()  # compile / warm-up
+def best_s(fn, repeats: int) -> float:
+    """The shortest of `repeats` timed calls after one untimed call (compile / warm-up): other
+    processes on the machine only ever add time."""
+    fn()
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return min(times)
+
+
+def rates(args, t_prefill: float, t_generate: float) -> dict:
+    decode = t_generate - t_prefill
+    return {"prefill_s": t_prefill, "generate_s": t_generate,
+            "prefill_tokens_s": args.batch * args.prompt / t_prefill,
+            "decode_tokens_s": args.batch * args.new / decode if decode > 0 else None}
 
 
 def ours(hf: dict, args, dtype: str) -> dict:
@@ -86,12 +95,10 @@ def ours(hf: dict, args, dtype: str) -> dict:
         out = gen.generate(model, params, prompts, args.new)
         assert all(len(o) == args.new for o in out)
 
-    t_prefill = median_s(run_prefill, args.repeats)
-    t_generate = median_s(run_generate, args.repeats)
+    t_prefill = best_s(run_prefill, args.repeats)
+    t_generate = best_s(run_generate, args.repeats)
     n_params = sum(x.size for x in jax.tree.leaves(params))
-    return {"params_M": n_params / 1e6, "prefill_s": t_prefill, "generate_s": t_generate,
-            "prefill_tokens_s": args.batch * args.prompt / t_prefill,
-            "decode_tokens_s": args.batch * args.new / max(t_generate - t_prefill, 1e-9)}
+    return {"params_M": n_params / 1e6, **rates(args, t_prefill, t_generate)}
 
 
 def peer(hf: dict, args, dtype: str) -> dict:
@@ -118,15 +125,13 @@ def peer(hf: dict, args, dtype: str) -> dict:
         sync()
 
     with torch.inference_mode():
-        t_prefill = median_s(run_prefill, args.repeats)
-        t_generate = median_s(run_generate, args.repeats)
+        t_prefill = best_s(run_prefill, args.repeats)
+        t_generate = best_s(run_generate, args.repeats)
     return {"device": torch.cuda.get_device_name() if dev == "cuda" else "cpu",
             "torch": torch.__version__, "transformers": transformers.__version__,
             "torch_threads": torch.get_num_threads(),
             "params_M": sum(p.numel() for p in m.parameters()) / 1e6,
-            "prefill_s": t_prefill, "generate_s": t_generate,
-            "prefill_tokens_s": args.batch * args.prompt / t_prefill,
-            "decode_tokens_s": args.batch * args.new / max(t_generate - t_prefill, 1e-9)}
+            **rates(args, t_prefill, t_generate)}
 
 
 def main(argv=None) -> int:
@@ -151,10 +156,9 @@ def main(argv=None) -> int:
     res["ours"] = ours(hf, args, dtype)
     if not args.no_peer:
         res["transformers"] = peer(hf, args, dtype)
-        if "decode_tokens_s" in res["transformers"]:
-            for k in ("prefill", "decode"):
-                res[f"{k}_speedup"] = (res["ours"][f"{k}_tokens_s"]
-                                       / res["transformers"][f"{k}_tokens_s"])
+        for k in ("prefill", "decode"):
+            a, b = res["ours"][f"{k}_tokens_s"], res["transformers"].get(f"{k}_tokens_s")
+            res[f"{k}_speedup"] = a / b if a and b else None
     print(json.dumps(res))
     return 0
 
