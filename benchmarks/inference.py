@@ -10,11 +10,12 @@ Prints one JSON object. For each side:
   decode_tokens_s   B * new / (time of generate - the prefill time), as the peer script
                     ../shared/bench/inference_peer_torch.py computes it (greedy, every row
                     decodes `new` tokens: no end token)
-and `decode_speedup` = ours / transformers. Compile and warm-up are excluded (one untimed call of
-each); each time is the best of --repeats calls (other processes only add time; the peer script
-takes the median of 3, the same on an idle machine). Both sides compute in bfloat16 on a GPU and float32 on a
-CPU (--dtype overrides); torch uses SDPA attention and its default threads. The weights are
-random (throughput does not depend on their values); both models have the same config.
+and `decode_speedup` = ours / transformers. Compile and warm-up are excluded (one untimed call
+of each); each time is the best of --repeats calls (other processes only add time; the peer
+script takes the median of 3, the same on an idle machine). Both sides compute in bfloat16 on a
+GPU and float32 on a CPU (--dtype overrides); torch uses SDPA attention and its default
+threads. The weights are random (throughput does not depend on their values); both models
+have the same config.
 
 Imports only JAX, Flax, numpy and the package's models/lm, parallel and infer/generate.py (no
 grain, ml_collections, clu, orbax), so it runs on the GPU image; transformers/torch are optional

@@ -54,8 +54,8 @@ def test_round_trip(tmp_path, layout):
     np.testing.assert_array_equal(conv.transpose(2, 1, 0),
                                   tensors[prefix + "audio_tower.conv1.weight"])
     out = params["audio_tower"]["layers_0"]["self_attn"]["out_proj"]["kernel"]  # [heads, d, model]
-    np.testing.assert_array_equal(out.reshape(16, 16).T,
-                                  tensors[prefix + "audio_tower.layers.0.self_attn.out_proj.weight"])
+    name = prefix + "audio_tower.layers.0.self_attn.out_proj.weight"
+    np.testing.assert_array_equal(out.reshape(16, 16).T, tensors[name])
     np.testing.assert_array_equal(params["audio_tower"]["layer_norm"]["scale"],
                                   tensors[prefix + "audio_tower.layer_norm.weight"])
     head = ("language_model.lm_head.weight", "lm_head.weight")[layout]

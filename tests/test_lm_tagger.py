@@ -10,7 +10,6 @@ import json
 import os
 
 import numpy as np
-import pytest
 from safetensors.numpy import save_file
 
 from strongaudio_jax import cli

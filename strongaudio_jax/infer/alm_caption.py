@@ -29,6 +29,7 @@ from jax.sharding import Mesh
 from strongaudio_jax.frontend import get_preset, log_mel
 from strongaudio_jax.infer import generate as gen
 from strongaudio_jax.models.alm import AudioLM, check_placeholders
+from strongaudio_jax.models.lm import QwenLM
 from strongaudio_jax.parallel import mesh as mesh_lib
 
 # Qwen2-Audio's captioning prompt (the base model's model card)
@@ -111,9 +112,7 @@ def generate_with_audio(model: AudioLM, params, prompts: Sequence[Sequence[int]]
     expanded = [expand_placeholder(p, c, token) for p, c in zip(prompts, counts)]
     tokens, mask = gen.left_pad(expanded)
     check_placeholders(tokens, mask, counts, token)
-    lm = model.cfg.text
-    from strongaudio_jax.models.lm import QwenLM
-    return gen.generate(QwenLM(lm, model.dtype), params["language_model"], expanded,
+    return gen.generate(QwenLM(model.cfg.text, model.dtype), params["language_model"], expanded,
                         max_new_tokens, mesh=mesh, embeds=vectors, placeholder_id=token,
                         **kwargs)
 
@@ -177,5 +176,6 @@ def _generation_config(directory: str) -> dict:
 
 
 def caption(captioner: Captioner, waves, lengths=None, **kwargs) -> list[str]:
-    """`captioner.caption(waves, lengths, ...)`: one string per clip."""
+    """One caption per clip: `captioner.caption(waves, lengths, **kwargs)` (the function the
+    captioner job and `strongaudio caption` call)."""
     return captioner.caption(waves, lengths, **kwargs)

@@ -22,7 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
 
 from strongaudio_jax.models.lm import QwenLM, init_cache, place_embeds
 from strongaudio_jax.parallel import mesh as mesh_lib
