@@ -45,8 +45,10 @@ def alm(tmp_path_factory):
     cfg = transformers.Qwen2AudioConfig(audio_config=audio.to_dict(), text_config=text.to_dict(),
                                         audio_token_index=AUDIO_TOKEN)
     model = transformers.Qwen2AudioForConditionalGeneration(cfg).eval()
+    projector = next(m for name, m in model.named_modules()  # .model. in transformers 5 only
+                     if name.endswith("multi_modal_projector.linear"))
     with torch.no_grad():  # audio vectors as large as token embeddings: the audio decides
-        model.model.multi_modal_projector.linear.weight.mul_(10.0)
+        projector.weight.mul_(10.0)
     src = tmp_path_factory.mktemp("qwen2_audio_hf")
     model.save_pretrained(src, max_shard_size="20KB")
     assert os.path.isfile(src / "model.safetensors.index.json")  # the sharded path
