@@ -42,10 +42,13 @@ import jax.numpy as jnp  # noqa: E402
 from strongaudio_jax.infer import generate as gen  # noqa: E402
 from strongaudio_jax.models.lm import QwenConfig, QwenLM, init_cache  # noqa: E402
 
-SHAPES = {  # Qwen2.5-0.5B dims, and a tiny one for CPUs (as the peer script's SMALL=1)
+SHAPES = {  # Qwen2.5-0.5B dims; for CPUs a 40M one and the peer script's SMALL=1 dims
     "0.5b": dict(vocab_size=151936, hidden_size=896, intermediate_size=4864,
                  num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
                  tie_word_embeddings=True, rope_theta=1000000.0),
+    "mini": dict(vocab_size=32000, hidden_size=256, intermediate_size=1024, num_hidden_layers=4,
+                 num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
+                 rope_theta=1000000.0),
     "small": dict(vocab_size=1000, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                   num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
                   rope_theta=1000000.0),
