@@ -7,9 +7,11 @@ transformers `generate`, same random-initialised Qwen2.5-shaped model, same mach
 Prints one JSON object. For each side:
   prefill_tokens_s  B * prompt / (time of one forward over the prompts, logits of the last
                     position only, as generate's first step)
-  decode_tokens_s   B * new / (time of generate - the prefill time), as the peer script
-                    ../shared/bench/inference_peer_torch.py computes it (greedy, every row
-                    decodes `new` tokens: no end token)
+  decode_tokens_s   B * (new - 1) / (time of generate(new tokens) - time of generate(1 token)):
+                    the steady decode steps alone (greedy, every row decodes `new` tokens: no end
+                    token). ../shared/bench/inference_peer_torch.py divides B * new by
+                    generate - a forward instead, which also counts generate's set-up and is
+                    unstable for tiny models on a busy machine
 and `decode_speedup` = ours / transformers. Compile and warm-up are excluded (one untimed call
 of each); each time is the best of --repeats calls (other processes only add time; the peer
 script takes the median of 3, the same on an idle machine). Both sides compute in bfloat16 on a
@@ -67,11 +69,11 @@ def best_s(fn, repeats: int) -> float:
     return min(times)
 
 
-def rates(args, t_prefill: float, t_generate: float) -> dict:
-    decode = t_generate - t_prefill
-    return {"prefill_s": t_prefill, "generate_s": t_generate,
+def rates(args, t_prefill: float, t_one: float, t_generate: float) -> dict:
+    decode = t_generate - t_one
+    return {"prefill_s": t_prefill, "generate_1_s": t_one, "generate_s": t_generate,
             "prefill_tokens_s": args.batch * args.prompt / t_prefill,
-            "decode_tokens_s": args.batch * args.new / decode if decode > 0 else None}
+            "decode_tokens_s": args.batch * (args.new - 1) / decode if decode > 0 else None}
 
 
 def ours(hf: dict, args, dtype: str) -> dict:
@@ -95,14 +97,15 @@ def ours(hf: dict, args, dtype: str) -> dict:
         token, cache = prefill(params, tokens, mask, key_mask, cache, rng_key, None)
         jax.block_until_ready((token, cache))
 
-    def run_generate():
-        out = gen.generate(model, params, prompts, args.new)
-        assert all(len(o) == args.new for o in out)
+    def run_generate(n):
+        out = gen.generate(model, params, prompts, n)
+        assert all(len(o) == n for o in out)
 
     t_prefill = best_s(run_prefill, args.repeats)
-    t_generate = best_s(run_generate, args.repeats)
+    t_one = best_s(lambda: run_generate(1), args.repeats)
+    t_generate = best_s(lambda: run_generate(args.new), args.repeats)
     n_params = sum(x.size for x in jax.tree.leaves(params))
-    return {"params_M": n_params / 1e6, **rates(args, t_prefill, t_generate)}
+    return {"params_M": n_params / 1e6, **rates(args, t_prefill, t_one, t_generate)}
 
 
 def peer(hf: dict, args, dtype: str) -> dict:
@@ -111,6 +114,8 @@ def peer(hf: dict, args, dtype: str) -> dict:
         import transformers
     except ImportError as e:
         return {"skipped": f"transformers / torch not installed ({e})"}
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     tdtype = torch.bfloat16 if dtype == "bfloat16" else torch.float32
     cfg = transformers.Qwen2Config(**hf)
@@ -123,19 +128,20 @@ def peer(hf: dict, args, dtype: str) -> dict:
         m(input_ids=ids, attention_mask=torch.ones_like(ids), logits_to_keep=1)
         sync()
 
-    def run_generate():
-        m.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=args.new,
-                   min_new_tokens=args.new, do_sample=False, pad_token_id=0)
+    def run_generate(n):
+        m.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=n,
+                   min_new_tokens=n, do_sample=False, pad_token_id=0)
         sync()
 
     with torch.inference_mode():
         t_prefill = best_s(run_prefill, args.repeats)
-        t_generate = best_s(run_generate, args.repeats)
+        t_one = best_s(lambda: run_generate(1), args.repeats)
+        t_generate = best_s(lambda: run_generate(args.new), args.repeats)
     return {"device": torch.cuda.get_device_name() if dev == "cuda" else "cpu",
             "torch": torch.__version__, "transformers": transformers.__version__,
             "torch_threads": torch.get_num_threads(),
             "params_M": sum(p.numel() for p in m.parameters()) / 1e6,
-            **rates(args, t_prefill, t_generate)}
+            **rates(args, t_prefill, t_one, t_generate)}
 
 
 def main(argv=None) -> int:
@@ -148,7 +154,11 @@ def main(argv=None) -> int:
     p.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto",
                    help="auto: bfloat16 on an accelerator, float32 on a CPU")
     p.add_argument("--no-peer", action="store_true", help="skip transformers generate")
+    p.add_argument("--torch-threads", type=int, default=0,
+                   help="torch intra-op threads (0: torch's default, one per core)")
     args = p.parse_args(argv)
+    if args.new < 2:
+        p.error("--new must be at least 2 (decode is timed as generate(new) - generate(1))")
     backend = jax.default_backend()
     dtype = args.dtype if args.dtype != "auto" else ("float32" if backend == "cpu" else "bfloat16")
     hf = SHAPES[args.shape]
