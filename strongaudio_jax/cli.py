@@ -128,13 +128,16 @@ def cmd_eval(args) -> int:
 
 
 def cmd_import_hf(args) -> int:
-    """A Hugging Face Qwen2 / Qwen2.5 / Qwen3 directory -> orbax checkpoint + config + tokenizer
-    (docs/lm.md)."""
+    """A Hugging Face Qwen2 / Qwen2.5 / Qwen3 / Qwen2-Audio directory -> orbax checkpoint +
+    config + tokenizer (docs/lm.md)."""
     from strongaudio_jax.infer import import_hf
 
-    cfg = import_hf.import_hf(args.src, args.out)
-    print(f"{cfg.model_type}: {cfg.num_hidden_layers} layers, hidden {cfg.hidden_size}, "
-          f"vocab {cfg.vocab_size} -> {args.out}")
+    cfg = import_hf.import_hf(args.src, args.out, args.dtype)
+    text = getattr(cfg, "text", cfg)
+    audio = (f", audio encoder {cfg.audio.encoder_layers} layers d_model {cfg.audio.d_model}"
+             if hasattr(cfg, "audio") else "")
+    print(f"{cfg.model_type}: {text.num_hidden_layers} layers, hidden {text.hidden_size}, "
+          f"vocab {text.vocab_size}{audio}, {args.dtype} -> {args.out}")
     return 0
 
 
@@ -209,11 +212,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-plots", action="store_true", help="report.md and results.json only")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("import-hf", help="a Hugging Face Qwen2/Qwen2.5/Qwen3 checkpoint "
-                       "directory -> orbax checkpoint, model config and tokenizer (docs/lm.md)")
+    p = sub.add_parser("import-hf", help="a Hugging Face Qwen2/Qwen2.5/Qwen3/Qwen2-Audio "
+                       "checkpoint directory -> orbax checkpoint, model config and tokenizer "
+                       "(docs/lm.md)")
     p.add_argument("--from", dest="src", required=True, help="directory with config.json, "
                    "*.safetensors, tokenizer.json, tokenizer_config.json")
     p.add_argument("--out", required=True, help="a new (or empty) directory to write")
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                   help="storage dtype of the parameters (bfloat16: half the disk and memory)")
     p.set_defaults(func=cmd_import_hf)
 
     from strongaudio_jax.browse import cli as browse_cli  # `strongaudio browse SHARDS...`

@@ -22,9 +22,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
 
-from strongaudio_jax.models.lm import QwenLM, init_cache
+from strongaudio_jax.models.lm import QwenLM, init_cache, place_embeds
 from strongaudio_jax.parallel import mesh as mesh_lib
 
 
@@ -56,17 +56,16 @@ def forward(model: QwenLM, params, tokens, mask) -> jax.Array:
     return logits
 
 
-def param_shardings(model: QwenLM, mesh: Mesh, rules=None):
-    """NamedShardings of the model's parameters on `mesh` by the logical-axis rules."""
-    tokens = jnp.zeros((1, 1), jnp.int32)
-    abstract = jax.eval_shape(lambda: model.init(
-        jax.random.PRNGKey(0), tokens, tokens, 0, jnp.ones((1, 1), bool),
-        init_cache(model.cfg, 1, 1, model.dtype)))["params"]
+def param_shardings(model, mesh: Mesh, rules=None):
+    """NamedShardings of the parameters of `model` (QwenLM, or models/alm's AudioLM) on `mesh`
+    by the logical-axis rules."""
+    abstract = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0),
+                                                 *model.dummy_inputs()))["params"]
     specs = nn.get_partition_spec(abstract)
     return mesh_lib.state_shardings(specs, nn.unbox(abstract), mesh, rules)
 
 
-def shard_params(model: QwenLM, params, mesh: Mesh, rules=None):
+def shard_params(model, params, mesh: Mesh, rules=None):
     """Places host parameters on `mesh` (tensor-parallel heads / MLP / vocab by the rules)."""
     return jax.device_put(params, param_shardings(model, mesh, rules))
 
@@ -86,12 +85,15 @@ def _sample(logits, rng, temperature: float, top_p: float):
 
 
 @functools.lru_cache(maxsize=16)
-def _compiled(model: QwenLM, mesh: Mesh | None, temperature: float, top_p: float):
+def _compiled(model: QwenLM, mesh: Mesh | None, temperature: float, top_p: float,
+              placeholder_id: int | None):
     wrap = (lambda f: mesh_lib.on_mesh(mesh, f)) if mesh is not None else (lambda f: f)
 
-    def prefill(params, tokens, mask, key_mask, cache, rng):
+    def prefill(params, tokens, mask, key_mask, cache, rng, embeds):
+        extra = (None, None) if embeds is None else place_embeds(tokens, mask, embeds,
+                                                                 placeholder_id)
         logits, cache = model.apply({"params": params}, tokens, _positions(mask), 0, key_mask,
-                                    cache)
+                                    cache, *extra, last_only=True)
         return _sample(logits[:, -1], rng, temperature, top_p), cache
 
     def step(params, token, position, slot, key_mask, cache, rng):
@@ -106,16 +108,30 @@ def _compiled(model: QwenLM, mesh: Mesh | None, temperature: float, top_p: float
 def generate(model: QwenLM, params, prompts: Sequence[Sequence[int]], max_new_tokens: int, *,
              eos_id: int | Sequence[int] | None = None, pad_id: int = 0,
              temperature: float = 0.0, top_p: float = 1.0, seed: int = 0,
-             mesh: Mesh | None = None) -> list[list[int]]:
+             mesh: Mesh | None = None, embeds=None, placeholder_id: int | None = None,
+             length_multiple: int = 1) -> list[list[int]]:
     """New token ids per prompt (up to and including an end token in `eos_id`, at most
     `max_new_tokens`). Greedy by default; temperature > 0 samples (within top_p). With `mesh`,
     params should come from `shard_params` and the batch is split over the data axes (its size
-    must divide by them)."""
+    must divide by them).
+
+    Embedding inputs (audio-language models): with `embeds` [B, A, hidden], the prompt tokens
+    equal to `placeholder_id` take row b's vectors embeds[b, 0], embeds[b, 1], ... in order
+    instead of their token embedding (models/lm.place_embeds).
+
+    `length_multiple`: the padded prompt length is rounded up to a multiple of it, so batches
+    of prompts of varying lengths reuse a few compiled shapes (a corpus job sets e.g. 64)."""
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens={max_new_tokens}: must be at least 1")
+    if (embeds is None) != (placeholder_id is None):
+        raise ValueError("embeds and placeholder_id go together: give both or neither")
     eos = set([eos_id] if isinstance(eos_id, int) else (eos_id or []))
-    tokens, mask = left_pad(prompts, pad_id)
+    longest = max((len(p) for p in prompts), default=0)
+    tokens, mask = left_pad(prompts, pad_id, -(-longest // length_multiple) * length_multiple
+                            if prompts else None)
     b, t = tokens.shape
+    if embeds is not None and embeds.shape[0] != b:
+        raise ValueError(f"embeds has {embeds.shape[0]} rows for {b} prompts; give one per prompt")
     key_mask = np.concatenate([mask, np.ones((b, max_new_tokens), bool)], axis=1)
     cache = init_cache(model.cfg, b, t + max_new_tokens, model.dtype)
     if mesh is not None:
@@ -126,13 +142,16 @@ def generate(model: QwenLM, params, prompts: Sequence[Sequence[int]], max_new_to
                              f"of the mesh {dict(mesh.shape)}; give a multiple of {data}")
         put = lambda x: jax.device_put(x, mesh_lib.batch_sharding(mesh, x.ndim))
         tokens, mask, key_mask = put(tokens), put(mask), put(key_mask)
+        if embeds is not None:
+            embeds = put(embeds)
         cache_sharding = NamedSharding(mesh, mesh_lib.logical_to_spec(
             ("batch", "length", "heads", "kv"), mesh, cache[0][0].shape))
         cache = jax.device_put(cache, cache_sharding)
-    prefill, step = _compiled(model, mesh, float(temperature), float(top_p))
+    prefill, step = _compiled(model, mesh, float(temperature), float(top_p),
+                              None if placeholder_id is None else int(placeholder_id))
     rng = jax.random.PRNGKey(seed)
     rng, sub = jax.random.split(rng)
-    token, cache = prefill(params, tokens, mask, key_mask, cache, sub)
+    token, cache = prefill(params, tokens, mask, key_mask, cache, sub, embeds)
     position = np.asarray(mask).sum(axis=1).astype(np.int32)  # next rotary position per row
     out = [[] for _ in range(b)]
     done = np.zeros(b, bool)

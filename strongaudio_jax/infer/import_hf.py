@@ -1,7 +1,11 @@
-"""`strongaudio import-hf`: a Hugging Face Qwen2 / Qwen2.5 / Qwen3 checkpoint directory -> an
-orbax checkpoint of the Flax parameters of models/lm, with the model config and the tokenizer.
+"""`strongaudio import-hf`: a Hugging Face checkpoint directory -> an orbax checkpoint of the
+Flax parameters, with the model config and the tokenizer.
 
-Reads config.json (model_type qwen2 / qwen3; anything else is refused), then the safetensors
+Architectures (config.json's model_type; anything else is refused):
+  qwen2, qwen3       decoder-only LMs (Qwen2 / Qwen2.5 / Qwen3 dense) -> models/lm QwenLM
+  qwen2_audio        Qwen2AudioForConditionalGeneration -> models/alm AudioLM
+
+Reads config.json, then the safetensors
 weights (one `model.safetensors`, or shards listed in `model.safetensors.index.json`) one tensor
 at a time with `safe_open`, so that only the growing Flax tree is held, never a second copy of
 the checkpoint. Dense kernels are transposed from torch's [out, in] to Flax's [in, out] (and
@@ -9,9 +13,12 @@ split into heads where the Flax layer has them); every tensor's shape is checked
 the checkpoint directory is executed: JSON, safetensors and the tokenizer files only.
 
 Output directory:
-  params/                 orbax checkpoint of the parameter tree (float32)
-  lm_config.json          the QwenConfig fields
-  tokenizer.json, tokenizer_config.json (and generation_config.json when present), copied
+  params/                 orbax checkpoint of the parameter tree (float32, or bfloat16 with
+                          dtype='bfloat16')
+  lm_config.json          the QwenConfig fields, or the AudioLMConfig ({model_type: qwen2_audio,
+                          audio: ..., text: ..., audio_token_id})
+  tokenizer.json, tokenizer_config.json (and generation_config.json, preprocessor_config.json
+  when present), copied
 """
 
 from __future__ import annotations
@@ -24,28 +31,46 @@ import shutil
 import jax
 import numpy as np
 
-from strongaudio_jax.models.lm import QwenConfig, QwenLM, init_cache
+from strongaudio_jax.models.alm import AudioLM, AudioLMConfig
+from strongaudio_jax.models.lm import QwenConfig, QwenLM
 
 CONFIG_FILE = "lm_config.json"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
-OPTIONAL_FILES = ("generation_config.json",)
+OPTIONAL_FILES = ("generation_config.json", "preprocessor_config.json")
+DTYPES = ("float32", "bfloat16")
+
+# config.json model_type -> (config class with from_hf / from_dict, Flax model class)
+ARCHITECTURES = {"qwen2": (QwenConfig, QwenLM), "qwen3": (QwenConfig, QwenLM),
+                 "qwen2_audio": (AudioLMConfig, AudioLM)}
 
 
 class ImportHFError(ValueError):
     """A checkpoint directory this importer cannot convert (named file / tensor in the text)."""
 
 
-def read_config(src: str) -> QwenConfig:
+def read_config(src: str):
+    """The model config (QwenConfig or AudioLMConfig) of a checkpoint directory's config.json."""
     path = os.path.join(src, "config.json")
     if not os.path.isfile(path):
         raise ImportHFError(f"{path} does not exist; --from must be a Hugging Face model "
                             f"directory (config.json, *.safetensors, tokenizer.json)")
     with open(path) as f:
         hf = json.load(f)
+    kind = hf.get("model_type")
+    if kind not in ARCHITECTURES:
+        raise ImportHFError(f"{path}: model_type {kind!r} (architectures "
+                            f"{hf.get('architectures')}) is not supported; this imports "
+                            f"{' / '.join(ARCHITECTURES)}")
     try:
-        return QwenConfig.from_hf(hf, path)
+        return ARCHITECTURES[kind][0].from_hf(hf, path)
     except ValueError as e:
         raise ImportHFError(str(e)) from None
+
+
+def make_model(cfg, dtype=None):
+    """The Flax model of a config (computation dtype float32 unless given)."""
+    model_cls = ARCHITECTURES[cfg.model_type][1]
+    return model_cls(cfg) if dtype is None else model_cls(cfg, dtype=dtype)
 
 
 def weight_files(src: str) -> dict[str, str]:
@@ -73,13 +98,10 @@ def weight_files(src: str) -> dict[str, str]:
                         f"(only safetensors weights are read, never pickled .bin files)")
 
 
-def expected_shapes(cfg: QwenConfig) -> dict[tuple[str, ...], tuple[int, ...]]:
+def expected_shapes(cfg) -> dict[tuple[str, ...], tuple[int, ...]]:
     """{Flax parameter path: shape} of the model."""
-    model = QwenLM(cfg)
-    tokens = np.zeros((1, 1), np.int32)
-    abstract = jax.eval_shape(lambda: model.init(
-        jax.random.PRNGKey(0), tokens, tokens, 0, np.ones((1, 1), bool),
-        init_cache(cfg, 1, 1)))
+    model = make_model(cfg)
+    abstract = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), *model.dummy_inputs()))
     flat = jax.tree_util.tree_flatten_with_path(abstract["params"])[0]
     out = {}
     for path, leaf in flat:
@@ -88,22 +110,56 @@ def expected_shapes(cfg: QwenConfig) -> dict[tuple[str, ...], tuple[int, ...]]:
     return out
 
 
-def hf_name(path: tuple[str, ...]) -> str:
-    """('layers_3', 'self_attn', 'q_proj', 'kernel') -> 'model.layers.3.self_attn.q_proj.weight'."""
+def _dotted(path: tuple[str, ...]) -> str:
     parts = [p.replace("layers_", "layers.") if p.startswith("layers_") else p for p in path]
-    parts[-1] = {"kernel": "weight", "embedding": "weight"}.get(parts[-1], parts[-1])
-    name = ".".join(parts)
+    parts[-1] = {"kernel": "weight", "embedding": "weight", "scale": "weight",
+                 "embed_positions": "embed_positions.weight"}.get(parts[-1], parts[-1])
+    return ".".join(parts)
+
+
+def hf_names(path: tuple[str, ...]) -> tuple[str, ...]:
+    """The checkpoint names a Flax parameter may have, the usual one first:
+    ('layers_3', 'self_attn', 'q_proj', 'kernel') -> 'model.layers.3.self_attn.q_proj.weight';
+    in an AudioLM, ('language_model', 'layers_0', ...) -> 'language_model.model.layers.0...'
+    (the Hub's Qwen2-Audio layout) or 'model.language_model.layers.0...' (transformers 5's
+    in-memory layout), ('audio_tower', ...) -> 'audio_tower...' or 'model.audio_tower...'."""
+    if path[0] == "language_model":
+        lm = hf_name(path[1:])
+        new = "lm_head.weight" if path[1] == "lm_head" else "model.language_model." + lm[6:]
+        return ("language_model." + lm, new)
+    if path[0] in ("audio_tower", "multi_modal_projector"):
+        return (_dotted(path), "model." + _dotted(path))
+    return (hf_name(path),)
+
+
+def hf_name(path: tuple[str, ...]) -> str:
+    """The name of a decoder-only LM's parameter in its checkpoint."""
+    name = _dotted(path)
     return name if path[0] == "lm_head" else "model." + name
 
 
+def _is_conv(path) -> bool:
+    return path[-1] == "kernel" and path[-2] in ("conv1", "conv2")
+
+
 def hf_shape(path: tuple[str, ...], shape: tuple[int, ...]) -> tuple[int, ...]:
-    """The torch shape of a Flax parameter: Dense kernels are [out, in], biases flat."""
+    """The torch shape of a Flax parameter: Dense kernels are [out, in], Conv1d kernels
+    [out, in, width] (Flax: [width, in, out]), biases flat."""
+    if _is_conv(path):
+        return tuple(reversed(shape))
     if path[-1] == "kernel":
-        n_in = 2 if path[-2] == "o_proj" else 1
+        n_in = 2 if path[-2] in ("o_proj", "out_proj") else 1
         return (math.prod(shape[n_in:]), math.prod(shape[:n_in]))
     if path[-1] == "bias":
         return (math.prod(shape),)
     return shape
+
+
+def to_flax(path: tuple[str, ...], w: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """A torch-layout tensor as the Flax parameter at `path`."""
+    if _is_conv(path):
+        return w.transpose(2, 1, 0)
+    return w.T.reshape(shape) if path[-1] == "kernel" else w.reshape(shape)
 
 
 def _tensor(handles: dict, file: str, name: str) -> np.ndarray:
@@ -113,32 +169,37 @@ def _tensor(handles: dict, file: str, name: str) -> np.ndarray:
     return np.asarray(handles[file].get_tensor(name), dtype=np.float32)
 
 
-def convert(src: str, cfg: QwenConfig | None = None) -> dict:
-    """The Flax parameter tree (nested dicts of float32 numpy arrays) of a checkpoint dir."""
+def convert(src: str, cfg=None, dtype: str = "float32") -> dict:
+    """The Flax parameter tree (nested dicts of numpy arrays of `dtype`) of a checkpoint dir."""
     cfg = cfg or read_config(src)
+    if dtype not in DTYPES:
+        raise ImportHFError(f"dtype {dtype!r}: choose one of {DTYPES}")
+    store = np.float32 if dtype == "float32" else jax.numpy.bfloat16
     files = weight_files(src)
     params: dict = {}
     used = set()
     handles: dict = {}
     for path, shape in expected_shapes(cfg).items():
-        name = hf_name(path)
-        if name not in files:
-            raise ImportHFError(f"{src}: tensor {name!r} (for {'/'.join(path)}) is missing from "
-                                f"the safetensors files")
+        names = hf_names(path)
+        name = next((n for n in names if n in files), None)
+        if name is None:
+            raise ImportHFError(f"{src}: tensor {names[0]!r} (for {'/'.join(path)}) is missing "
+                                f"from the safetensors files")
         torch_shape = hf_shape(path, shape)
         w = _tensor(handles, files[name], name)
         if w.shape != torch_shape:
             raise ImportHFError(f"{files[name]}: tensor {name!r} has shape {list(w.shape)}, "
                                 f"the config.json model needs {list(torch_shape)}")
-        w = w.T.reshape(shape) if path[-1] == "kernel" else w.reshape(shape)
         node = params
         for key in path[:-1]:
             node = node.setdefault(key, {})
-        node[path[-1]] = np.ascontiguousarray(w)
+        node[path[-1]] = np.ascontiguousarray(to_flax(path, w, shape).astype(store))
         used.add(name)
     handles.clear()
+    text = getattr(cfg, "text", cfg)
+    tied = {"lm_head.weight", "language_model.lm_head.weight"}
     ignorable = lambda n: n.endswith("rotary_emb.inv_freq") or (
-        n == "lm_head.weight" and cfg.tie_word_embeddings)
+        n in tied and text.tie_word_embeddings)
     extra = sorted(n for n in files if n not in used and not ignorable(n))
     if extra:
         raise ImportHFError(f"{files[extra[0]]}: tensor {extra[0]!r} (and {len(extra) - 1} more) "
@@ -146,16 +207,34 @@ def convert(src: str, cfg: QwenConfig | None = None) -> dict:
     return params
 
 
-def import_hf(src: str, out: str) -> QwenConfig:
-    """Converts the checkpoint directory `src` into `out` (new or empty); returns the config."""
+def _check_preprocessor(src: str, cfg) -> None:
+    """An audio model's preprocessor_config.json (when present) must describe the features the
+    encoder takes: Whisper log-mel with num_mel_bins bins at 16 kHz."""
+    path = os.path.join(src, "preprocessor_config.json")
+    if not hasattr(cfg, "audio") or not os.path.isfile(path):
+        return
+    with open(path) as f:
+        pre = json.load(f)
+    bins, rate = pre.get("feature_size"), pre.get("sampling_rate")
+    if bins is not None and int(bins) != cfg.audio.num_mel_bins:
+        raise ImportHFError(f"{path}: feature_size {bins} differs from config.json's "
+                            f"audio_config.num_mel_bins {cfg.audio.num_mel_bins}")
+    if rate is not None and int(rate) != 16000:
+        raise ImportHFError(f"{path}: sampling_rate {rate}; the Whisper frontends here are 16 kHz")
+
+
+def import_hf(src: str, out: str, dtype: str = "float32"):
+    """Converts the checkpoint directory `src` into `out` (new or empty), parameters stored as
+    `dtype` (float32 or bfloat16); returns the config."""
     cfg = read_config(src)
+    _check_preprocessor(src, cfg)
     for name in TOKENIZER_FILES:
         if not os.path.isfile(os.path.join(src, name)):
             raise ImportHFError(f"{os.path.join(src, name)} does not exist; the tokenizer is "
                                 f"needed beside the weights")
     if os.path.exists(out) and os.listdir(out):
         raise ImportHFError(f"{out} is not empty; give a new directory as --out")
-    params = convert(src, cfg)
+    params = convert(src, cfg, dtype)
     import orbax.checkpoint as ocp
     os.makedirs(out, exist_ok=True)
     ckptr = ocp.StandardCheckpointer()
@@ -169,17 +248,27 @@ def import_hf(src: str, out: str) -> QwenConfig:
     return cfg
 
 
-def load(directory: str) -> tuple[QwenLM, dict]:
-    """(model, params as host numpy arrays) of an `import-hf` output directory."""
-    import orbax.checkpoint as ocp
+def load_config(directory: str):
+    """The model config (QwenConfig or AudioLMConfig) of an `import-hf` output directory."""
     path = os.path.join(directory, CONFIG_FILE)
     if not os.path.isfile(path):
         raise ImportHFError(f"{path} does not exist; is {directory} an import-hf output?")
     with open(path) as f:
-        cfg = QwenConfig.from_dict(json.load(f))
+        d = json.load(f)
+    if d.get("model_type") not in ARCHITECTURES:
+        raise ImportHFError(f"{path}: model_type {d.get('model_type')!r} is not one of "
+                            f"{sorted(ARCHITECTURES)}")
+    return ARCHITECTURES[d["model_type"]][0].from_dict(d)
+
+
+def load(directory: str, dtype=None):
+    """(model, params as host numpy arrays) of an `import-hf` output directory: a QwenLM or an
+    AudioLM (computing in `dtype`, float32 by default; parameters as stored)."""
+    import orbax.checkpoint as ocp
+    cfg = load_config(directory)
     ckpt = os.path.join(os.path.abspath(directory), "params")
     tree = ocp.StandardCheckpointer().metadata(ckpt).item_metadata.tree
     as_numpy = ocp.RestoreArgs(restore_type=np.ndarray)
     params = ocp.PyTreeCheckpointer().restore(ckpt, args=ocp.args.PyTreeRestore(
         item=tree, restore_args=jax.tree.map(lambda _: as_numpy, tree)))
-    return QwenLM(cfg), params
+    return make_model(cfg, dtype), params

@@ -31,12 +31,19 @@ def add_parser(sub) -> None:
     q.add_argument("--captions", nargs="+", required=True,
                    help="TFRecord shards (globs) or JSONL files with id and caption")
     q.add_argument("--out", required=True, help="tag file (JSONL); an existing one is resumed")
-    q.add_argument("--extractor", choices=("rules", "http"), default="rules")
+    q.add_argument("--extractor", choices=("rules", "http", "lm"), default="rules",
+                   help="rules: lexicon; http: an OpenAI-compatible server; lm: an LM imported "
+                        "with `strongaudio import-hf`, run here in JAX")
     q.add_argument("--lexicon", nargs="*", default=[], metavar="FILE",
                    help="(rules) extra lexicon files")
     q.add_argument("--url", help="(http) base URL of an OpenAI-compatible API, "
                                  "e.g. http://host:8000/v1")
-    q.add_argument("--model", help="(http) model name the server expects")
+    q.add_argument("--model", help="(http) model name the server expects; (lm) the "
+                                   "import-hf output directory")
+    q.add_argument("--batch-size", type=int, default=32, help="(lm) captions per batch")
+    q.add_argument("--max-new-tokens", type=int, default=128, help="(lm) reply length limit")
+    q.add_argument("--tensor-parallel", type=int, default=1,
+                   help="(lm) split the model over this many devices (the rest: data parallel)")
     q.add_argument("--concurrency", type=int, default=8, help="(http) requests in flight")
     q.add_argument("--rate", type=float, default=0.0,
                    help="(http) max requests per second (0: no limit)")
@@ -112,6 +119,14 @@ def cmd_tag(args) -> int:
     if args.extractor == "rules":
         from strongaudio_jax.uts.rules_tagger import RulesTagger
         extractor = RulesTagger(normalize, args.lexicon)
+    elif args.extractor == "lm":
+        from strongaudio_jax.uts.lm_tagger import LMTagger, lm_generate
+        if not args.model:
+            raise ValueError("--extractor lm needs --model DIR (a `strongaudio import-hf` output)")
+        extractor = LMTagger(lm_generate(args.model, args.max_new_tokens, args.batch_size,
+                                         args.tensor_parallel), normalize,
+                             batch_size=args.batch_size,
+                             name=f"jax-lm:{os.path.basename(os.path.normpath(args.model))}")
     else:
         from strongaudio_jax.uts.http_tagger import HTTPTagger
         if not args.url or not args.model:

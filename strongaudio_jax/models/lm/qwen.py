@@ -97,6 +97,15 @@ def init_cache(cfg: QwenConfig, batch: int, length: int, dtype=jnp.float32) -> l
     return [(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype)) for _ in range(cfg.num_hidden_layers)]
 
 
+def place_embeds(tokens, mask, embeds, placeholder_id: int):
+    """Input vectors for the placeholder tokens: row b's i-th placeholder (where `mask` is set)
+    takes embeds[b, i]. Returns (vectors [B, T, hidden], which tokens take one [B, T]) for
+    `QwenLM(..., embeds, embeds_mask)`; rows must hold at most embeds.shape[1] placeholders."""
+    is_slot = (tokens == placeholder_id) & mask
+    index = jnp.clip(jnp.cumsum(is_slot.astype(jnp.int32), axis=1) - 1, 0, embeds.shape[1] - 1)
+    return jnp.take_along_axis(embeds, index[..., None], axis=1), is_slot
+
+
 class RMSNorm(nn.Module):
     """x / rms(x) * weight, computed in float32 (as Hugging Face's Qwen2RMSNorm)."""
 
@@ -203,26 +212,41 @@ class QwenLM(nn.Module):
 
     positions [B, T]: rotary positions; start: the cache slot of tokens[:, 0] (a scalar, may be
     traced); key_mask [B, S]: which cache slots hold real tokens (False for left padding);
-    cache: `init_cache(cfg, B, S)` (S >= start + T)."""
+    cache: `init_cache(cfg, B, S)` (S >= start + T).
+    Embedding inputs (the audio-language model, models/alm): where `embeds_mask` [B, T] is set,
+    the input vector is taken from `embeds` [B, T, hidden] instead of the token's embedding.
+    `last_only`: logits of the last position only ([B, 1, vocab]; what a prefill needs, and the
+    full [B, T, vocab] of a long prompt and a large vocabulary is big)."""
 
     cfg: QwenConfig
     dtype: Any = jnp.float32  # computation dtype; parameters stay as stored
 
     @nn.compact
-    def __call__(self, tokens, positions, start, key_mask, cache):
+    def __call__(self, tokens, positions, start, key_mask, cache, embeds=None, embeds_mask=None,
+                 last_only: bool = False):
         cfg = self.cfg
         embed = nn.Embed(cfg.vocab_size, cfg.hidden_size, dtype=self.dtype, name="embed_tokens",
                          embedding_init=nn.with_logical_partitioning(
                              nn.initializers.normal(0.02), ("vocab", "embed")))
-        x = constrain(embed(tokens), ("batch", "length", "embed"))
+        x = embed(tokens)
+        if embeds is not None:
+            x = jnp.where(embeds_mask[..., None], embeds.astype(x.dtype), x)
+        x = constrain(x, ("batch", "length", "embed"))
         new_cache = []
         for i in range(cfg.num_hidden_layers):
             x, c = DecoderLayer(cfg, self.dtype, name=f"layers_{i}")(
                 x, positions, start, key_mask, cache[i])
             new_cache.append(c)
+        if last_only:
+            x = x[:, -1:]
         x = RMSNorm(cfg.rms_norm_eps, name="norm")(x)
         if cfg.tie_word_embeddings:
             logits = embed.attend(x)
         else:
             logits = _proj(cfg.vocab_size, ("embed", "vocab"), "lm_head", self.dtype, False)(x)
         return logits.astype(jnp.float32), new_cache
+
+    def dummy_inputs(self):
+        """Arguments of `init` for a batch of one (shapes only matter)."""
+        tokens = jnp.zeros((1, 1), jnp.int32)
+        return tokens, tokens, 0, jnp.ones((1, 1), bool), init_cache(self.cfg, 1, 1)

@@ -1,0 +1,152 @@
+"""The audio-language model (models/alm, Qwen2-Audio kind) against transformers'
+Qwen2AudioForConditionalGeneration: a tiny random-weight model saved as sharded safetensors,
+imported with `strongaudio import-hf`; features from the project's whisper128 frontend for
+clips of four lengths (padded batch); logits, and greedy generation on one device and on a
+(data 2, tensor 4) mesh of the 8 CPU devices; captions through the Captioner."""
+
+import os
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="parity tests need torch (CPU)")
+transformers = pytest.importorskip("transformers", reason="parity tests need transformers")
+
+import jax.numpy as jnp  # noqa: E402
+
+from strongaudio_jax import cli  # noqa: E402
+from strongaudio_jax.infer import alm_caption, generate as gen, import_hf  # noqa: E402
+from strongaudio_jax.models.alm import AudioLM, output_lengths  # noqa: E402
+from strongaudio_jax.models.lm import init_cache  # noqa: E402
+from strongaudio_jax.parallel.mesh import make_mesh  # noqa: E402
+
+from lm_fixtures import write_tokenizer  # noqa: E402
+
+AUDIO_TOKEN = 3  # <|AUDIO|> in write_tokenizer(audio=True)
+WINDOW = 80  # mel frames the tiny encoder takes (max_source_positions 40)
+FRAMES = [80, 57, 30, 9]  # valid frames per clip: 20, 14, 7 and 2 audio tokens
+PROMPTS = [[10, 11, AUDIO_TOKEN, 12, 13, 14], [AUDIO_TOKEN, 20], [30, 31, 32, AUDIO_TOKEN],
+           [40, AUDIO_TOKEN, 41, 42, 43, 44, 45, 46]]
+STEPS = 24
+
+
+@pytest.fixture(scope="module")
+def alm(tmp_path_factory):
+    """(torch model, imported AudioLM, params, import directory)."""
+    torch.manual_seed(0)
+    text = transformers.Qwen2Config(
+        vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, rope_theta=5000.0,
+        initializer_range=0.2, tie_word_embeddings=False, eos_token_id=None, bos_token_id=None,
+        pad_token_id=0)
+    audio = transformers.Qwen2AudioEncoderConfig(
+        d_model=32, encoder_attention_heads=4, encoder_ffn_dim=64, encoder_layers=2,
+        num_mel_bins=128, max_source_positions=WINDOW // 2)
+    cfg = transformers.Qwen2AudioConfig(audio_config=audio.to_dict(), text_config=text.to_dict(),
+                                        audio_token_index=AUDIO_TOKEN)
+    model = transformers.Qwen2AudioForConditionalGeneration(cfg).eval()
+    projector = next(m for name, m in model.named_modules()  # .model. in transformers 5 only
+                     if name.endswith("multi_modal_projector.linear"))
+    with torch.no_grad():  # audio vectors as large as token embeddings: the audio decides
+        projector.weight.mul_(10.0)
+    src = tmp_path_factory.mktemp("qwen2_audio_hf")
+    model.save_pretrained(src, max_shard_size="20KB")
+    assert os.path.isfile(src / "model.safetensors.index.json")  # the sharded path
+    write_tokenizer(str(src), audio=True)
+    out = tmp_path_factory.mktemp("qwen2_audio_out") / "ckpt"
+    assert cli.main(["import-hf", "--from", str(src), "--out", str(out)]) == 0
+    flax_model, params = import_hf.load(str(out))
+    assert isinstance(flax_model, AudioLM)
+    return model, flax_model, params, out
+
+
+def _audio(flax_model):
+    """Whisper-128 features of noisy tones (clip b has FRAMES[b] * 160 + b samples)."""
+    rng = np.random.default_rng(1)
+    t = np.arange(WINDOW * 160) / 16000
+    waves = np.stack([0.3 * np.sin(2 * np.pi * (300 + 400 * b) * t) + 0.05 * rng.normal(size=t.size)
+                      for b in range(len(FRAMES))]).astype(np.float32)
+    lengths = np.minimum(np.array(FRAMES) * 160 + np.arange(len(FRAMES)), waves.shape[1])
+    features, frames = alm_caption.audio_features(flax_model, waves, lengths)
+    assert features.shape == (len(FRAMES), WINDOW, 128) and frames.tolist() == FRAMES
+    return waves, lengths, features, frames
+
+
+def _expanded(flax_model, frames):
+    counts = output_lengths(np.array(frames))
+    assert counts.tolist() == [20, 14, 7, 2]
+    return gen.left_pad([alm_caption.expand_placeholder(p, c, AUDIO_TOKEN)
+                         for p, c in zip(PROMPTS, counts)])
+
+
+def _torch_inputs(tokens, mask, features, frames):
+    return dict(input_ids=torch.tensor(tokens).long(), attention_mask=torch.tensor(mask).long(),
+                input_features=torch.tensor(features).transpose(1, 2).contiguous(),
+                feature_attention_mask=(torch.arange(WINDOW)[None, :]
+                                        < torch.tensor(frames)[:, None]).long())
+
+
+def test_logits_match(alm):
+    model, flax_model, params, _ = alm
+    _, _, features, frames = _audio(flax_model)
+    tokens, mask = _expanded(flax_model, frames)
+    with torch.no_grad():
+        ref = model(**_torch_inputs(tokens, mask, features, frames)).logits.numpy()
+        silent = model(**_torch_inputs(tokens, mask, np.zeros_like(features), frames)).logits
+    assert np.abs(silent.numpy() - ref)[mask].max() > 0.1 * np.abs(ref).max()  # audio matters
+    b, t = tokens.shape
+    positions = np.maximum(np.cumsum(mask, axis=1) - 1, 0)
+    out, _ = flax_model.apply({"params": params}, jnp.asarray(tokens), jnp.asarray(positions), 0,
+                              jnp.asarray(mask), init_cache(flax_model.cfg.text, b, t),
+                              jnp.asarray(features), jnp.asarray(frames))
+    out = np.asarray(out)
+    np.testing.assert_allclose(out[mask], ref[mask], rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+
+
+def _torch_greedy(model, tokens, mask, features, frames):
+    with torch.no_grad():
+        out = model.generate(**_torch_inputs(tokens, mask, features, frames), do_sample=False,
+                             max_new_tokens=STEPS, min_new_tokens=STEPS, pad_token_id=0)
+    return out[:, tokens.shape[1]:].tolist()
+
+
+def test_greedy_generation_matches(alm):
+    model, flax_model, params, _ = alm
+    _, _, features, frames = _audio(flax_model)
+    tokens, mask = _expanded(flax_model, frames)
+    ref = _torch_greedy(model, tokens, mask, features, frames)
+    assert len(set(map(tuple, ref))) > 1  # the rows differ
+    got = alm_caption.generate_with_audio(flax_model, params, PROMPTS, features, frames, STEPS)
+    assert got == ref
+    mesh = make_mesh({"data": 2, "tensor": 4})
+    sharded = gen.shard_params(flax_model, params, mesh)
+    q = sharded["audio_tower"]["layers_0"]["self_attn"]["q_proj"]["kernel"]
+    assert q.sharding.spec[1] == "tensor"  # the encoder's 4 heads split over the tensor axis
+    assert alm_caption.generate_with_audio(flax_model, sharded, PROMPTS, features, frames, STEPS,
+                                           mesh=mesh) == ref
+
+
+def test_captioner(alm):
+    """The Captioner over an import-hf directory: prompt text with the placeholder, whisper128
+    features, greedy decoding; text is random (random weights), one string per clip."""
+    _, flax_model, params, out = alm
+    waves, lengths, features, frames = _audio(flax_model)
+    cap = alm_caption.Captioner(str(out))
+    texts = cap.caption(waves, lengths, max_new_tokens=6)
+    assert len(texts) == len(FRAMES) and all(isinstance(t, str) for t in texts)
+    ids = cap.prompt_ids(alm_caption.DEFAULT_PROMPT)
+    direct = alm_caption.generate_with_audio(flax_model, params, [ids] * len(FRAMES), features,
+                                             frames, 6, eos_id=cap.eos_id, pad_id=cap.pad_id)
+    assert texts == [cap.tokenizer.decode(d).strip() for d in direct]
+    with pytest.raises(ValueError, match="placeholder"):
+        cap.caption(waves, lengths, prompt="no audio here")
+
+
+def test_captioner_on_a_mesh(alm):
+    """3 clips on a (data 2, tensor 4) mesh: the batch is filled up to 4 rows and cut back."""
+    _, flax_model, _, out = alm
+    waves, lengths, _, _ = _audio(flax_model)
+    single = alm_caption.Captioner(str(out)).caption(waves[:3], lengths[:3], max_new_tokens=6)
+    mesh = make_mesh({"data": 2, "tensor": 4})
+    assert alm_caption.Captioner(str(out), mesh=mesh).caption(
+        waves[:3], lengths[:3], max_new_tokens=6) == single
