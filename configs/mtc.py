@@ -81,9 +81,11 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
                    num_mels=64, dtype="float32")  # dtype: compute; parameters stay float32
     # Weighted objectives (strongaudio_jax/objectives/): the loss is the weighted sum.
     c.objectives = dict(mtc=dict(weight=1.0, pooling="mean", label_smoothing=0.0, pos_weight=1.0))
-    # Text for the objectives that read it (captioning, PAR, contrastive): "minilm" (MiniLM's
-    # WordPiece vocabulary) or a WordPiece vocab.txt path; max_len counts [CLS] and [SEP].
-    c.text = dict(tokenizer="", max_len=32)
+    # Text for the objectives that read it (captioning, PAR, contrastive): tokenizer "minilm"
+    # (MiniLM's WordPiece vocabulary), a WordPiece vocab.txt or a tokenizer.json (BPE) path;
+    # max_len counts the start and end tokens; field: caption | summary | original (the weak
+    # captions, one at random); preprocess: "" or "reference" (data/text_fields.py).
+    c.text = dict(tokenizer="", max_len=32, field="caption", preprocess="")
     c.mesh = dict(data=-1, fsdp=1, tensor=1)
     # Logical axis -> mesh axes (() = replicated): parallel/mesh.py's table. Try another layout
     # with e.g. sharding_rules.mlp=() or "sharding_rules.embed=('fsdp','tensor')".
