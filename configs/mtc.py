@@ -96,6 +96,7 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
         grad_accum=1,  # microbatches per step (saves memory; the optimizer sees the same batch)
         skip_nonfinite=False,  # True: skip (and count) updates with a NaN/Inf loss
         ema_decay=0.0,  # > 0 keeps an EMA of the parameters; probes then use it
+        average_period=0,  # > 0: icefall's model average (every N steps) instead; probes use it
         eval_every=0,  # probe every N steps as well as at the end (0: only at the end)
         best_metric="",  # e.g. "probe/domain_accuracy": keep the best state in <workdir>/best
         profile_steps=(0, 0),  # (a, b): jax.profiler trace of steps a+1..b in <workdir>/profile
