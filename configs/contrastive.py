@@ -51,12 +51,13 @@ def get_config(arg: str = "demo"):
         max_scale=100.0,
     ))
     # The caption summaries are 5-16 word pieces; [CLS] and [SEP] count in max_len.
-    c.text = dict(tokenizer=assets.demo_corpus("text_vocab.txt"), max_len=24)
+    c.text = dict(tokenizer=assets.demo_corpus("text_vocab.txt"), max_len=24, field="summary",
+                  preprocess="")
     if arg == "smoke":
         c.objectives.contrastive.embed_dim = 64
     elif arg != "demo":  # large and the launch targets (whose global batch is already >= 512)
         c.objectives.contrastive.update(embed_dim=512, text_init="minilm")
-        c.text = dict(tokenizer="minilm", max_len=64)
+        c.text = dict(tokenizer="minilm", max_len=64, field="caption", preprocess="")
         if arg == "large":
             c.data.batch_size = 1024  # contrastive learning wants large batches
     return c

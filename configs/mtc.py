@@ -81,9 +81,11 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
                    num_mels=64, dtype="float32")  # dtype: compute; parameters stay float32
     # Weighted objectives (strongaudio_jax/objectives/): the loss is the weighted sum.
     c.objectives = dict(mtc=dict(weight=1.0, pooling="mean", label_smoothing=0.0, pos_weight=1.0))
-    # Text for the objectives that read it (captioning, PAR, contrastive): "minilm" (MiniLM's
-    # WordPiece vocabulary) or a WordPiece vocab.txt path; max_len counts [CLS] and [SEP].
-    c.text = dict(tokenizer="", max_len=32)
+    # Text for the objectives that read it (captioning, PAR, contrastive): tokenizer "minilm"
+    # (MiniLM's WordPiece vocabulary), a WordPiece vocab.txt or a tokenizer.json (BPE) path;
+    # max_len counts the start and end tokens; field: caption | summary | original (the weak
+    # captions, one at random); preprocess: "" or "reference" (data/text_fields.py).
+    c.text = dict(tokenizer="", max_len=32, field="caption", preprocess="")
     c.mesh = dict(data=-1, fsdp=1, tensor=1)
     # Logical axis -> mesh axes (() = replicated): parallel/mesh.py's table. Try another layout
     # with e.g. sharding_rules.mlp=() or "sharding_rules.embed=('fsdp','tensor')".
@@ -94,6 +96,7 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
         grad_accum=1,  # microbatches per step (saves memory; the optimizer sees the same batch)
         skip_nonfinite=False,  # True: skip (and count) updates with a NaN/Inf loss
         ema_decay=0.0,  # > 0 keeps an EMA of the parameters; probes then use it
+        average_period=0,  # > 0: icefall's model average (every N steps) instead; probes use it
         eval_every=0,  # probe every N steps as well as at the end (0: only at the end)
         best_metric="",  # e.g. "probe/domain_accuracy": keep the best state in <workdir>/best
         profile_steps=(0, 0),  # (a, b): jax.profiler trace of steps a+1..b in <workdir>/profile

@@ -116,8 +116,8 @@ def test_lhotse_monocut_manifest_is_cut_and_mapped(tmp_path):
     importers.write_shards(importers.lhotse_items(str(manifest), str(root)), str(tmp_path / "out"),
                            progress=False)
     c1, c2 = _clips(tmp_path / "out")
-    assert (c1.id, c1.caption, c1.summary, c1.tags) == ("c1", "A long caption.",
-                                                       "orig A long caption.", ("tone", "hum"))
+    assert (c1.id, c1.caption, c1.summary, c1.tags) == ("c1", "A long caption.", "", ("tone", "hum"))
+    assert c1.original_captions == ("orig A long caption.",)  # a string: one weak caption
     got, rate = sf.read(io.BytesIO(c1.audio))
     ref = sf.read(str(root / "rec.flac"))[0][SR // 2:SR // 2 + SR, 1]  # channel 1, 0.5-1.5 s
     assert rate == SR and c1.num_samples == SR
@@ -182,3 +182,72 @@ def test_import_tool_command_line(tmp_path):
     bad = subprocess.run(tool + ["--metadata", str(tmp_path / "m.csv"), "--out", str(tmp_path / "o")],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "outside the audio root" in bad.stdout
+
+
+def _uts_fixture(shared_dir):
+    manifest = shared_dir / "fixtures" / "uts_manifest" / "cuts.jsonl.gz"
+    if not manifest.is_file():
+        pytest.skip(f"{manifest} not found (the released-layout UTS manifest fixture)")
+    with gzip.open(manifest, "rt") as f:
+        cuts = [json.loads(line) for line in f]
+    return manifest, cuts
+
+
+def test_released_uts_manifest_imports_as_it_is(shared_dir, tmp_path):
+    """The released layout: sources name a dataset, found by recording id through the user's
+    pattern; the long caption stays THE caption, the list of weak captions a field apart."""
+    manifest, cuts = _uts_fixture(shared_dir)
+    audio = shared_dir / "fixtures" / "audio"
+    sources = importers.parse_sources([f"audioset={audio}/{{id}}.wav"])
+    items, report = importers.lhotse_import(str(manifest), sources=sources)
+    importers.write_shards(items, str(tmp_path / "out"), progress=False)
+    clips = {c.id: c for c in _clips(tmp_path / "out")}
+    assert sorted(clips) == sorted(c["id"] for c in cuts) and not report.missing
+    for cut in cuts:
+        custom, clip = cut["supervisions"][0]["custom"], clips[cut["id"]]
+        assert clip.caption == custom["caption"] and len(clip.caption.split()) > 30
+        assert clip.original_captions == tuple(custom["original_caption"])
+        assert clip.summary == "" and clip.tags == tuple(custom["audio_tag"])
+        assert clip.source == "audioset"
+        assert clip.num_samples == round(cut["duration"] * SR)
+    # env_water starts 1 s into its recording: the clip is that cut of the WAV
+    ref = sf.read(str(audio / "env_water.wav"), dtype="float32")[0][SR:4 * SR]
+    got = sf.read(io.BytesIO(clips["env_water"].audio), dtype="float32")[0]
+    np.testing.assert_allclose(got, ref, atol=1 / 32768)
+    lines = "\n".join(report.lines())
+    assert "caption/original <- custom.original_caption" in lines and "4 clips, 7 captions" in lines
+    assert "audioset (4)" in lines and "MISSING" not in lines
+
+
+def test_uts_manifest_missing_ids_are_listed_not_fatal_unless_asked(shared_dir, tmp_path):
+    manifest, cuts = _uts_fixture(shared_dir)
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    src = shared_dir / "fixtures" / "audio"
+    for name in ("speech_en", "music_piano"):  # the user's copy lacks the other two
+        (audio / f"{name}.wav").write_bytes((src / f"{name}.wav").read_bytes())
+    table = tmp_path / "ids.tsv"  # an id -> path table instead of a pattern
+    table.write_text("".join(f"{c['recording']['id']}\taudio/{c['recording']['id']}.wav\n" for c in cuts))
+    items, report = importers.lhotse_import(str(manifest),
+                                            sources=importers.parse_sources([f"audioset={table}"]))
+    assert len(items) == 2 and sorted(c for c, _, _ in report.missing) == ["env_water", "music_drums_bass"]
+    assert "MISSING audio    : 2 clips skipped" in "\n".join(report.lines())
+    with pytest.raises(importers.ImportErrorWithPlace, match="audio of 2 clips not found"):
+        importers.lhotse_import(str(manifest), sources=importers.parse_sources([f"audioset={table}"]),
+                                fail_on_missing=True)
+    with pytest.raises(importers.ImportErrorWithPlace, match=r"--audio audioset=/data/audioset/\{id\}"):
+        importers.lhotse_import(str(manifest))  # the dataset's whereabouts were not given
+    with pytest.raises(importers.ImportErrorWithPlace, match="outside the audio root"):
+        importers.parse_sources([f"audioset={audio}/{{id}}.wav"])["audioset"].path("../ids")
+
+    tool = [sys.executable, str(REPO / "tools" / "import_lhotse.py"), "--manifest", str(manifest),
+            "--audio", f"audioset={audio}/{{id}}.wav", "--out", str(tmp_path / "out"),
+            "--missing-list", str(tmp_path / "missing.tsv")]
+    ok = subprocess.run(tool, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    out = ok.stdout.splitlines()
+    assert json.loads(out[-1])["missing"] == 2 and json.loads(out[-1])["clips"] == 2
+    assert any(line.startswith("caption          <- supervisions[0].custom.caption") for line in out)
+    assert (tmp_path / "missing.tsv").read_text().count("\n") == 2
+    bad = subprocess.run(tool + ["--fail-on-missing"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "not found" in bad.stdout

@@ -108,6 +108,37 @@ def test_mtc_default_equals_optax_bce():
     np.testing.assert_allclose(float(loss), float(ref), rtol=1e-6)
 
 
+def test_mtc_summed_bce_and_dropout_as_the_reference():
+    """reduction="sum": torch's BCEWithLogitsLoss(reduction="sum") over classes and valid
+    examples, checked on numbers worked by hand; dropout acts in training only."""
+    enc = EncoderOutput(tokens=jnp.zeros((2, 1, 1)), mask=jnp.ones((2, 1), bool), grid=(1, 1))
+    batch = {"tags": np.array([[1, 0], [0, 1]], np.float32), "valid": np.array([True, True])}
+    ctx = objectives.Context(num_classes=2, vocab=None, tokenizer=None, text_len=L, encoder=None,
+                             mel_cfg=None)
+    module = mtc.build(dict(reduction="sum"), ctx)
+    # zero tokens: the logits are the classifier bias; set it to (0, log 3): sigmoid 1/2, 3/4
+    params = {"params": {"classifier": {"kernel": jnp.zeros((1, 2)),
+                                        "bias": jnp.array([0.0, np.log(3.0)])}}}
+    loss, metrics = module.apply(params, enc, batch, True)
+    # row 1: -log(1/2) - log(1 - 3/4) = log 2 + log 4; row 2: -log(1 - 1/2) - log(3/4) = log 2 + log 4/3
+    by_hand = np.log(2) + np.log(4) + np.log(2) + np.log(4 / 3)
+    np.testing.assert_allclose(float(loss), by_hand, rtol=1e-6)
+    np.testing.assert_allclose(float(metrics["bce"]), by_hand / 4, rtol=1e-6)  # the mean, logged
+    batch["valid"][1] = False  # padding rows add nothing
+    np.testing.assert_allclose(float(module.apply(params, enc, batch, True)[0]), np.log(8), rtol=1e-6)
+
+    rng = np.random.default_rng(2)
+    enc, batch = _enc(rng), _batch(rng)
+    plain, dropped = mtc.build({}, _ctx()), mtc.build(dict(dropout=0.5), _ctx())
+    params = _randomize(objectives.nn.meta.unbox(plain.init(jax.random.key(0), enc, batch, False)), rng)
+    rngs = {"dropout": jax.random.key(1)}
+    ref = plain.apply(params, enc, batch, True)[0]
+    assert float(dropped.apply(params, enc, batch, False)[0]) == float(ref)  # eval: no dropout
+    assert float(dropped.apply(params, enc, batch, True, rngs=rngs)[0]) != float(ref)
+    with pytest.raises(ConfigError, match="reduction='total'"):
+        mtc.build(dict(reduction="total"), _ctx())
+
+
 # ---------------------------------------------------------------- Decoders (PAR, captioning)
 
 

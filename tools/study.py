@@ -15,6 +15,11 @@ The table goes into --out between the study-table markers (the rest of the file 
   python tools/make_demo_corpus.py --out /work/corpus_large --num-clips 3000 --shard-size 128
   python tools/study.py --corpus /work/corpus_large --steps 500 --workdir /tmp/study --out docs/study.md
 
+`--configs configs/reference` runs the same comparison with the reference study's training
+settings at demo scale (configs/reference/<objective>.py:demo: ScaledAdam + Eden, MTC with
+dropout and summed BCE, captioning of the long caption; objectives mtc, captioning, multitask)
+into its own table (`--table reference`).
+
 A work dir that holds finished runs is reused (a run resumes from its checkpoint), so an
 interrupted study continues where it stopped.
 """
@@ -46,8 +51,9 @@ TASKS = ("domain", "language", "instrument", "event")
 BEGIN, END = "<!-- study table: written by tools/study.py -->", "<!-- end of study table -->"
 
 
-def train(name: str, corpus: str, steps: int, workdir: str, extra: list[str]):
-    cfg = config.load(f"{REPO}/configs/{name}.py:demo", [
+def train(name: str, corpus: str, steps: int, workdir: str, extra: list[str],
+          configs: str = "configs"):
+    cfg = config.load(f"{REPO}/{configs}/{name}.py:demo", [
         f"data.train_files={corpus}/train-*.tfrecord", f"data.eval_files={corpus}/heldout-*.tfrecord",
         f"train.steps={steps}", f"train.checkpoint_every={steps}", f"train.log_every={max(steps // 10, 1)}",
         f"optimizer.warmup_steps={min(50, steps // 10)}", "probe.tasks=()", *extra])
@@ -124,7 +130,8 @@ def evaluate(cfg, out, retrieval_clips: int) -> dict:
     return result
 
 
-def table(rows: dict, steps: int, corpus: str, seconds: dict) -> str:
+def table(rows: dict, steps: int, corpus: str, seconds: dict, configs: str = "configs",
+          markers: tuple[str, str] = (BEGIN, END), text_field: str = "summary") -> str:
     f = lambda x: "—" if x is None else f"{x:.3f}"
     head = ["objective", "train s", "final loss"] + [f"{t} mean / att" for t in TASKS] + [
         "A→T R@1 / R@10 / mAP@10", "T→A R@1 / R@10 / mAP@10", "tag mAP"]
@@ -145,15 +152,16 @@ def table(rows: dict, steps: int, corpus: str, seconds: dict) -> str:
     by_domain = "; ".join(f"{n}: " + ", ".join(f"{d} {v:.3f}" for d, v in r["tag_map_by_domain"].items())
                           for n, r in rows.items() if r.get("tag_map_by_domain"))
     return "\n".join([
-        BEGIN,
+        markers[0],
+        f"Configs `{configs}/<objective>.py:demo`. "
         f"Corpus `{corpus}`, {steps} steps per objective, ViT xs on 2 s crops, batch 32; probes on "
         f"3 s held-out clips. Machine: {platform.machine()}, {os.cpu_count()} CPU cores, "
         f"{jax.devices()[0].platform}; measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
         "", *lines, "",
-        f"Chance (majority class of the held-out clips): {chance}. Retrieval: caption summaries of the "
-        f"first {ret_clips} held-out clips (captioning and multi-task rank by log p(summary | audio)). "
+        f"Chance (majority class of the held-out clips): {chance}. Retrieval: the {text_field} of the "
+        f"first {ret_clips} held-out clips (captioning and multi-task rank by log p(text | audio)). "
         f"Tag mAP per domain — {by_domain}.",
-        END])
+        markers[1]])
 
 
 def main(argv=None) -> int:
@@ -164,12 +172,21 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=os.path.join(REPO, "docs", "study.md"))
     ap.add_argument("--objectives", default=",".join(OBJECTIVES))
     ap.add_argument("--retrieval-clips", type=int, default=200)
+    ap.add_argument("--configs", default="configs",
+                    help="folder of the <objective>.py configs (their demo variants), e.g. configs/reference")
+    ap.add_argument("--table", default="", help="name of the table in --out (its own markers), "
+                    "e.g. reference; empty: the main table")
     ap.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every run")
     args = ap.parse_args(argv)
     os.makedirs(args.workdir, exist_ok=True)
+    begin, end = BEGIN, END
+    if args.table:
+        begin = BEGIN.replace("study table", f"study table {args.table}")
+        end = END.replace("study table", f"study table {args.table}")
     rows, seconds = {}, {}
     for name in args.objectives.split(","):
-        cfg, out, secs = train(name, args.corpus, args.steps, args.workdir, args.overrides)
+        cfg, out, secs = train(name, args.corpus, args.steps, args.workdir, args.overrides,
+                               args.configs)
         done = os.path.join(args.workdir, name, "study.json")
         if out["history"]:  # trained now
             seconds[name] = secs
@@ -187,10 +204,11 @@ def main(argv=None) -> int:
             json.dump({**rows[name], "train_seconds": seconds[name]}, fh, indent=1, default=float)
         print(f"[study] {name}: trained {seconds[name]:.0f} s, evaluated "
               f"{rows[name]['eval_seconds']:.0f} s: {json.dumps(rows[name], default=float)}", flush=True)
-        md = table(rows, args.steps, args.corpus, seconds)
+        md = table(rows, args.steps, args.corpus, seconds, args.configs, (begin, end),
+                   cfg.text.get("field", "caption"))
         text = open(args.out).read() if os.path.exists(args.out) else "# The study, small\n\n"
-        if BEGIN in text and END in text:
-            text = text[:text.index(BEGIN)] + md + text[text.index(END) + len(END):]
+        if begin in text and end in text:
+            text = text[:text.index(begin)] + md + text[text.index(end) + len(end):]
         else:
             text = text.rstrip("\n") + "\n\n" + md + "\n"
         with open(args.out, "w") as fh:

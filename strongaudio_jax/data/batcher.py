@@ -164,7 +164,7 @@ class BatchFiller:
                     raise data[r]
                 length, clip, unknown = feat.fill(data[r], where, float(crops[r]),
                                                   out["waveform"][r], out["tags"][r])
-                more = feat.extras(clip)
+                more = feat.extras(clip, draw=(spec.seed, b, r))
             except Exception as e:  # noqa: BLE001 (bad data is classified, others re-raised)
                 reason = bad_reason(e)
                 if reason is None or not spec.skip_bad:

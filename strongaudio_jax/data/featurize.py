@@ -61,10 +61,16 @@ class Featurizer:
                 tags_out[i] = 1.0
         return length, clip, outside
 
-    def extras(self, clip: schema.Clip | None) -> dict[str, np.ndarray]:
+    def extras(self, clip: schema.Clip | None, draw: tuple[int, ...] | None = None
+               ) -> dict[str, np.ndarray]:
+        """`extra(clip)`; an extra with `takes_draw` also gets `draw` (seed, batch, row: the
+        seed of its random choices, e.g. one of several captions)."""
         if self.extra is None or clip is None:
             return {}
-        more = self.extra(clip)
+        if getattr(self.extra, "takes_draw", False):
+            more = self.extra(clip, draw=draw)
+        else:
+            more = self.extra(clip)
         clash = set(more) & {"waveform", "length", "tags", "valid"}
         if clash:
             raise ValueError(f"Featurizer.extra returned keys {sorted(clash)} that the "

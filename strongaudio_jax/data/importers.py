@@ -10,6 +10,7 @@ from elsewhere and must not read arbitrary files.
 
 from __future__ import annotations
 
+import collections
 import csv
 import dataclasses
 import gzip
@@ -187,13 +188,121 @@ def folder_items(audio_root: str, metadata: str | None = None) -> list[Item]:
 # ---------------------------------------------------------------- (b) Lhotse MonoCut JSONL
 
 
-def lhotse_items(manifest: str, audio_root: str) -> list[Item]:
-    """Items of a Lhotse cuts manifest (JSONL, optionally .gz) of MonoCuts: the recording's
-    first file source under `audio_root`, cut to [start, start + duration) and its channel;
-    caption from supervisions[0].custom.caption, summary from .original_caption, tags from
-    .audio_tag."""
+class SourceResolver:
+    """Recording id -> audio file of one source dataset, as the user lays it out: a pattern
+    with `{id}` (`/data/audioset/{id}.flac`) or an id -> path table (a .json object, or a .tsv /
+    .csv of `id<TAB or ,>path` rows; relative paths are relative to the table)."""
+
+    def __init__(self, name: str, spec: str):
+        self.name, self.spec = name, spec
+        self.table: dict[str, str] | None = None
+        if "{id}" in spec:
+            self.root = os.path.dirname(spec.split("{id}", 1)[0]) or "."
+            return
+        if not os.path.isfile(spec):
+            raise ImportErrorWithPlace(f"--audio {name}={spec}: neither a pattern with {{id}} "
+                                       f"(e.g. {name}=/data/{name}/{{id}}.flac) nor an id -> path "
+                                       "table file (.json, .tsv, .csv)")
+        base = os.path.dirname(os.path.abspath(spec))
+        with open(spec, newline="") as f:
+            if spec.endswith(".json"):
+                rows = json.load(f).items()
+            else:
+                rows = [r[:2] for r in csv.reader(f, delimiter="\t" if spec.endswith(".tsv") else ",")
+                        if len(r) >= 2 and not r[0].startswith("#")]
+        self.table = {str(k): os.path.join(base, str(v)) for k, v in rows}
+
+    def path(self, rec_id: str) -> str | None:
+        """The file of recording `rec_id`, or None when the user's copy lacks it."""
+        if self.table is not None:
+            path = self.table.get(rec_id)
+        else:
+            path = safe_path(self.root, self.spec.replace("{id}", rec_id))
+        return path if path is not None and os.path.isfile(path) else None
+
+
+def parse_sources(specs: Sequence[str]) -> dict[str, SourceResolver]:
+    """`["audioset=/data/audioset/{id}.flac", "vggsound=ids.tsv"]` -> resolvers by dataset."""
+    out = {}
+    for spec in specs:
+        name, sep, where = spec.partition("=")
+        if not sep or not name or not where:
+            raise ImportErrorWithPlace(f"--audio {spec!r}: use DATASET=PATTERN (e.g. "
+                                       "audioset=/data/audioset/{id}.flac) or DATASET=TABLE")
+        out[name] = SourceResolver(name, where)
+    return out
+
+
+@dataclasses.dataclass
+class LhotseReport:
+    """What the Lhotse import found and did, field by field (printed by the tool)."""
+    clips: int = 0
+    missing: list = dataclasses.field(default_factory=list)  # (cut id, recording id, dataset)
+    sources: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    caption_words: int = 0
+    caption_lists: int = 0  # list-valued caption: its first item kept
+    no_caption: int = 0
+    original: int = 0  # clips with weak captions
+    original_total: int = 0
+    summaries: int = 0
+    tags: int = 0
+    tags_total: int = 0
+    ignored: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+
+    def lines(self) -> list[str]:
+        n = max(self.clips, 1)
+        out = [
+            f"caption          <- supervisions[0].custom.caption (the long caption): "
+            f"{self.clips - self.no_caption} of {self.clips} clips, "
+            f"{self.caption_words / n:.0f} words on average"
+            + (f"; {self.caption_lists} were lists, their first item kept" if self.caption_lists else ""),
+            f"caption/original <- custom.original_caption (the source datasets' weak captions, "
+            f"kept apart): {self.original} clips, {self.original_total} captions",
+            f"caption/summary  <- custom.summary: {self.summaries} clips"
+            + (" (the release has none: left empty)" if not self.summaries else ""),
+            f"tags             <- custom.audio_tag: {self.tags} clips, "
+            f"{self.tags_total / n:.1f} tags per clip",
+            "source           <- recording.sources[0].source: "
+            + ", ".join(f"{k} ({v})" for k, v in sorted(self.sources.items())),
+        ]
+        if self.ignored:
+            out.append("not imported     : custom." + ", custom.".join(
+                f"{k} ({v})" for k, v in sorted(self.ignored.items())))
+        if self.missing:
+            shown = ", ".join(f"{c} ({d}:{r})" for c, r, d in self.missing[:10])
+            out.append(f"MISSING audio    : {len(self.missing)} clips skipped, e.g. {shown}")
+        return out
+
+
+_CUSTOM_READ = ("caption", "original_caption", "summary", "audio_tag")
+
+
+def _as_texts(value) -> list[str]:
+    if value is None:
+        return []
+    values = [value] if isinstance(value, str) else list(value)
+    return [str(v).strip() for v in values if str(v).strip()]
+
+
+def lhotse_import(manifest: str, audio_root: str | None = None, *,
+                  sources: dict[str, SourceResolver] | None = None,
+                  fail_on_missing: bool = False) -> tuple[list[Item], LhotseReport]:
+    """Items of a Lhotse cuts manifest (JSONL, optionally .gz) of MonoCuts, and a report of
+    what was done with each field.
+
+    Audio: a recording whose `sources[0].source` names a dataset in `sources` (the released
+    UTS manifests: `"source": "audioset"`) is found by its recording id through that dataset's
+    resolver; any other source is a file path under `audio_root`. The clip is cut to
+    [start, start + duration) and its channel. Clips whose audio is not found are skipped
+    and listed in the report (an error with fail_on_missing).
+    Text (supervisions[0].custom, as released): `caption` is THE caption (the long one; a
+    list keeps its first item), `original_caption` (a string or a list) the weak captions
+    (schema `caption/original`), `summary` the summary if present, `audio_tag` the tags
+    (a list, or a ';'/','-separated string)."""
+    sources = sources or {}
+    report = LhotseReport()
     opener = gzip.open if manifest.endswith(".gz") else open
-    items = []
+    items, unresolved = [], collections.Counter()
     with opener(manifest, "rt") as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
@@ -206,24 +315,66 @@ def lhotse_items(manifest: str, audio_root: str) -> list[Item]:
                 sup = (cut.get("supervisions") or [{}])[0]
                 custom = sup.get("custom") or {}
                 start, duration = float(cut.get("start", 0.0)), cut.get("duration")
+                rec_id, name = str(rec["id"]), str(source["source"])
             except (ValueError, KeyError, StopIteration, TypeError) as e:
                 raise ImportErrorWithPlace(f"{where}: not a Lhotse MonoCut with a file source "
                                            f"({type(e).__name__}: {e})") from None
-            path = safe_path(audio_root, source["source"])
+            cid = str(cut.get("id", rec_id))
+            if name in sources:
+                path = sources[name].path(rec_id)
+            elif audio_root is not None:
+                path = safe_path(audio_root, name)
+                path = path if os.path.isfile(path) else None
+            else:
+                unresolved[name] += 1
+                continue
+            report.sources[name if name in sources else "files under --audio-root"] += 1
+            if path is None:
+                report.missing.append((cid, rec_id, name))
+                continue
+            captions = _as_texts(custom.get("caption") or sup.get("text"))
+            original = _as_texts(custom.get("original_caption"))
+            summary = " ".join(_as_texts(custom.get("summary")))
+            tags = _tags(custom.get("audio_tag"))
+            report.clips += 1
+            report.caption_words += len(captions[0].split()) if captions else 0
+            report.caption_lists += isinstance(custom.get("caption"), list)
+            report.no_caption += not captions
+            report.original += bool(original)
+            report.original_total += len(original)
+            report.summaries += bool(summary)
+            report.tags += bool(tags)
+            report.tags_total += len(tags)
+            report.ignored.update(k for k in custom if k not in _CUSTOM_READ)
             channel = cut.get("channel")
             channel = channel[0] if isinstance(channel, list) else channel
             if channel is not None and len(source.get("channels", [0])) == 1:
                 channel = None  # a mono file: nothing to pick
-            fields = dict(caption=custom.get("caption") or sup.get("text") or "",
-                          summary=custom.get("original_caption") or "",
-                          tags=_tags(custom.get("audio_tag")),
-                          source=rec.get("id", ""))
-            items.append(Item(where, lambda path=path, cid=cut.get("id", rec["id"]), where=where,
-                              start=start, duration=duration, channel=channel, fields=fields:
+            fields = dict(caption=captions[0] if captions else "", summary=summary,
+                          original_captions=tuple(original), tags=tags,
+                          source=name if name in sources else rec_id)
+            items.append(Item(where, lambda path=path, cid=cid, where=where, start=start,
+                              duration=duration, channel=channel, fields=fields:
                               clip_from_audio(cid, _read_file(path), where, start=start,
                                               duration=None if duration is None else float(duration),
                                               channel=channel, **fields)))
-    return items
+    if unresolved:
+        names = ", ".join(f"{k!r} ({v} clips)" for k, v in sorted(unresolved.items()))
+        first = sorted(unresolved)[0]
+        raise ImportErrorWithPlace(
+            f"{manifest}: recording sources {names} name no dataset given with --audio and no "
+            f"--audio-root was given; say where that dataset's files are, e.g. "
+            f"--audio {first}=/data/{first}/{{id}}.flac (or DATASET=ids.tsv)")
+    if report.missing and fail_on_missing:
+        raise ImportErrorWithPlace(f"{manifest}: audio of {len(report.missing)} clips not found, "
+                                   f"e.g. {report.missing[:5]}; fix the --audio patterns or drop "
+                                   "--fail-on-missing to import the others")
+    return items, report
+
+
+def lhotse_items(manifest: str, audio_root: str | None = None, **kw) -> list[Item]:
+    """The items of `lhotse_import` (without its report)."""
+    return lhotse_import(manifest, audio_root, **kw)[0]
 
 
 # ---------------------------------------------------------------- (c) WebDataset tars
@@ -275,14 +426,22 @@ def cli(kind: str, argv: Sequence[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(description={
         "folder": "Folder of audio files (+ CSV/JSONL captions and tags) -> TFRecord shards.",
-        "lhotse": "Lhotse MonoCut JSONL(.gz) manifest + local audio root -> TFRecord shards.",
+        "lhotse": "Lhotse MonoCut JSONL(.gz) manifest (e.g. the released UTS ones) + your copy of "
+                  "the audio -> TFRecord shards.",
         "webdataset": "WebDataset tar shards of audio + json -> TFRecord shards."}[kind])
     if kind == "folder":
         ap.add_argument("--audio-root", required=True)
         ap.add_argument("--metadata", help="CSV (header: path,caption,tags,...) or JSONL")
     elif kind == "lhotse":
         ap.add_argument("--manifest", required=True, help="cuts .jsonl or .jsonl.gz")
-        ap.add_argument("--audio-root", required=True, help="recording sources are under here")
+        ap.add_argument("--audio", action="append", default=[], metavar="DATASET=WHERE",
+                        help="where a source dataset's recordings are, by recording id: a pattern "
+                        "(audioset=/data/audioset/{id}.flac) or an id->path table (.json/.tsv/.csv); "
+                        "repeat per dataset (the released UTS manifests name datasets, not files)")
+        ap.add_argument("--audio-root", help="recording sources that are file paths are under here")
+        ap.add_argument("--fail-on-missing", action="store_true",
+                        help="stop when some clip's audio is not found (default: skip and list them)")
+        ap.add_argument("--missing-list", help="write the ids of clips whose audio is missing here")
     else:
         ap.add_argument("tars", nargs="+", help="WebDataset .tar shards")
     ap.add_argument("--out", required=True, help="output directory (local or gs://...)")
@@ -293,7 +452,13 @@ def cli(kind: str, argv: Sequence[str] | None = None) -> int:
         if kind == "folder":
             items = folder_items(args.audio_root, args.metadata)
         elif kind == "lhotse":
-            items = lhotse_items(args.manifest, args.audio_root)
+            items, report = lhotse_import(args.manifest, args.audio_root,
+                                          sources=parse_sources(args.audio),
+                                          fail_on_missing=args.fail_on_missing)
+            print("\n".join(report.lines()), flush=True)
+            if args.missing_list:
+                with open(args.missing_list, "w") as f:
+                    f.writelines(f"{c}\t{d}\t{r}\n" for c, r, d in report.missing)
         else:
             items = webdataset_items(args.tars)
         result = write_shards(items, args.out, prefix=args.prefix,
@@ -301,5 +466,7 @@ def cli(kind: str, argv: Sequence[str] | None = None) -> int:
     except (ImportErrorWithPlace, OSError) as e:
         print(f"import_{kind}: error: {e}", flush=True)
         return 2
+    if kind == "lhotse":
+        result["missing"] = len(report.missing)
     print(json.dumps(result))
     return 0

@@ -11,7 +11,9 @@ Feature names (all optional on read except the four marked *):
   audio/sample_rate*  int64
   audio/num_samples   int64   decoded length in samples (per channel)
   caption             bytes   UTF-8, long descriptive caption
-  caption/summary     bytes   UTF-8, one-sentence summary (text objectives use it)
+  caption/summary     bytes   UTF-8, one-sentence summary (text objectives may read it)
+  caption/original    bytes[] UTF-8, the source datasets' own (weak) captions, e.g. the UTS
+                              release's original_caption; written only when there are some
   tags                bytes[] UTS tag strings (not ids: ids depend on the chosen K)
   tags/scores         float[] one per tag
   source              bytes   where the audio came from
@@ -47,6 +49,7 @@ class Clip:
     num_samples: int = -1  # -1: unknown (absent in the record)
     caption: str = ""
     summary: str = ""
+    original_captions: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
     tag_scores: tuple[float, ...] = ()
     source: str = ""
@@ -56,6 +59,7 @@ class Clip:
 
     def __post_init__(self):
         self.tags = tuple(self.tags)
+        self.original_captions = tuple(self.original_captions)
         self.tag_scores = tuple(float(s) for s in self.tag_scores)
         if self.format not in AUDIO_FORMATS:
             raise SchemaError(f"clip {self.id!r}: audio format {self.format!r} is not one of {AUDIO_FORMATS}")
@@ -82,6 +86,8 @@ def clip_to_example(clip: Clip) -> bytes:
         "caption/model": f.bytes_feature([clip.caption_model.encode()]),
         "tags/model": f.bytes_feature([clip.tags_model.encode()]),
     }
+    if clip.original_captions:  # absent otherwise: records without them stay as they were
+        features["caption/original"] = f.bytes_feature([t.encode() for t in clip.original_captions])
     for name, value in clip.labels.items():
         features[LABEL_PREFIX + name] = f.bytes_feature([value.encode()])
     return f.encode_example(features)
@@ -112,6 +118,7 @@ def example_to_clip(data: bytes, where: str = "record") -> Clip:
             num_samples=int(num[0]) if num else -1,
             caption=text("caption"),
             summary=text("caption/summary"),
+            original_captions=[t.decode("utf-8") for t in feats.get("caption/original", [])],
             tags=[t.decode("utf-8") for t in feats.get("tags", [])],
             tag_scores=list(feats.get("tags/scores", [])),
             source=text("source"),

@@ -31,14 +31,15 @@ What every objective finds in `batch` (global arrays, sharded over the batch axi
     waveform [B, S] f32, length [B] i32, tags [B, K] f32 multi-hot, valid [B] bool (False
     for padding rows: they must not change any loss), features [B, T, M] f32 log-mel after
     augmentation and frame_mask [B, T] bool (added by the train step), and when some
-    objective asks for them: text_ids / text_mask [B, L] (the caption summary) and
-    tag_ids / tag_mask [B, L] (the clip's tags joined by ", "), from the text tokenizer.
-    Token rows are [CLS] pieces [SEP] [PAD]... (text.tokenizer.WordPieceTokenizer: cls_id is
-    BOS, sep_id EOS, mask_id the parallel-decoding input); mask is True on real tokens.
+    objective asks for them: text_ids / text_mask [B, L] (the clip's text: config text.field,
+    the long caption by default) and tag_ids / tag_mask [B, L] (the clip's tags joined by ", "), from the text tokenizer.
+    Token rows are [CLS] pieces [SEP] [PAD]... (text.tokenizer.WordPieceTokenizer, or a
+    BPETokenizer's <s> ... </s>: cls_id / bos_id is BOS, sep_id / eos_id EOS, mask_id the
+    parallel-decoding input); mask is True on real tokens.
     The architectures the heads use (text decoder, text encoder) are in models/text/.
 
-The tokenizer comes from the config's `text.tokenizer` ("minilm" or a WordPiece vocab.txt)
-and `text.max_len`; training saves its vocabulary as <workdir>/text_vocab.txt. Parameters
+The tokenizer comes from the config's `text.tokenizer` ("minilm", a WordPiece vocab.txt or a
+tokenizer.json) and `text.max_len`; training saves its vocabulary as <workdir>/text_vocab.txt. Parameters
 live in state.params["heads"][<objective>]; the encoder's in params["encoder"]. With
 gradient accumulation every microbatch of a step draws the same random numbers.
 """

@@ -5,6 +5,13 @@ the multi-hot tag targets. Pooling logits rather than embeddings follows the stu
 pooling is the default, attention pooling (a softmax over tokens per tag, PANNs-style) the
 option. Label smoothing moves targets toward 1/2; pos_weight scales the positive term
 (tags are sparse: ~10 of K per clip).
+
+The reference study's head (AudenAI/Auden audio_tag, loss=bce) as options: `dropout=0.1`
+on the tokens before the per-frame linear layer, and `reduction="sum"`: the BCE summed over
+classes and (valid) examples, as torch's BCEWithLogitsLoss(reduction="sum"), rather than
+averaged. A summed loss scales with batch and vocabulary size: ScaledAdam (train/optimizer.py),
+the reference's optimizer, is insensitive to that scale; Adam-style optimizers mostly are too,
+but gradient clipping by norm is not.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from strongaudio_jax.config import ConfigError
 from strongaudio_jax.models.base import EncoderOutput, masked_mean
 from strongaudio_jax.objectives import options
 
-DEFAULTS = dict(pooling="mean", label_smoothing=0.0, pos_weight=1.0)
+DEFAULTS = dict(pooling="mean", label_smoothing=0.0, pos_weight=1.0, dropout=0.0, reduction="mean")
 
 
 class MTC(nn.Module):
@@ -25,39 +32,50 @@ class MTC(nn.Module):
     pooling: str = "mean"  # "mean" | "attention"
     label_smoothing: float = 0.0
     pos_weight: float = 1.0
+    dropout: float = 0.0  # on the tokens before the classifier (training only)
+    reduction: str = "mean"  # "mean" over classes and examples | "sum" over both
 
     @nn.compact
-    def logits(self, enc: EncoderOutput) -> jax.Array:
+    def logits(self, enc: EncoderOutput, train: bool = False) -> jax.Array:
         """Clip-level tag logits [B, K]."""
+        tokens = enc.tokens
+        if self.dropout and train:
+            tokens = nn.Dropout(self.dropout, deterministic=False)(tokens)
         frame = nn.Dense(self.num_classes, name="classifier",
                          kernel_init=nn.with_logical_partitioning(
                              nn.initializers.zeros_init(), ("embed", "classes")),
-                         bias_init=nn.initializers.constant(-2.0))(enc.tokens)
+                         bias_init=nn.initializers.constant(-2.0))(tokens)
         if self.pooling == "mean":
             return masked_mean(frame, enc.mask)
         scores = nn.Dense(self.num_classes, name="attention",
                           kernel_init=nn.with_logical_partitioning(
-                              nn.initializers.zeros_init(), ("embed", "classes")))(enc.tokens)
+                              nn.initializers.zeros_init(), ("embed", "classes")))(tokens)
         scores = jnp.where(enc.mask[..., None], scores, -1e9)
         return (jax.nn.softmax(scores, axis=1) * frame).sum(1)
 
     def __call__(self, enc: EncoderOutput, batch: dict, train: bool) -> tuple[jax.Array, dict]:
-        """BCE averaged over classes and valid examples (batch['valid'] marks real rows)."""
-        logits = self.logits(enc)
+        """BCE averaged (or summed: reduction) over classes and valid examples
+        (batch['valid'] marks real rows)."""
+        logits = self.logits(enc, train)
         targets = batch["tags"]
         smoothed = targets * (1.0 - self.label_smoothing) + 0.5 * self.label_smoothing
         # The same expression as optax.sigmoid_binary_cross_entropy when pos_weight == 1.
-        per_example = (-(self.pos_weight * smoothed) * jax.nn.log_sigmoid(logits)
-                       - (1.0 - smoothed) * jax.nn.log_sigmoid(-logits)).mean(-1)
+        per_class = (-(self.pos_weight * smoothed) * jax.nn.log_sigmoid(logits)
+                     - (1.0 - smoothed) * jax.nn.log_sigmoid(-logits))
         valid = batch["valid"].astype(jnp.float32)
         n = jnp.maximum(valid.sum(), 1.0)
-        loss = (per_example * valid).sum() / n
+        mean = (per_class.mean(-1) * valid).sum() / n
+        loss = (per_class.sum(-1) * valid).sum() if self.reduction == "sum" else mean
         hits = (((logits > 0) == (targets > 0.5)).all(-1) * valid).sum() / n
-        return loss, {"bce": loss, "exact_match": hits}
+        return loss, {"bce": mean, "exact_match": hits}
 
 
 def build(cfg, ctx) -> MTC:
     opts = options(cfg, DEFAULTS, "mtc")
     if opts["pooling"] not in ("mean", "attention"):
         raise ConfigError(f"objectives.mtc.pooling={opts['pooling']!r}: use 'mean' or 'attention'")
+    if opts["reduction"] not in ("mean", "sum"):
+        raise ConfigError(f"objectives.mtc.reduction={opts['reduction']!r}: use 'mean' or 'sum'")
+    if not 0.0 <= opts["dropout"] < 1.0:
+        raise ConfigError(f"objectives.mtc.dropout={opts['dropout']} must be within [0, 1)")
     return MTC(num_classes=ctx.num_classes, **opts)

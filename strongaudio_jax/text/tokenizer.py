@@ -14,6 +14,11 @@ tokenizer, tests/test_text_tokenizer.py); it encodes 20,000 captions in 0.32 s a
 rows can be stacked into batches. Text objectives use [CLS] as BOS, [SEP] as EOS and
 [MASK] as the parallel-decoding input. A vocabulary comes either from the MiniLM package
 (`minilm.vocab_file()`) or from corpus captions (`build_vocab`, `tools/build_text_vocab.py`).
+
+`BPETokenizer` is the other kind: any Hugging Face `tokenizer.json` (e.g. BART-base's
+byte-level BPE, which the reference study's captioner uses), with the same interface, its
+own BOS / EOS / PAD / MASK tokens (`<s>`, `</s>`, `<pad>`, `<mask>`) in the roles of
+[CLS] / [SEP] / [PAD] / [MASK].
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import numpy as np
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 # The text fields an objective can read, and their keys in a batch (token ids, mask): the
 # contract between the input pipeline (data/text_fields.py) and the objectives.
-FIELDS = {"text": ("text_ids", "text_mask"),  # the caption summary
+FIELDS = {"text": ("text_ids", "text_mask"),  # the clip's text (config text.field: the caption by default)
           "tags": ("tag_ids", "tag_mask")}  # the clip's tags joined by ", "
 CONTINUATION = "##"
 
@@ -141,6 +146,87 @@ class WordPieceTokenizer:
             else:
                 pieces.append(_cleanup(" " + tok))
         return "".join(pieces)
+
+
+class BPETokenizer:
+    """Text <-> fixed-length id rows through a Hugging Face `tokenizer.json` (BPE or any
+    model `tokenizers` reads). Rows are BOS pieces EOS PAD..., as WordPieceTokenizer's; the
+    text is encoded without the file's own post-processing (add_special_tokens=False), as the
+    reference's captioner calls BART's tokenizer."""
+
+    ROLES = {"bos": ("<s>", "[CLS]", "<|startoftext|>", "<|endoftext|>"),
+             "eos": ("</s>", "[SEP]", "<|endoftext|>"),
+             "pad": ("<pad>", "[PAD]"),
+             "mask": ("<mask>", "[MASK]"),
+             "unk": ("<unk>", "[UNK]")}
+
+    def __init__(self, path: str | os.PathLike):
+        from tokenizers import Tokenizer
+
+        try:
+            self._tokenizer = Tokenizer.from_file(str(path))
+        except Exception as e:  # noqa: BLE001 (tokenizers raises its own Exception type)
+            raise ValueError(f"cannot read the tokenizer file {path}: {e}") from None
+        self.path = str(path)
+        ids = {}
+        for role, names in self.ROLES.items():
+            found = [self._tokenizer.token_to_id(n) for n in names]
+            ids[role] = next((i for i in found if i is not None), None)
+        if ids["pad"] is None:
+            ids["pad"] = ids["eos"]
+        missing = [r for r in ("bos", "eos", "mask") if ids[r] is None]
+        if missing:
+            raise ValueError(f"{path}: no token for {missing} (looked for "
+                             f"{[self.ROLES[r] for r in missing]}); the text decoders need a start, "
+                             "an end and a mask token")
+        self.bos_id, self.eos_id, self.pad_id, self.mask_id = (
+            ids["bos"], ids["eos"], ids["pad"], ids["mask"])
+        self.unk_id = ids["unk"] if ids["unk"] is not None else self.pad_id
+        self.cls_id, self.sep_id = self.bos_id, self.eos_id  # the WordPiece names of the roles
+
+    @property
+    def vocab_size(self) -> int:
+        return self._tokenizer.get_vocab_size(with_added_tokens=True)
+
+    @property
+    def vocab(self) -> list[str]:
+        """Tokens by id (the work dir keeps this list as a record of the run)."""
+        index = self._tokenizer.get_vocab(with_added_tokens=True)
+        out = [""] * self.vocab_size
+        for tok, i in index.items():
+            if 0 <= i < len(out):
+                out[i] = tok
+        return out
+
+    def token_ids(self, text: str) -> list[int]:
+        return self._tokenizer.encode(text, add_special_tokens=False).ids
+
+    def tokenize(self, text: str) -> list[str]:
+        return self._tokenizer.encode(text, add_special_tokens=False).tokens
+
+    def encode(self, texts: Iterable[str] | str, max_len: int) -> tuple[np.ndarray, np.ndarray]:
+        """(ids int32 [N, max_len], mask bool [N, max_len]): BOS pieces EOS then PAD; pieces
+        beyond max_len - 2 are cut (the EOS is kept)."""
+        if max_len < 2:
+            raise ValueError(f"max_len={max_len} leaves no room for BOS and EOS; use >= 2")
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        ids = np.full((len(texts), max_len), self.pad_id, np.int32)
+        mask = np.zeros((len(texts), max_len), bool)
+        for row, enc in enumerate(self._tokenizer.encode_batch(texts, add_special_tokens=False)):
+            seq = [self.bos_id, *enc.ids[:max_len - 2], self.eos_id]
+            ids[row, :len(seq)] = seq
+            mask[row, :len(seq)] = True
+        return ids, mask
+
+    def decode(self, ids) -> str | list[str]:
+        """Text of one id row (or a list for [N, L]): up to the first EOS after the first
+        token, special tokens skipped."""
+        ids = np.asarray(ids)
+        if ids.ndim == 2:
+            return [self.decode(row) for row in ids]
+        row = [int(i) for i in ids]
+        end = next((p for p, i in enumerate(row) if i == self.eos_id and p > 0), len(row))
+        return self._tokenizer.decode(row[:end], skip_special_tokens=True).strip()
 
 
 def _cleanup(piece: str) -> str:

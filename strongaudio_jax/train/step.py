@@ -34,7 +34,9 @@ class TrainState:
     step: jax.Array
     params: dict
     opt_state: optax.OptState
-    ema_params: dict | None = None  # exponential moving average (train.ema_decay > 0)
+    # exponential moving average (train.ema_decay > 0) or icefall's model average
+    # (train.average_period > 0); evaluation and export use it
+    ema_params: dict | None = None
 
 
 def frontend_config(cfg) -> frontend.MelConfig:
@@ -95,7 +97,8 @@ class Program:
         params = {"encoder": enc_vars["params"], "heads": heads}
         return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                           opt_state=self.tx.init(params),
-                          ema_params=params if self.cfg.train.ema_decay else None)
+                          ema_params=params if (self.cfg.train.ema_decay
+                                                or self.cfg.train.get("average_period", 0)) else None)
 
     def train_step(self, state: TrainState, batch: dict) -> tuple[TrainState, dict]:
         cfg = self.cfg
@@ -147,6 +150,11 @@ class Program:
         ema, decay = state.ema_params, cfg.train.ema_decay
         if decay:
             ema = jax.tree.map(lambda e, p: decay * e + (1 - decay) * p, ema, params)
+        period = cfg.train.get("average_period", 0)
+        if period:  # icefall's update_averaged_model: the mean of the states at every period-th step
+            done = state.step + 1
+            w = jnp.where(done % period == 0, period / done.astype(jnp.float32), 0.0)
+            ema = jax.tree.map(lambda e, p: (1 - w) * e + w * p, ema, params)
         metrics = {**metrics, "loss": loss, "grad_norm": grad_norm, "lr": self.schedule(state.step),
                    "nonfinite": 1 - finite.astype(jnp.int32)}
         return TrainState(step=state.step + 1, params=params, opt_state=opt_state,
@@ -209,6 +217,9 @@ def build(cfg: ml_collections.ConfigDict, num_classes: int,
         aug_cfg = augment.AugmentConfig(**cfg.augment)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"augment config: {e}") from e
+    if cfg.train.ema_decay and cfg.train.get("average_period", 0):
+        raise ConfigError("train.ema_decay and train.average_period both keep averaged parameters; "
+                          "set one of them to 0")
     if cfg.data.batch_size % cfg.train.grad_accum:
         raise ConfigError(f"data.batch_size={cfg.data.batch_size} is not divisible by "
                           f"train.grad_accum={cfg.train.grad_accum}")
