@@ -53,7 +53,8 @@ def base() -> ml_collections.ConfigDict:
         batch_per_device=8,  # rows per device per batch (the batch is this x data devices)
         window=256,  # records read, labelled and written (made durable) at a time
     )
-    c.mesh = dict(data=-1, fsdp=1, tensor=1)  # over this host's devices
+    c.mesh = dict(data=-1, fsdp=1, tensor=1)  # over this host's devices ...
+    c.devices = 0  # ... all of them (0), or the first N
     c.compilation_cache = ""  # JAX persistent cache folder; "" = $STRONGAUDIO_CACHE/jax_compilation
     c.progress = True  # a progress bar on stderr
     return c

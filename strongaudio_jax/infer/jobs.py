@@ -42,7 +42,7 @@ def run(cfg, kind: str, log=print) -> dict:
     cache = engine.enable_compilation_cache(cfg.compilation_cache)
     shards = inputs.from_config(cfg)
     mine = inputs.host_shards(shards, jax.process_index(), jax.process_count())
-    mesh = model_lib.local_mesh(cfg.mesh)
+    mesh = model_lib.local_mesh(cfg.mesh, cfg.devices)
     labeler = _labeler(cfg, kind, mesh)
     buckets = None
     if labeler.needs_audio:

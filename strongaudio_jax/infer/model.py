@@ -122,6 +122,10 @@ def load(path: str, step: int = -1) -> TrainedModel:
                         program=program, params=params, vocab=vocab, text_vocab=text_vocab)
 
 
-def local_mesh(mesh_cfg):
-    """The job's mesh over this host's devices (see engine.py: hosts run independently)."""
-    return mesh_lib.make_mesh(dict(mesh_cfg), jax.local_devices())
+def local_mesh(mesh_cfg, devices: int = 0):
+    """The job's mesh over this host's devices, all or the first `devices` (see engine.py:
+    hosts run independently)."""
+    local = jax.local_devices()
+    if devices > len(local):
+        raise ConfigError(f"devices={devices}: this host has {len(local)} device(s)")
+    return mesh_lib.make_mesh(dict(mesh_cfg), local[:devices] if devices > 0 else local)
