@@ -273,3 +273,55 @@ def test_caption_job_strategies(cap_export, tmp_path):
         assert json.loads(c.caption_model)["settings"]["top_p"] == 0.9
     assert json.loads(out["parallel"][0].caption_model)["settings"] == {
         "strategy": "parallel", "max_len": 8, "refine_steps": 1}
+
+
+@pytest.mark.slow  # two jax.distributed processes
+def test_two_processes_split_the_shards_with_no_clip_lost_or_doubled(mtc_export, tmp_path):
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    corpus = _corpus(tmp_path / "in", shards=3, per_shard=5)
+    out = tmp_path / "out"
+    procs = []
+    for pid in range(2):
+        env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu",
+                   XLA_FLAGS="--xla_force_host_platform_device_count=2",
+                   JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2",
+                   JAX_PROCESS_ID=str(pid))
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "strongaudio_jax.cli", "tag", "--config",
+             f"{REPO}/configs/tag.py:smoke", f"model.path={mtc_export}",
+             f"input.files={corpus}/*.tfrecord", f"output.dir={out}",
+             f"compilation_cache={tmp_path / 'cache'}"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    logs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], logs
+    assert "2 on process 0 of 2" in logs[0] and "1 on process 1 of 2" in logs[1], logs
+    ids = [c.id for p in sorted(out.glob("*.tfrecord")) for c in _records(p)]
+    originals = [c.id for p in sorted(corpus.glob("*.tfrecord")) for c in _records(p)]
+    assert sorted(ids) == sorted(originals) and len(ids) == 15
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["shards"] == 3 and summary["counts"]["written"] == 15
+
+
+def test_audio_folder_input_becomes_shards(mtc_export, tmp_path):
+    from strongaudio_jax.data import audio
+    from strongaudio_jax.infer import jobs
+
+    folder = tmp_path / "audio" / "sub"
+    folder.mkdir(parents=True)
+    for i in range(3):
+        (folder / f"clip{i}.wav").write_bytes(audio.encode(0.1 * np.sin(np.arange(8000 + 4000 * i)
+                                                                         * (0.01 + i * 0.02)),
+                                                           16000, "wav"))
+    (folder / "broken.wav").write_bytes(b"RIFF not audio")
+    cfg = _cfg("tag", mtc_export, "", tmp_path / "out", f"input.audio_folder={folder.parent}",
+               "input.clips_per_shard=2", "input.skip_bad=True")
+    s = jobs.run(cfg, "tag")
+    assert s["counts"]["written"] == 3 and s["counts"]["failures"] == {"unreadable_file": 1}
+    names = sorted(p.name for p in (tmp_path / "out").glob("*.tfrecord"))
+    assert names == ["folder-00000-of-00002.tfrecord", "folder-00001-of-00002.tfrecord"]
+    ids = [c.id for n in names for c in _records(tmp_path / "out" / n)]
+    assert ids == ["sub/clip0", "sub/clip1", "sub/clip2"]
