@@ -59,6 +59,8 @@ class Captioner:
         self.provenance = {"job": "caption", "model": trained.describe(), "checkpoint": trained.path,
                            "step": trained.step,
                            "settings": {"strategy": settings.strategy, "max_len": max_len,
+                                        **({"min_len": settings.min_len} if settings.min_len
+                                           else {}),
                                         **{k: getattr(settings, k) for k in used}}}
         self._text = provenance_text(self.provenance)
         program = trained.program

@@ -40,6 +40,7 @@ NEG = -1e9
 class Settings:
     strategy: str = "greedy"  # greedy | sample | beam | parallel
     max_len: int = 0  # tokens incl. [CLS] and [SEP]; 0: the decoder's max_len
+    min_len: int = 0  # no [SEP] before this many tokens (incl. [CLS]); benchmarks use max_len
     temperature: float = 1.0  # (sample)
     top_p: float = 1.0  # (sample) nucleus mass; 1: the whole distribution
     beams: int = 4  # (beam)
@@ -55,7 +56,7 @@ class Settings:
             raise ConfigError(f"decode.strategy={self.strategy!r}: use greedy, sample, beam or "
                               "parallel")
         if self.temperature <= 0 or not 0 < self.top_p <= 1 or self.beams < 1 or \
-                self.repetition_penalty <= 0 or self.refine_steps < 0:
+                self.repetition_penalty <= 0 or self.refine_steps < 0 or self.min_len < 0:
             raise ConfigError(f"decode settings {dataclasses.asdict(self)}: temperature > 0, "
                               "0 < top_p <= 1, beams >= 1, repetition_penalty > 0 and "
                               "refine_steps >= 0 are required")
@@ -154,8 +155,10 @@ class Tokens:
                    (tok.pad_id, tok.unk_id, tok.cls_id, tok.mask_id))
 
 
-def _adjust(logits, seen, s: Settings, toks: Tokens):
+def _adjust(logits, seen, s: Settings, toks: Tokens, t):
     logits = logits.astype(jnp.float32)
+    if s.min_len:  # position t + 1 is being chosen
+        logits = logits.at[:, toks.eos].set(jnp.where(t + 2 < s.min_len, NEG, logits[:, toks.eos]))
     if s.repetition_penalty != 1.0:
         pen = jnp.where(logits > 0, logits / s.repetition_penalty, logits * s.repetition_penalty)
         logits = jnp.where(seen, pen, logits)
@@ -192,7 +195,7 @@ def generate(params, enc_tokens, enc_mask, keys, s: Settings, toks: Tokens, max_
     def body(state):
         t, out, cache, seen, done = state
         logits, cache = step(params, cache, mask, out[:, t], t)
-        logits = _adjust(logits, seen, s, toks)
+        logits = _adjust(logits, seen, s, toks, t)
         nxt = _sample(logits, keys, t, s) if s.strategy == "sample" else logits.argmax(-1)
         if_last = t + 1 == max_len - 1  # the last position can only hold [SEP]
         nxt = jnp.where(if_last, toks.eos, nxt).astype(jnp.int32)
@@ -225,7 +228,7 @@ def beam_search(params, enc_tokens, enc_mask, s: Settings, toks: Tokens, max_len
     def body(state):
         t, out, cache, seen, score, done, length = state
         logits, cache = step(params, cache, mask, out[:, t], t)
-        logp = jax.nn.log_softmax(_adjust(logits, seen, s, toks), -1)
+        logp = jax.nn.log_softmax(_adjust(logits, seen, s, toks, t), -1)
         logp = jnp.where(t + 1 == max_len - 1,
                          jnp.full_like(logp, NEG).at[:, toks.eos].set(0.0), logp)
         # A finished hypothesis continues with [PAD] at no cost (and nothing else).
