@@ -39,6 +39,8 @@ def _train(spec: str, workdir: str, overrides: list[str]) -> dict:
             return json.load(f)
     t0 = time.perf_counter()
     out = trainer.train(config.load(os.path.join(REPO, spec), overrides), workdir)
+    if "stopped_at" in out:  # SIGTERM: saved, to be resumed by running this again
+        raise SystemExit(f"{workdir}: stopped at step {out['stopped_at']}; run again to resume")
     scores = {k: float(v) for k, v in out.get("scores", {}).items()}
     scores["train_seconds"] = round(time.perf_counter() - t0, 1)
     scores["final_loss"] = out["history"][-1]["loss"] if out["history"] else None
@@ -106,7 +108,7 @@ def main(argv=None) -> int:
 
     # 2. Held-out shards without captions or tags.
     heldout = sorted(glob.glob(assets.demo_corpus("heldout-*.tfrecord")))
-    stripped = _strip(heldout, f"{out}/stripped")
+    _strip(heldout, f"{out}/stripped")
     original = _clips(assets.demo_corpus("heldout-*.tfrecord"))
 
     # 3. Caption, then tag the captioned shards; score against the original labels.
