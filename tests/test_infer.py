@@ -216,7 +216,7 @@ def test_over_long_clip_chunked_or_refused_and_counted(mtc_export, tmp_path):
     assert "long-clip" not in ids and len(ids) == 3
 
 
-def test_corrupt_record_is_named_or_skipped_and_counted(mtc_export, tmp_path):
+def test_corrupt_record_is_named_or_skipped_and_counted(mtc_export, tmp_path, capsys):
     from strongaudio_jax.data import tfrecord
     from strongaudio_jax.infer import inputs, jobs
 
@@ -228,6 +228,10 @@ def test_corrupt_record_is_named_or_skipped_and_counted(mtc_export, tmp_path):
     shard.write_bytes(bytes(data))
     with pytest.raises(inputs.BadRecord, match=f"{shard}: record 2 .*corrupt"):
         jobs.run(_cfg("tag", mtc_export, str(shard), tmp_path / "strict"), "tag")
+    from strongaudio_jax import cli
+    assert cli.main(["tag", "--config", f"{REPO}/configs/tag.py:smoke", f"model.path={mtc_export}",
+                     f"input.files={shard}", f"output.dir={tmp_path / 'cli'}"]) == 2
+    assert f"strongaudio tag: error: {shard}: record 2 at byte offset" in capsys.readouterr().err
     s = jobs.run(_cfg("tag", mtc_export, str(shard), tmp_path / "skip", "input.skip_bad=True"),
                  "tag")
     assert s["counts"]["failures"] == {"corrupt_record": 1} and s["counts"]["written"] == 3
