@@ -270,6 +270,8 @@ def test_caption_job_strategies(cap_export, tmp_path):
         s = jobs.run(_cfg("caption", cap_export, files, tmp_path / name, *extra), "caption")
         assert s["counts"]["written"] == 4
         out[name] = _records(tmp_path / name / "part-00000-of-00001.tfrecord")
+    jobs.run(_cfg("caption", cap_export, files, tmp_path / "greedy1", "devices=1"), "caption")
+    assert _shard_bytes(tmp_path / "greedy1") == _shard_bytes(tmp_path / "greedy")
     greedy = [c.caption for c in out["greedy"]]
     assert all(greedy) and greedy == [c.summary for c in out["greedy"]]
     assert [c.caption for c in out["beam1"]] == greedy  # one beam is greedy search

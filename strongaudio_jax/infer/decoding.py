@@ -16,6 +16,7 @@ Strategies (all batched; each row stops at its first [SEP]):
   parallel   CapPa: one pass with mask-token inputs and full self-attention, then
              `refine_steps` passes that re-predict every token from the previous guess
              (teacher-forced, causal): for checkpoints trained with parallel_fraction > 0
+`min_len` forbids [SEP] before that many tokens (benchmarks decode a fixed length with it).
 A repetition penalty (Keskar et al., as Hugging Face applies it: a seen token's logit is
 divided by the penalty when positive, multiplied when negative) applies to greedy, sample
 and beam. Special tokens other than [SEP] are never generated.
