@@ -15,11 +15,13 @@ Variants:
          (strongaudio train --config configs/captioning.py:demo --workdir /tmp/strongaudio_cap
          first):
            strongaudio caption --config configs/caption.py:demo
-         Writes /tmp/strongaudio_captioned; the summary line should report 0 failures.
+         Writes /tmp/strongaudio_captioned (90 clips); the summary line should read "90 of 90
+         clip(s) written ... failures: none". docs/inference.md has measured figures.
   smoke  seconds, for tests; set model.path, input.files, output.dir.
-  gpu8 / v5p-64 / v5e-256  a big corpus on an accelerator host / pod slice (10 s buckets,
-         batch 64 per device); every host takes every n-th input shard:
-           launch/gpu.sh configs/caption.py:gpu8 /data/runs/caption model.path=W input.files='C/*.tfrecord' output.dir=/data/captioned
+  gpu8 / v5p-64 / v5e-256  a big corpus on an accelerator host / pod slice (5 and 10 s buckets,
+         64 clips per device per batch, bad records skipped and counted). One host:
+           strongaudio caption --config configs/caption.py:gpu8 model.path=W input.files='C/*.tfrecord' output.dir=/data/captioned
+         Several hosts: the same command on each, joined as for training (see configs/tag.py).
 Override any field as key=value, e.g. `decode.strategy=beam decode.beams=4`.
 """
 
