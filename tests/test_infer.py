@@ -250,6 +250,9 @@ def test_caption_to_tags_with_the_rules_extractor(tmp_path):
             w.write(schema.clip_to_example(schema.Clip(
                 id=f"c{i}", audio=wave, format="flac", sample_rate=16000, caption=cap,
                 tags=("old",))))
+    from strongaudio_jax.config import ConfigError
+    with pytest.raises(ConfigError, match="would overwrite the input shard"):
+        jobs.run(_cfg("tag", "", str(shard), tmp_path, "tag.mode=caption"), "tag")
     s = jobs.run(_cfg("tag", "", str(shard), tmp_path / "out", "tag.mode=caption"), "tag")
     clips = _records(tmp_path / "out" / "caps.tfrecord")
     assert "dog" in clips[0].tags and "rain" in clips[0].tags

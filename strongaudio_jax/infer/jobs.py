@@ -41,6 +41,12 @@ def run(cfg, kind: str, log=print) -> dict:
 
     cache = engine.enable_compilation_cache(cfg.compilation_cache)
     shards = inputs.from_config(cfg)
+    out_dir = os.path.realpath(cfg.output.dir) if cfg.output.dir else ""
+    clash = [s.source for s in shards if os.path.realpath(
+        os.path.join(out_dir, s.name)) == os.path.realpath(s.source)]
+    if clash:
+        raise ConfigError(f"output.dir={cfg.output.dir!r} would overwrite the input shard "
+                          f"{clash[0]}: write the labelled shards to another folder")
     mine = inputs.host_shards(shards, jax.process_index(), jax.process_count())
     mesh = model_lib.local_mesh(cfg.mesh, cfg.devices)
     labeler = _labeler(cfg, kind, mesh)
