@@ -20,7 +20,8 @@ def _user_errors():
     from strongaudio_jax.eval.tasks import TaskError
     from strongaudio_jax.infer.chat import TokenizerError
     from strongaudio_jax.infer.import_hf import ImportHFError
-    return (ImportHFError, TokenizerError, ModelError, ReportError, TaskError, ConfigError, AudioDecodeError, SchemaError, CorruptRecordError, NonFiniteLossError,
+    from strongaudio_jax.infer.inputs import BadRecord
+    return (BadRecord, ImportHFError, TokenizerError, ModelError, ReportError, TaskError, ConfigError, AudioDecodeError, SchemaError, CorruptRecordError, NonFiniteLossError,
             CheckpointMismatchError, FileNotFoundError, IndexFileError)
 
 
@@ -32,6 +33,18 @@ def cmd_train(args) -> int:
     cfg = config_lib.load(args.config, args.overrides)
     distributed.initialize_from_env()
     trainer.train(cfg, args.workdir)
+    return 0
+
+
+def cmd_infer(args) -> int:
+    """`strongaudio tag` / `strongaudio caption`: a batch-inference job (infer/jobs.py)."""
+    from strongaudio_jax import config as config_lib
+    from strongaudio_jax.infer import jobs
+    from strongaudio_jax.parallel import distributed
+
+    cfg = config_lib.load(args.config, args.overrides)
+    distributed.initialize_from_env()
+    jobs.run(cfg, args.command)
     return 0
 
 
@@ -151,6 +164,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workdir", required=True, help="checkpoints, logs; resumes if it has some")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     p.set_defaults(func=cmd_train)
+
+    for name, what in (("tag", "tag clips (audio -> tags with an MTC checkpoint, or caption -> "
+                                "tags with a UTS extractor) into schema-v1 shards"),
+                       ("caption", "caption clips with a captioning checkpoint into schema-v1 "
+                                    "shards")):
+        p = sub.add_parser(name, help=what)
+        p.add_argument("--config", required=True, help=f"configs/{name}.py[:variant]")
+        p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+        p.set_defaults(func=cmd_infer)
 
     p = sub.add_parser("stats", help="frontend normalisation statistics of a config's data")
     p.add_argument("--config", required=True, help="configs/<name>.py[:variant]")

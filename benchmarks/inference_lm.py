@@ -1,8 +1,8 @@
 """LM inference throughput: prefill and decode tokens/s of infer/generate.py against
 transformers `generate`, same random-initialised Qwen2.5-shaped model, same machine, one process.
 
-    python benchmarks/inference.py                       # Qwen2.5-0.5B shape, B=64, bf16 on GPU
-    python benchmarks/inference.py --shape small --batch 4 --prompt 64 --new 16   # a CPU run
+    python benchmarks/inference_lm.py                       # Qwen2.5-0.5B shape, B=64, bf16 on GPU
+    python benchmarks/inference_lm.py --shape small --batch 4 --prompt 64 --new 16   # a CPU run
 
 Prints one JSON object. For each side:
   prefill_tokens_s  B * prompt / (time of one forward over the prompts, logits of the last

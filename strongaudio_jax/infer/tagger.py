@@ -1,0 +1,130 @@
+"""Tagger labelers for the engine (engine.py describes the interface).
+
+(a) `MTCTagger`: audio -> tags with a checkpoint of this stack's MTC objective. The clip-level
+    tag probabilities (sigmoid of the head's logits) are kept for the tags chosen by top-k
+    and / or a threshold, highest first, in `tags` / `tags/scores`. Pieces of a chunked clip
+    are combined by the maximum probability per tag (a tag heard anywhere in the clip).
+(b) `CaptionTagger`: the record's caption -> tags with a UTS extractor (uts/: the rules
+    extractor, or the JAX LM extractor's `generate` contract, uts/lm_tagger.py). Scores are 1.
+"""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import numpy as np
+
+from strongaudio_jax.config import ConfigError
+from strongaudio_jax.data import schema
+from strongaudio_jax.infer import model as model_lib
+from strongaudio_jax.parallel import mesh as mesh_lib
+
+
+def provenance_text(provenance: dict) -> str:
+    """What goes into a record's `caption/model` / `tags/model`: compact, sorted JSON."""
+    return json.dumps(provenance, sort_keys=True, separators=(",", ":"))
+
+
+class MTCTagger:
+    needs_audio = True
+
+    def __init__(self, trained: model_lib.TrainedModel, mesh, batch_per_device: int,
+                 top_k: int = 10, threshold: float = 0.0):
+        mtc = trained.objective("mtc")
+        if not trained.vocab:
+            raise ConfigError(f"model.path={trained.path!r} has no vocab.json: the MTC head's "
+                              "tags are unknown")
+        if top_k <= 0 and threshold <= 0:
+            raise ConfigError("tag.top_k <= 0 and tag.threshold <= 0 would keep every tag; set "
+                              "one of them")
+        self.vocab = np.array(trained.vocab, dtype=object)
+        self.top_k, self.threshold = int(top_k), float(threshold)
+        self.sample_rate = int(trained.program.mel_cfg.sample_rate)
+        self.batch_size = batch_per_device * mesh.size // mesh.shape["tensor"]
+        self.name = "tag"
+        self.provenance = {"job": "tag", "mode": "audio", "model": trained.describe(),
+                           "checkpoint": trained.path, "step": trained.step,
+                           "settings": {"top_k": self.top_k, "threshold": self.threshold,
+                                        "chunks": "max"}}
+        self._text = provenance_text(self.provenance)
+        self.check_bucket = trained.check_bucket
+        program = trained.program
+        params = trained.place(mesh)
+        batch_sh = mesh_lib.batch_sharding(mesh, 2, program.rules)
+        len_sh = mesh_lib.batch_sharding(mesh, 1, program.rules)
+
+        def probs(params, waveform, length):
+            enc = program.encoder.apply({"params": params["encoder"]},
+                                        *program.features({"waveform": waveform, "length": length}))
+            logits = mtc.module.apply({"params": params["heads"]["mtc"]}, enc, method="logits")
+            return jax.nn.sigmoid(logits)
+
+        fn = jax.jit(mesh_lib.on_mesh(mesh, probs, program.rules),
+                     in_shardings=(None, batch_sh, len_sh))
+        self._probs = lambda w, n: np.asarray(jax.device_get(fn(params, w, n)))
+        self._mesh_sh = (batch_sh, len_sh)
+
+    def label_audio(self, waves, lengths, ids) -> list[np.ndarray]:
+        w = jax.device_put(waves, self._mesh_sh[0])
+        n = jax.device_put(lengths, self._mesh_sh[1])
+        return list(self._probs(w, n))
+
+    def combine(self, results):
+        return np.max(np.stack(results), axis=0)
+
+    def apply(self, clip: schema.Clip, probs: np.ndarray) -> tuple[schema.Clip, bool]:
+        order = np.argsort(-probs, kind="stable")
+        if self.top_k > 0:
+            order = order[:self.top_k]
+        if self.threshold > 0:
+            order = order[probs[order] >= self.threshold]
+        tags = tuple(str(t) for t in self.vocab[order])
+        clip.tags, clip.tag_scores = tags, tuple(float(p) for p in probs[order])
+        clip.tags_model = self._text
+        return clip, not tags
+
+
+class CaptionTagger:
+    """Caption -> tags with a UTS extractor; clips without a caption get no tags."""
+
+    needs_audio = False
+    batch_size = 0
+    sample_rate = 0
+
+    def __init__(self, extractor, field: str = "caption"):
+        if field not in ("caption", "summary"):
+            raise ConfigError(f"tag.caption_field={field!r}: use 'caption' or 'summary'")
+        self.extractor, self.field = extractor, field
+        self.name = "tag"
+        self.provenance = {"job": "tag", "mode": "caption", "model": f"uts:{extractor.name}",
+                           "settings": {"field": field}}
+        self._text = provenance_text(self.provenance)
+
+    def label_clips(self, clips):
+        from strongaudio_jax.uts.tagging import CaptionItem
+        from strongaudio_jax.uts.llm_reply import TagResult
+
+        items = [CaptionItem(c.id, c.caption if self.field == "caption" else c.summary)
+                 for c in clips]
+        with_text = [it for it in items if it.caption.strip()]
+        got = dict(self.extractor.tag_many(with_text)) if with_text else {}
+        return [got.get(it.id, TagResult.failed("no caption")) for it in items]
+
+    def apply(self, clip: schema.Clip, result) -> tuple[schema.Clip, bool]:
+        tags = tuple(result.tags) if result.status in ("ok", "repaired") else ()
+        clip.tags, clip.tag_scores = tags, ()
+        clip.tags_model = self._text
+        return clip, not tags
+
+
+def extractor_from_config(tag_cfg):
+    """The UTS extractor of `tag.extractor` ('rules'; lexicon files in tag.lexicon)."""
+    from strongaudio_jax.uts.normalize import Normalizer
+
+    if tag_cfg.extractor == "rules":
+        from strongaudio_jax.uts.rules_tagger import RulesTagger
+        return RulesTagger(Normalizer(list(tag_cfg.synonyms)), list(tag_cfg.lexicon))
+    raise ConfigError(f"tag.extractor={tag_cfg.extractor!r}: this job runs 'rules' (the JAX LM "
+                      "extractor plugs in through uts/lm_tagger.py once a language model is "
+                      "available; `strongaudio uts tag --extractor http` serves an endpoint)")
