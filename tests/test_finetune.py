@@ -53,6 +53,7 @@ def mesh_run(tiny_export, toy_task, tmp_path_factory):
     return cfg, workdir, finetune.finetune(cfg, tiny_export, toy_task, str(workdir))
 
 
+@pytest.mark.slow  # a 2-step pre-training run for the export, then fine-tuning
 def test_runs_on_the_8_device_mesh(mesh_run, tiny_export, toy_task):
     from strongaudio_jax import hub
 
@@ -77,6 +78,7 @@ def test_runs_on_the_8_device_mesh(mesh_run, tiny_export, toy_task):
     assert saved["export"] == tiny_export and saved["task"] == toy_task
 
 
+@pytest.mark.slow  # a 2-step pre-training run for the export, then fine-tuning
 def test_resume_equals_uninterrupted(mesh_run, tiny_export, toy_task, tmp_path):
     cfg, workdir, full = mesh_run
     resumed = tmp_path / "resumed"
@@ -90,6 +92,7 @@ def test_resume_equals_uninterrupted(mesh_run, tiny_export, toy_task, tmp_path):
     assert again["results"]["test"] == full["results"]["test"]
 
 
+@pytest.mark.slow  # a 2-step pre-training run for the export, then fine-tuning
 def test_layer_decay_gives_the_hand_computed_lr_ratios(tiny_export):
     from strongaudio_jax import hub
 
@@ -149,6 +152,7 @@ def test_balanced_sampling_evens_out_the_classes():
                                rtol=1e-6)
 
 
+@pytest.mark.slow  # a 2-step pre-training run for the export, then fine-tuning
 def test_bad_task_spec_and_export_give_clear_errors(tiny_export, toy_task, tmp_path, capsys,
                                                     tiny_corpus):
     with pytest.raises(tasks_lib.TaskError, match="name a HEAR task directory"):
