@@ -13,7 +13,10 @@ config.json as `export` and `task`):
            (results.json, `frozen_linear_probe`):
              strongaudio finetune --from /tmp/demo_export --task demo:event \
                --out /tmp/ft_event --config configs/finetune.py:demo
-           Expect (2026-12-04, 2-core CPU, docs/evaluation.md): see the fine-tuning table there.
+           Expect (measured 2026-12-04 on a 2-core CPU, the table in docs/finetune.md): the loss
+           from ~1.8 at step 25 to ~0.7 at step 300, test accuracy 0.774 against the frozen
+           linear probe's 0.677 on demo:event (instrument 0.500 vs 0.500, language 0.279 vs
+           0.302, domain 0.911 vs 0.956).
   smoke    a few steps with a tiny batch, for tests.
 
 Override any field as key=value, e.g. `train.steps=500 optimizer.layer_decay=0.65`.
