@@ -75,7 +75,8 @@ def evaluate(cfg, out, retrieval_clips: int, workdir: str) -> dict:
                              pipeline.expand_paths(cfg.data.train_files), logger)
     shared = dict(clip_seconds=cfg.probe.clip_seconds, batch_size=cfg.probe.batch_size)
     evals = {"probe": dict(type="probe", tasks=TASKS, pooling=("mean", "attention"),
-                           l2=cfg.probe.l2, steps=cfg.probe.steps, **shared)}
+                           l2=cfg.probe.l2, steps=cfg.probe.steps, attention_steps=300,
+                           **shared)}
     if "mtc" in heads:
         evals["tags"] = dict(type="tagging", **shared)
     with cfg.unlocked():

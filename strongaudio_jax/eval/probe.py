@@ -7,15 +7,15 @@ held-out clips, the stronger of the usual baselines. The attention probe (the st
 second protocol) learns a few attention queries over the frozen tokens (padding masked)
 and a linear classifier on what they pool; with zero queries it starts as mean pooling.
 The solvers are those of eval/protocols.py (scikit-learn's logistic regression, the JAX
-attention probe) with the trainer's fixed probe.l2 / probe.steps instead of a search on a
-validation split (the pre-training corpus has none; `strongaudio eval` searches).
+attention probe) with the evaluator's fixed l2 / steps instead of a search on a validation
+split (the pre-training corpus has none; `strongaudio eval` searches). `Evaluator` runs them
+during training (eval/evaluators.py: embedding on the mesh).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import warnings
-from typing import Callable, Sequence
 
 import jax
 import numpy as np
@@ -34,18 +34,6 @@ class ProbeResult:
     num_train: int
     num_eval: int
     pooling: str = "mean"
-
-
-def embed_files(files: Sequence[str], embed_fn: Callable, featurizer: pipeline.Featurizer,
-                batch_size: int):
-    """embed_fn's outputs (an array, or a tuple of arrays: e.g. tokens and their mask) for
-    every clip of `files` (its start, up to the featurizer's length) and each clip's labels."""
-    outs, labels = [], []
-    for batch, clips in pipeline.eval_batches(files, featurizer, batch_size):
-        out = jax.device_get(embed_fn(batch))
-        outs.append(jax.tree.map(lambda x: np.asarray(x)[:len(clips)], out))
-        labels.extend(dict(c.labels) for c in clips)
-    return jax.tree.map(lambda *xs: np.concatenate(xs), *outs), labels
 
 
 def fit_softmax(x: np.ndarray, y: np.ndarray, num_classes: int, l2: float, steps: int):
@@ -116,10 +104,12 @@ class Evaluator:
     records), `pooling` ("mean" and / or "attention"), fit on `train_files` (default: the run's
     training files) and scored on `eval_files` (default: data.eval_files), the first `max_clips`
     of each (0: all), clips cut to `clip_seconds`, embedded on the mesh in batches of
-    `batch_size`, solvers with `l2` and `steps`."""
+    `batch_size`, solvers with `l2` and `steps` (the attention probe's: `attention_steps`,
+    0: `steps`)."""
 
     DEFAULTS = dict(every=0, train_files="", eval_files="", max_clips=0, clip_seconds=3.0,
-                    batch_size=32, tasks=("domain",), pooling=("mean",), l2=1e-3, steps=500)
+                    batch_size=32, tasks=("domain",), pooling=("mean",), l2=1e-3, steps=500,
+                    attention_steps=0)
 
     def __init__(self, name: str, block: dict, ctx):
         from strongaudio_jax.config import ConfigError
@@ -172,7 +162,7 @@ class Evaluator:
                                      self.c["l2"], self.c["steps"])
         if attention:
             results += attention_probes(train_out, train_labels, eval_out, eval_labels, tasks,
-                                        self.c["l2"], self.c["steps"])
+                                        self.c["l2"], self.c["attention_steps"] or self.c["steps"])
         logger.info(f"linear probe (frozen encoder, {' / '.join(self.poolings)} pooling), fit on "
                     f"{len(train_x)} training clips, scored on {len(eval_x)} held-out clips:")
         logger.info(f"  {'task':<12} {'pooling':<9} {'accuracy':>8} {'chance':>7} {'classes':>7} "
