@@ -140,6 +140,22 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_finetune(args) -> int:
+    """An exported encoder + a head, trained end to end on a task (train/finetune.py)."""
+    from strongaudio_jax import config as config_lib
+    from strongaudio_jax.parallel import distributed
+    from strongaudio_jax.train import finetune
+
+    config = args.config or os.path.join(os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__))), "configs", "finetune.py")
+    cfg = config_lib.load(config, args.overrides)
+    distributed.initialize_from_env()
+    out = finetune.finetune(cfg, args.src, args.task, args.out)
+    if "results" in out:
+        print(f"results: {os.path.join(args.out, finetune.RESULTS_FILE)}")
+    return 0
+
+
 def cmd_import_hf(args) -> int:
     """A Hugging Face Qwen2 / Qwen2.5 / Qwen3 / Qwen2-Audio directory -> orbax checkpoint +
     config + tokenizer (docs/lm.md)."""
@@ -233,6 +249,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=16, help="clips per embedding call")
     p.add_argument("--no-plots", action="store_true", help="report.md and results.json only")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("finetune", help="fine-tune an exported encoder on a task (softmax or "
+                       "BCE head, layer-wise lr decay, mixup, SpecAugment, EMA); results.json")
+    p.add_argument("--from", dest="src", required=True, help="export directory "
+                   "(strongaudio export)")
+    p.add_argument("--task", required=True, help="HEAR task directory, demo[:DIR][:LABEL] or "
+                   "KIND:DIR, as for strongaudio eval")
+    p.add_argument("--out", required=True, help="work dir: checkpoints, logs, results.json; "
+                   "resumes if it has some")
+    p.add_argument("--config", help="configs/finetune.py[:variant] (default: the checkout's "
+                   "configs/finetune.py)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser("import-hf", help="a Hugging Face Qwen2/Qwen2.5/Qwen3/Qwen2-Audio "
                        "checkpoint directory -> orbax checkpoint, model config and tokenizer "

@@ -4,12 +4,12 @@ Trains the same encoder (configs/<objective>.py:demo: ViT xs on 2 s crops, batch
 MTC, PAR, contrastive, captioning, multi-task and masked objectives for the same number of
 steps on one corpus, then scores every frozen encoder the same way:
   * probes on the held-out recordings, mean pooling + linear softmax and attention
-    pooling (eval/probe.py over the solvers of eval/protocols.py), for each `label/<task>`;
+    pooling, for each `label/<task>`, and the tag mAP of the MTC head: the trainer's own
+    evaluators (eval/evaluators.py, embedding on the mesh), not copies of them;
   * audio-text retrieval R@1 / R@10 / mAP@10 (eval/protocols.py) of the caption summaries
     (both directions) on the first
     --retrieval-clips held-out clips, for the objectives that read text: contrastive by
-    cosine similarity, captioning and multi-task by the decoder's log p(summary | audio);
-  * tag mAP of the MTC head on the held-out clips (objectives with one).
+    cosine similarity, captioning and multi-task by the decoder's log p(summary | audio).
 The table goes into --out between the study-table markers (the rest of the file is kept).
 
   python tools/make_demo_corpus.py --out /work/corpus_large --num-clips 3000 --shard-size 128
@@ -42,9 +42,10 @@ sys.path.insert(0, REPO)
 
 from strongaudio_jax import config  # noqa: E402
 from strongaudio_jax.data import pipeline, text_fields  # noqa: E402
-from strongaudio_jax.eval import probe, protocols, tagging  # noqa: E402
+from strongaudio_jax.eval import evaluators, protocols  # noqa: E402
 from strongaudio_jax.models.base import EncoderOutput  # noqa: E402
-from strongaudio_jax.train import step as step_lib, trainer  # noqa: E402
+from strongaudio_jax.parallel import mesh as mesh_lib  # noqa: E402
+from strongaudio_jax.train import log as log_lib, step as step_lib, trainer  # noqa: E402
 
 OBJECTIVES = ("mtc", "par", "contrastive", "captioning", "multitask", "masked")
 TASKS = ("domain", "language", "instrument", "event")
@@ -62,58 +63,63 @@ def train(name: str, corpus: str, steps: int, workdir: str, extra: list[str],
     return cfg, out, time.perf_counter() - t0
 
 
-def evaluate(cfg, out, retrieval_clips: int) -> dict:
+def evaluate(cfg, out, retrieval_clips: int, workdir: str) -> dict:
+    """The run's frozen encoder through the trainer's evaluators (eval/evaluators.py: probes
+    with mean and attention pooling, the tag head's mAP), embedded on the run's mesh; retrieval
+    for the objectives that read text."""
     vocab = out["vocab"]
     program = step_lib.build(cfg, len(vocab), vocab)
     params = out["state"].params
     heads = {o.name: o for o in program.objectives}
     featurizer = pipeline.featurizer_from_config(
-        cfg, vocab, train=False, clip_seconds=cfg.probe.clip_seconds,
+        cfg, vocab, train=True,
         extra=text_fields.from_config(cfg, ("text",)) if text_fields.tokenizer_from_config(cfg)
         else None)
-
-    encode = jax.jit(program.tokens)
-
-    def outputs(batch):
-        tokens, mask = encode(params["encoder"], batch)
-        return {"tokens": tokens, "mask": mask, "tags": batch["tags"],
-                **{k: batch[k] for k in ("text_ids", "text_mask") if k in batch}}
-
-    train_files = pipeline.expand_paths(cfg.data.train_files)
-    eval_files = pipeline.expand_paths(cfg.data.eval_files)
-    tr, tr_labels = probe.embed_files(train_files, outputs, featurizer, cfg.probe.batch_size)
-    ev, ev_labels = probe.embed_files(eval_files, outputs, featurizer, cfg.probe.batch_size)
-    result = {"probe": {}}
-    mean = probe.linear_probes(probe.masked_mean_np(tr["tokens"], tr["mask"]), tr_labels,
-                               probe.masked_mean_np(ev["tokens"], ev["mask"]), ev_labels, TASKS,
-                               cfg.probe.l2, cfg.probe.steps)
-    att = probe.attention_probes((tr["tokens"], tr["mask"]), tr_labels, (ev["tokens"], ev["mask"]),
-                                 ev_labels, TASKS, cfg.probe.l2, 300)
-    for r in mean + att:
-        result["probe"][f"{r.task}/{r.pooling}"] = r.accuracy
-    result["chance"] = {r.task: r.chance for r in mean}
-
-    enc_of = lambda idx: EncoderOutput(jnp.asarray(ev["tokens"][idx]), jnp.asarray(ev["mask"][idx]),
-                                       (ev["tokens"].shape[1], 1))
+    mesh = mesh_lib.make_mesh(cfg.mesh)
+    logger = log_lib.Logger(workdir)  # the probe table and scores go to the run's own logs
+    ctx = evaluators.Context(cfg, program, featurizer, mesh,
+                             pipeline.expand_paths(cfg.data.train_files), logger)
+    shared = dict(clip_seconds=cfg.probe.clip_seconds, batch_size=cfg.probe.batch_size)
+    evals = {"probe": dict(type="probe", tasks=TASKS, pooling=("mean", "attention"),
+                           l2=cfg.probe.l2, steps=cfg.probe.steps, attention_steps=300,
+                           **shared)}
     if "mtc" in heads:
-        logits = np.asarray(heads["mtc"].module.apply({"params": params["heads"]["mtc"]},
-                                                      enc_of(slice(None)), method="logits"))
-        maps = tagging.report(logits, ev["tags"],
-                              np.array([lab.get("domain", "") for lab in ev_labels]))
-        result["tag_map"] = maps.pop("tags/mAP")
-        result["tag_map_by_domain"] = {k.removeprefix("tags/mAP_"): v for k, v in maps.items()}
-    m = min(retrieval_clips, len(ev_labels))
-    sim = None
+        evals["tags"] = dict(type="tagging", **shared)
+    with cfg.unlocked():
+        cfg.evals = evals
+    scores = {}
+    built = evaluators.from_config(ctx)
+    for ev in built:
+        scores.update(ev.run(params, int(out["state"].step)))
+    logger.close()
+    results = built[0].results
+    result = {"probe": {f"{r.task}/{r.pooling}": r.accuracy for r in results},
+              "chance": {r.task: r.chance for r in results if r.pooling == "mean"}}
+    if "tags/mAP" in scores:
+        result["tag_map"] = scores["tags/mAP"]
+        result["tag_map_by_domain"] = {k.removeprefix("tags/mAP_"): v for k, v in scores.items()
+                                       if k.startswith("tags/mAP_")}
+
+    if "contrastive" not in heads and "captioning" not in heads:
+        return result
+    tokens = evaluators.on_mesh(lambda p, b: (*program.tokens(p, b), b["text_ids"], b["text_mask"]),
+                                mesh, program.rules)
+    (ev_tokens, ev_mask, text_ids, text_mask), _ = evaluators.embed(
+        pipeline.expand_paths(cfg.data.eval_files),
+        evaluators.eval_featurizer(featurizer, cfg.probe.clip_seconds, cfg.data.sample_rate),
+        tokens, params["encoder"], cfg.probe.batch_size, mesh, program.rules, retrieval_clips)
+    m = len(ev_tokens)
+    enc_of = lambda idx: EncoderOutput(jnp.asarray(ev_tokens[idx]), jnp.asarray(ev_mask[idx]),
+                                       (ev_tokens.shape[1], 1))
     if "contrastive" in heads:
         head = heads["contrastive"].module
         p = {"params": params["heads"]["contrastive"]}
         za = head.apply(p, enc_of(slice(0, m)), method="embed_audio")
-        zt = head.apply(p, jnp.asarray(ev["text_ids"][:m]), jnp.asarray(ev["text_mask"][:m]),
-                        method="embed_text")
+        zt = head.apply(p, jnp.asarray(text_ids), jnp.asarray(text_mask), method="embed_text")
         sim = np.asarray(za @ zt.T)
-    elif "captioning" in heads:
+    else:
         head, p = heads["captioning"].module, {"params": params["heads"]["captioning"]}
-        ids, tmask = jnp.asarray(ev["text_ids"][:m]), jnp.asarray(ev["text_mask"][:m])
+        ids, tmask = jnp.asarray(text_ids), jnp.asarray(text_mask)
 
         @jax.jit
         def row(tokens, mask):  # log p(every summary | one clip)
@@ -121,12 +127,11 @@ def evaluate(cfg, out, retrieval_clips: int) -> dict:
                                 jnp.broadcast_to(mask, (m, *mask.shape)), (tokens.shape[0], 1))
             return head.apply(p, enc, ids, tmask, method="log_likelihood")
 
-        sim = np.stack([np.asarray(row(jnp.asarray(ev["tokens"][i]), jnp.asarray(ev["mask"][i])))
+        sim = np.stack([np.asarray(row(jnp.asarray(ev_tokens[i]), jnp.asarray(ev_mask[i])))
                         for i in range(m)])
-    if sim is not None:
-        ranked = protocols.retrieval_from_similarity(sim)
-        result["retrieval"] = {"clips": m, "a2t": ranked["audio_to_text"],
-                               "t2a": ranked["text_to_audio"]}
+    ranked = protocols.retrieval_from_similarity(sim)
+    result["retrieval"] = {"clips": m, "a2t": ranked["audio_to_text"],
+                           "t2a": ranked["text_to_audio"]}
     return result
 
 
@@ -198,7 +203,8 @@ def main(argv=None) -> int:
         else:
             seconds[name], final = float("nan"), float("nan")
         t0 = time.perf_counter()
-        rows[name] = {**evaluate(cfg, out, args.retrieval_clips), "final_loss": final}
+        rows[name] = {**evaluate(cfg, out, args.retrieval_clips, os.path.join(args.workdir, name)),
+                      "final_loss": final}
         rows[name]["eval_seconds"] = time.perf_counter() - t0
         with open(done, "w") as fh:
             json.dump({**rows[name], "train_seconds": seconds[name]}, fh, indent=1, default=float)

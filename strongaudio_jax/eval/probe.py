@@ -7,15 +7,15 @@ held-out clips, the stronger of the usual baselines. The attention probe (the st
 second protocol) learns a few attention queries over the frozen tokens (padding masked)
 and a linear classifier on what they pool; with zero queries it starts as mean pooling.
 The solvers are those of eval/protocols.py (scikit-learn's logistic regression, the JAX
-attention probe) with the trainer's fixed probe.l2 / probe.steps instead of a search on a
-validation split (the pre-training corpus has none; `strongaudio eval` searches).
+attention probe) with the evaluator's fixed l2 / steps instead of a search on a validation
+split (the pre-training corpus has none; `strongaudio eval` searches). `Evaluator` runs them
+during training (eval/evaluators.py: embedding on the mesh).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import warnings
-from typing import Callable, Sequence
 
 import jax
 import numpy as np
@@ -34,18 +34,6 @@ class ProbeResult:
     num_train: int
     num_eval: int
     pooling: str = "mean"
-
-
-def embed_files(files: Sequence[str], embed_fn: Callable, featurizer: pipeline.Featurizer,
-                batch_size: int):
-    """embed_fn's outputs (an array, or a tuple of arrays: e.g. tokens and their mask) for
-    every clip of `files` (its start, up to the featurizer's length) and each clip's labels."""
-    outs, labels = [], []
-    for batch, clips in pipeline.eval_batches(files, featurizer, batch_size):
-        out = jax.device_get(embed_fn(batch))
-        outs.append(jax.tree.map(lambda x: np.asarray(x)[:len(clips)], out))
-        labels.extend(dict(c.labels) for c in clips)
-    return jax.tree.map(lambda *xs: np.concatenate(xs), *outs), labels
 
 
 def fit_softmax(x: np.ndarray, y: np.ndarray, num_classes: int, l2: float, steps: int):
@@ -111,53 +99,84 @@ def _probes(train_x, train_labels, eval_x, eval_labels, tasks, pooling, fit):
     return results
 
 
-def run(cfg, embed_fn, featurizer, train_files, logger, step: int = 0,
-        tokens_fn: Callable | None = None) -> list[ProbeResult]:
-    """Probes every configured task with each pooling of probe.pooling ("mean", "attention";
-    attention needs tokens_fn: batch -> (tokens, mask)); prints a table, logs the numbers."""
-    if not cfg.probe.tasks:
-        return []
-    poolings = tuple(cfg.probe.get("pooling", ("mean",)))
-    unknown = set(poolings) - {"mean", "attention"}
-    if unknown or ("attention" in poolings and tokens_fn is None):
-        raise ValueError(f"probe.pooling={poolings}: use 'mean' and / or 'attention' (the "
-                         "latter needs the encoder's tokens)")
-    eval_files = pipeline.expand_paths(cfg.data.eval_files)
-    bs = cfg.probe.batch_size
-    featurizer = eval_featurizer(cfg, featurizer)
-    if "attention" in poolings:  # one encoder pass gives both poolings' inputs
-        train_t, train_labels = embed_files(train_files, tokens_fn, featurizer, bs)
-        eval_t, eval_labels = embed_files(eval_files, tokens_fn, featurizer, bs)
-        train_x, eval_x = masked_mean_np(*train_t), masked_mean_np(*eval_t)
-    else:
-        train_x, train_labels = embed_files(train_files, embed_fn, featurizer, bs)
-        eval_x, eval_labels = embed_files(eval_files, embed_fn, featurizer, bs)
-    results = []
-    if "mean" in poolings:
-        results += linear_probes(train_x, train_labels, eval_x, eval_labels, cfg.probe.tasks,
-                                 cfg.probe.l2, cfg.probe.steps)
-    if "attention" in poolings:
-        results += attention_probes(train_t, train_labels, eval_t, eval_labels, cfg.probe.tasks,
-                                    cfg.probe.l2, cfg.probe.steps)
-    logger.info(f"linear probe (frozen encoder, {' / '.join(poolings)} pooling), fit on "
-                f"{len(train_x)} training clips, scored on {len(eval_x)} held-out clips:")
-    logger.info(f"  {'task':<12} {'pooling':<9} {'accuracy':>8} {'chance':>7} {'classes':>7} {'clips':>6}")
-    for r in results:
-        logger.info(f"  {r.task:<12} {r.pooling:<9} {r.accuracy:8.3f} {r.chance:7.3f} "
-                    f"{r.num_classes:7d} {r.num_eval:6d}")
-        logger.write({"step": step, "probe": r.task, **dataclasses.asdict(r)}, step=step,
-                     scalars={metric_name(r): r.accuracy})
-    missing = set(cfg.probe.tasks) - {r.task for r in results}
-    if missing:
-        logger.info(f"  no labelled clips for task(s) {sorted(missing)} in one of the splits")
-    return results
+class Evaluator:
+    """The probes as a training-time evaluator (eval/evaluators.py): `tasks` (labels of the
+    records), `pooling` ("mean" and / or "attention"), fit on `train_files` (default: the run's
+    training files) and scored on `eval_files` (default: data.eval_files), the first `max_clips`
+    of each (0: all), clips cut to `clip_seconds`, embedded on the mesh in batches of
+    `batch_size`, solvers with `l2` and `steps` (the attention probe's: `attention_steps`,
+    0: `steps`)."""
 
+    DEFAULTS = dict(every=0, train_files="", eval_files="", max_clips=0, clip_seconds=3.0,
+                    batch_size=32, tasks=("domain",), pooling=("mean",), l2=1e-3, steps=500,
+                    attention_steps=0)
 
-def eval_featurizer(cfg, featurizer: pipeline.Featurizer) -> pipeline.Featurizer:
-    """The training featurizer for evaluation: whole clips (from the start, up to
-    probe.clip_seconds) rather than random training crops."""
-    return dataclasses.replace(featurizer, random_crop=False, clip_samples=int(
-        cfg.probe.clip_seconds * cfg.data.sample_rate))
+    def __init__(self, name: str, block: dict, ctx):
+        from strongaudio_jax.config import ConfigError
+        from strongaudio_jax.eval import evaluators
+
+        unknown = set(block) - set(self.DEFAULTS)
+        if unknown:
+            raise ConfigError(f"evals.{name}: unknown key(s) {sorted(unknown)}; a probe takes "
+                              f"{sorted(self.DEFAULTS)}")
+        self.name, self.ctx = name, ctx
+        self.c = {**self.DEFAULTS, **block}
+        self.poolings = tuple(self.c["pooling"])
+        if not self.poolings or set(self.poolings) - {"mean", "attention"}:
+            raise ConfigError(f"evals.{name}.pooling={self.poolings}: use 'mean' and / or "
+                              "'attention'")
+        self.every = self.c["every"]
+        cfg = ctx.cfg
+        self.train_files = (pipeline.expand_paths(self.c["train_files"]) if self.c["train_files"]
+                            else list(ctx.train_files))
+        self.eval_files = pipeline.expand_paths(self.c["eval_files"] or cfg.data.eval_files)
+        self.featurizer = evaluators.eval_featurizer(ctx.featurizer, self.c["clip_seconds"],
+                                                     cfg.data.sample_rate)
+        program = ctx.program
+        # Only what the probes need comes back from the mesh: the pooled embedding, or the tokens
+        # when an attention probe needs them.
+        fn = program.tokens if "attention" in self.poolings else program.embed
+        self.jitted = evaluators.on_mesh(fn, ctx.mesh, program.rules)
+        self.results: list[ProbeResult] = []
+
+    def _embed(self, params, files):
+        from strongaudio_jax.eval import evaluators
+
+        out, clips = evaluators.embed(files, self.featurizer, self.jitted, params["encoder"],
+                                      self.c["batch_size"], self.ctx.mesh,
+                                      self.ctx.program.rules, self.c["max_clips"],
+                                      self.ctx.cfg.data.verify_crc)
+        return out, [dict(c.labels) for c in clips]
+
+    def run(self, params, step: int) -> dict:
+        """Fits and scores the probes on the frozen encoder in params["encoder"]; logs a table."""
+        tasks, logger = tuple(self.c["tasks"]), self.ctx.logger
+        train_out, train_labels = self._embed(params, self.train_files)
+        eval_out, eval_labels = self._embed(params, self.eval_files)
+        attention = "attention" in self.poolings
+        train_x = masked_mean_np(*train_out) if attention else train_out
+        eval_x = masked_mean_np(*eval_out) if attention else eval_out
+        results = []
+        if "mean" in self.poolings:
+            results += linear_probes(train_x, train_labels, eval_x, eval_labels, tasks,
+                                     self.c["l2"], self.c["steps"])
+        if attention:
+            results += attention_probes(train_out, train_labels, eval_out, eval_labels, tasks,
+                                        self.c["l2"], self.c["attention_steps"] or self.c["steps"])
+        logger.info(f"linear probe (frozen encoder, {' / '.join(self.poolings)} pooling), fit on "
+                    f"{len(train_x)} training clips, scored on {len(eval_x)} held-out clips:")
+        logger.info(f"  {'task':<12} {'pooling':<9} {'accuracy':>8} {'chance':>7} {'classes':>7} "
+                    f"{'clips':>6}")
+        for r in results:
+            logger.info(f"  {r.task:<12} {r.pooling:<9} {r.accuracy:8.3f} {r.chance:7.3f} "
+                        f"{r.num_classes:7d} {r.num_eval:6d}")
+            logger.write({"step": step, "probe": r.task, **dataclasses.asdict(r)}, step=step,
+                         scalars={metric_name(r): r.accuracy})
+        missing = set(tasks) - {r.task for r in results}
+        if missing:
+            logger.info(f"  no labelled clips for task(s) {sorted(missing)} in one of the splits")
+        self.results = results
+        return {metric_name(r): r.accuracy for r in results}
 
 
 def metric_name(r: ProbeResult) -> str:

@@ -97,25 +97,21 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
     skip_nonfinite = cfg.train.skip_nonfinite
 
     # ---------------------------------------------------------------- Evaluation
-    from strongaudio_jax.eval import probe, tagging
+    from strongaudio_jax.eval import evaluators as evaluators_lib
 
-    embed = jax.jit(program.embed)
-    tokens = jax.jit(program.tokens)  # for attention-pooling probes (probe.pooling)
-    tag_logits = jax.jit(program.tag_logits)
-    has_tag_head = any(o.name == "mtc" for o in program.objectives)
+    # config.evals (eval/evaluators.py), else the probe block's and the tag head's evaluators.
+    evals = evaluators_lib.from_config(evaluators_lib.Context(
+        cfg, program, featurizer, mesh, train_files, logger))
 
-    def evaluate(state: step_lib.TrainState) -> tuple[list, dict]:
-        """Linear probes on the frozen encoder (its EMA when kept) and the tag head's mAP;
-        keeps the best checkpoint."""
+    def evaluate(state: step_lib.TrainState, step: int | None = None) -> tuple[list, dict]:
+        """The evaluators due at `step` (all of them when None, at the end) on the frozen
+        model (its EMA when kept); keeps the best checkpoint."""
         all_params = state.ema_params or state.params
-        params = all_params["encoder"]
-        results = probe.run(cfg, embed_fn=lambda b: embed(params, b), featurizer=featurizer,
-                            train_files=train_files, logger=logger, step=int(state.step),
-                            tokens_fn=lambda b: tokens(params, b))
-        scores = {probe.metric_name(r): r.accuracy for r in results}
-        if has_tag_head and cfg.data.eval_files:
-            scores.update(tagging.run(cfg, lambda b: tag_logits(all_params, b), featurizer,
-                                      logger, step=int(state.step)))
+        scores, results = {}, []
+        for ev in evals:
+            if step is None or evaluators_lib.due(ev.every, cfg, step):
+                scores.update(ev.run(all_params, int(state.step)))
+                results += getattr(ev, "results", [])
         if best_mngr and best_metric in scores:
             checkpoint.save_best(best_mngr, int(state.step), state, scores)
         return results, scores
@@ -186,8 +182,8 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
                 drain()
                 checkpoint.save(mngr, step, state, data_iter)
                 last_saved = step
-            if cfg.train.eval_every and step % cfg.train.eval_every == 0 and step != total:
-                evaluate(state)
+            if any(evaluators_lib.due(ev.every, cfg, step) for ev in evals):
+                evaluate(state, step)
             if step == profile[0]:  # jax.profiler writes local files: a bucket gets a copy
                 profile_dir = (tempfile.mkdtemp(prefix="strongaudio_profile_")
                                if storage.is_url(workdir) else os.path.join(workdir, "profile"))
