@@ -201,8 +201,16 @@ def worker_main(conn, spec: BatchSpec, shm_name: str, slot_bytes: int) -> None:
 
     Receives (b, slot, which, k); answers ('ok', b, slot, extras, bad, messages) or
     ('error', b, slot, exception, traceback). Exits on None or when the parent goes away.
+    Ignores SIGINT and SIGTERM: a signal to the whole process group (Ctrl-C, a cluster's
+    preemption notice) is the training process's to handle; it finishes the step, saves, then
+    shuts the workers down (`loader._stop_signals_blocked` holds the signals back until here).
     """
+    import signal
     from multiprocessing import shared_memory
+
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, signal.SIG_IGN)  # a pending one is discarded
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, (signal.SIGINT, signal.SIGTERM))
 
     # The parent owns and unlinks the segment (spawned children share its resource tracker).
     shm = shared_memory.SharedMemory(name=shm_name)

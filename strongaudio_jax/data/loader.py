@@ -19,7 +19,9 @@ import contextlib
 import hashlib
 import json
 import multiprocessing
+import signal
 import sys
+import threading
 import weakref
 from multiprocessing import shared_memory
 
@@ -185,7 +187,7 @@ class _Pool:
             proc = ctx.Process(target=batcher.worker_main, daemon=True,
                                args=(child, spec, shm.name, self.slot_bytes),
                                name=f"strongaudio-data-{w}")
-            with _main_module_hidden():
+            with _main_module_hidden(), _stop_signals_blocked():
                 proc.start()
             child.close()
             self.shms.append(shm)
@@ -237,6 +239,27 @@ class _Pool:
 
     def close(self) -> None:
         self._finalizer()
+
+
+@contextlib.contextmanager
+def _stop_signals_blocked():
+    """Workers ignore SIGINT and SIGTERM (`batcher.worker_main`): a cluster's preemption notice
+    and Ctrl-C reach the whole process group, and the training process must still get its
+    batches while it finishes the step and saves; it shuts the workers down afterwards.
+    Blocking the signals while a worker starts (the child inherits the mask) closes the window
+    before the worker has set its handlers; a signal meant for this process meanwhile stays
+    pending and is delivered when they are unblocked (as multiprocessing's resource tracker does)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 @contextlib.contextmanager

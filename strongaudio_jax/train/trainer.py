@@ -129,16 +129,16 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
     pending, history = [], []
     skipped = 0
     t_log, data_wait = time.perf_counter(), 0.0
-    last_saved = mngr.latest_step()
 
     def drain():
         """Fetches pending metrics; stops on a non-finite loss before anything is saved."""
         nonlocal pending, skipped
         for s, m in jax.device_get(pending):
             if m["nonfinite"] and not skip_nonfinite:
+                kept = _finish_saves(mngr, logger)  # the step named is committed, not in flight
                 raise NonFiniteLossError(
                     f"loss is {m['loss']} (gradient norm {m['grad_norm']}) at step {s}; last good "
-                    f"checkpoint: {'step ' + str(last_saved) if last_saved else 'none'} in "
+                    f"checkpoint: {'step ' + str(kept) if kept is not None else 'none'} in "
                     f"{mngr.directory}. Lower optimizer.lr, check the data, or set "
                     f"train.skip_nonfinite=True to skip such updates (they are counted).")
             skipped += int(m["nonfinite"])
@@ -149,6 +149,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
     flops_per_step = None
     profile = tuple(cfg.train.profile_steps)  # (first, last): trace steps first+1 .. last
     stop = preemption.StopWatcher()
+    step = start
     try:
         for step in range(start + 1, total + 1):
             t0 = time.perf_counter()
@@ -185,7 +186,6 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
             if step % cfg.train.checkpoint_every == 0 or step == total or stopping:
                 drain()
                 checkpoint.save(mngr, step, state, data_iter)
-                last_saved = step
             if cfg.train.eval_every and step % cfg.train.eval_every == 0 and step != total:
                 evaluate(state)
             if step == profile[0]:  # jax.profiler writes local files: a bucket gets a copy
@@ -201,13 +201,24 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
                             f"{storage.join(workdir, 'profile')}")
             if stopping:
                 mngr.wait_until_finished()
+                data_iter.close()  # workers ignore the signal; they end once the save is done
                 logger.info(f"{stop.reason} received: saved step {step} in {mngr.directory}; "
                             "run the same command again to resume")
                 logger.close()
                 return {"history": history, "probe": [], "vocab": vocab, "state": state,
                         "stopped_at": step}
+    except Exception as e:  # a handled error (bad data, NaN loss, ...): keep what was saved
+        if not isinstance(e, NonFiniteLossError):  # (that one waited and names the step)
+            kept = _finish_saves(mngr, logger)
+            logger.info(f"stopped by an error at step {step}; last complete "
+                        f"checkpoint: {'step ' + str(kept) if kept is not None else 'none'} in "
+                        f"{mngr.directory}")
+        if best_mngr:
+            _finish_saves(best_mngr, logger)
+        raise
     finally:
         stop.close()
+        data_iter.close()
     mngr.wait_until_finished()
     if skipped:
         logger.info(f"{skipped} update(s) skipped because the loss or gradient was not finite")
@@ -224,6 +235,19 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
     logger.close()
     return {"history": history, "probe": results, "scores": scores, "vocab": vocab,
             "state": state}
+
+
+def _finish_saves(mngr, logger) -> int | None:
+    """Waits for the checkpoint saves still being written (they are asynchronous and trail the
+    step) and returns the last complete step; says so when a save could not complete."""
+    try:
+        mngr.wait_until_finished()
+    except Exception as e:  # noqa: BLE001 (the error that ends the run is the one to show)
+        mngr.reload()  # what is on disk, not what was started
+        logger.info(f"checkpoint: a save in {mngr.directory} did not complete "
+                    f"({type(e).__name__}: {e}); the last complete one is step "
+                    f"{mngr.latest_step()}")
+    return mngr.latest_step()
 
 
 def _pod_data_counts(data_iter) -> tuple[dict, batcher.OutsideVocab]:
