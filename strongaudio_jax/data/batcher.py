@@ -21,15 +21,16 @@ import numpy as np
 from strongaudio_jax.data import audio, index as index_lib, schema, tfrecord
 from strongaudio_jax.data.featurize import Featurizer
 
-BAD_REASONS = ("corrupt_record", "bad_record", "undecodable_audio", "zero_length_audio",
-               "non_finite_audio", "sample_rate")
+BAD_REASONS = ("corrupt_record", "truncated_record", "empty_file", "bad_record",
+               "undecodable_audio", "zero_length_audio", "non_finite_audio", "sample_rate",
+               "resampled")  # (resampled: not bad, changed; counted with data.resample=True)
 _ALIGN = 64
 
 
 def bad_reason(e: Exception) -> str | None:
     """The counting key of a bad-data error, None for errors that are not about the data."""
     if isinstance(e, tfrecord.CorruptRecordError):
-        return "corrupt_record"
+        return "truncated_record" if e.truncated else "corrupt_record"
     if isinstance(e, schema.SchemaError):
         return "bad_record"
     if isinstance(e, audio.AudioDecodeError):
@@ -162,8 +163,8 @@ class BatchFiller:
             try:
                 if isinstance(data[r], Exception):
                     raise data[r]
-                length, clip, unknown = feat.fill(data[r], where, float(crops[r]),
-                                                  out["waveform"][r], out["tags"][r])
+                length, clip, unknown, resampled = feat.fill(
+                    data[r], where, float(crops[r]), out["waveform"][r], out["tags"][r])
                 more = feat.extras(clip)
             except Exception as e:  # noqa: BLE001 (bad data is classified, others re-raised)
                 reason = bad_reason(e)
@@ -180,6 +181,8 @@ class BatchFiller:
                 continue
             out["length"][r] = length
             out["valid"][r] = True
+            if resampled:  # data.resample=True: kept, but changed, so counted
+                bad["resampled"] += 1
             outside.add(unknown)
             extras.append(more)
             if more and self._extra_template is None:

@@ -116,8 +116,14 @@ class BatchIterator(grain.DatasetIterator):
             self._pool.start(self._next, self._draws)
 
     def bad_counts(self) -> dict[str, int]:
-        """Records skipped so far (skip_bad=True) by reason, across restarts of the run."""
-        return dict(self._bad)
+        """Records skipped so far (skip_bad=True) by reason, across restarts of the run, with
+        those lost to damage found while indexing (every process indexes every file: process
+        0 counts them, so sums over processes count them once)."""
+        bad = collections.Counter(self._bad)
+        if self._ds.process_index == 0:
+            for c in self._spec.corpora:
+                bad.update(c.index.lost)
+        return dict(bad)
 
     def outside_vocab(self) -> batcher.OutsideVocab:
         """Tag occurrences (and records holding them) delivered so far that the vocabulary

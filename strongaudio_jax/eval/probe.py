@@ -37,11 +37,12 @@ class ProbeResult:
 
 
 def embed_files(files: Sequence[str], embed_fn: Callable, featurizer: pipeline.Featurizer,
-                batch_size: int):
+                batch_size: int, bad: pipeline.BadData | None = None):
     """embed_fn's outputs (an array, or a tuple of arrays: e.g. tokens and their mask) for
-    every clip of `files` (its start, up to the featurizer's length) and each clip's labels."""
+    every clip of `files` (its start, up to the featurizer's length) and each clip's labels.
+    Bad records raise, or with `bad` skipping (data.skip_bad) are left out and counted."""
     outs, labels = [], []
-    for batch, clips in pipeline.eval_batches(files, featurizer, batch_size):
+    for batch, clips in pipeline.eval_batches(files, featurizer, batch_size, bad=bad):
         out = jax.device_get(embed_fn(batch))
         outs.append(jax.tree.map(lambda x: np.asarray(x)[:len(clips)], out))
         labels.extend(dict(c.labels) for c in clips)
@@ -125,13 +126,16 @@ def run(cfg, embed_fn, featurizer, train_files, logger, step: int = 0,
     eval_files = pipeline.expand_paths(cfg.data.eval_files)
     bs = cfg.probe.batch_size
     featurizer = eval_featurizer(cfg, featurizer)
+    bad = pipeline.BadData(skip=cfg.data.get("skip_bad", False))
     if "attention" in poolings:  # one encoder pass gives both poolings' inputs
-        train_t, train_labels = embed_files(train_files, tokens_fn, featurizer, bs)
-        eval_t, eval_labels = embed_files(eval_files, tokens_fn, featurizer, bs)
+        train_t, train_labels = embed_files(train_files, tokens_fn, featurizer, bs, bad)
+        eval_t, eval_labels = embed_files(eval_files, tokens_fn, featurizer, bs, bad)
         train_x, eval_x = masked_mean_np(*train_t), masked_mean_np(*eval_t)
     else:
-        train_x, train_labels = embed_files(train_files, embed_fn, featurizer, bs)
-        eval_x, eval_labels = embed_files(eval_files, embed_fn, featurizer, bs)
+        train_x, train_labels = embed_files(train_files, embed_fn, featurizer, bs, bad)
+        eval_x, eval_labels = embed_files(eval_files, embed_fn, featurizer, bs, bad)
+    if bad.counts:
+        logger.info(f"probe: {bad.summary()}")
     results = []
     if "mean" in poolings:
         results += linear_probes(train_x, train_labels, eval_x, eval_labels, cfg.probe.tasks,

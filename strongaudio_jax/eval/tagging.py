@@ -31,11 +31,14 @@ def run(cfg, logits_fn: Callable, featurizer: pipeline.Featurizer, logger,
     """Scores every held-out clip with logits_fn(batch) -> [B, K] and logs the mAP."""
     featurizer = probe.eval_featurizer(cfg, featurizer)
     logits, tags, domains = [], [], []
+    bad = pipeline.BadData(skip=cfg.data.get("skip_bad", False))
     for batch, clips in pipeline.eval_batches(pipeline.expand_paths(cfg.data.eval_files),
-                                              featurizer, cfg.probe.batch_size):
+                                              featurizer, cfg.probe.batch_size, bad=bad):
         logits.append(np.asarray(jax.device_get(logits_fn(batch)))[:len(clips)])
         tags.append(batch["tags"][:len(clips)])
         domains += [dict(c.labels).get("domain", "") for c in clips]
+    if bad.counts:
+        logger.info(f"tag mAP: {bad.summary()}")
     if not logits:
         return {}
     tags_all = np.concatenate(tags)

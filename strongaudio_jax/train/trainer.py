@@ -47,9 +47,16 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
         except (OSError, ValueError) as e:
             raise ConfigError(f"data.vocab_file: {e}") from e
     else:  # the training corpus's own tags (one pass over the records)
-        vocab = pipeline.tag_vocabulary(train_files, cfg.data.vocab_min_count)
+        bad = pipeline.BadData(skip=cfg.data.skip_bad)
+        vocab = pipeline.tag_vocabulary(train_files, cfg.data.vocab_min_count,
+                                        verify_crc=cfg.data.verify_crc, bad=bad)
+        if bad.counts:
+            logger.info(f"vocabulary pass: {bad.summary()}")
     if not vocab:
-        raise ValueError(f"the training files hold no tag seen >= {cfg.data.vocab_min_count} times")
+        raise ConfigError(f"the training files ({len(train_files)}, e.g. {train_files[0]}) hold "
+                          f"no tag seen >= {cfg.data.vocab_min_count} times "
+                          "(data.vocab_min_count); check data.train_files, or give a "
+                          "vocabulary as data.vocab_file")
     if jax.process_index() == 0:
         storage.write_text(storage.join(workdir, "vocab.json"),
                            json.dumps({str(i): t for i, t in enumerate(vocab)}, indent=1))
@@ -71,7 +78,8 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
                                      cfg.data.verify_crc, cfg.data.workers,
                                      skip_bad=cfg.data.skip_bad)
     for damage in pipeline.damaged_at_indexing(dataset):  # only with data.skip_bad
-        logger.info(f"data.skip_bad: skipping the rest of a damaged file: {damage}")
+        logger.info(f"data.skip_bad: skipped while indexing (counted in skipped_records): "
+                    f"{damage}")
     scanned = pipeline.remote_shards_scanned(dataset)
     if scanned:
         logger.info(f"data: {len(scanned)} remote shard(s) have no <shard>.idx, so every host "
@@ -168,7 +176,8 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
                 tflops = flops_per_step * n / elapsed / 1e12  # per device
                 bad, outside = _pod_data_counts(data_iter)  # every process takes part
                 if bad != bad_logged:
-                    logger.info(f"data.skip_bad: bad records skipped so far {bad}, e.g. "
+                    logger.info(f"data: records skipped (data.skip_bad) or resampled "
+                                f"(data.resample) so far {bad}, e.g. "
                                 f"{data_iter.bad_messages[-1] if data_iter.bad_messages else ''}")
                     bad_logged = bad
                 if outside.occurrences and not outside_logged:
@@ -176,7 +185,9 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
                     outside_logged = True
                 logger.metrics(step, total, history[-1], samples_per_s=n * cfg.data.batch_size /
                                elapsed, data_wait=data_wait / elapsed, skipped_updates=skipped,
-                               skipped_records=sum(bad.values()),
+                               skipped_records=sum(v for k, v in bad.items()
+                                                   if k != "resampled"),
+                               resampled_records=bad.get("resampled", 0),
                                tags_outside_vocab=outside.occurrences,
                                tflops_per_device=tflops,
                                mfu=tflops / peak if (peak := flops.peak_tflops(jax.devices()[0]))
