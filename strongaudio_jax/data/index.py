@@ -86,7 +86,7 @@ def build_index(paths: Sequence[str], *, verify_crc: bool = True, skip_bad: bool
             message = f"{path} is empty (0 bytes)"
             if not skip_bad:
                 raise tfrecord.CorruptRecordError(
-                    path, 0, 0, "the file is empty (0 bytes): an interrupted copy or write?",
+                    path, 0, 0, "the file is empty (0 bytes; an interrupted copy or write?)",
                     truncated=True, hint="Re-create or remove it, or set data.skip_bad=True to "
                     "skip it (it is counted).")
             count("empty_file", message)

@@ -24,6 +24,7 @@ from typing import Iterator, Mapping, Sequence
 import jax
 import numpy as np
 
+from strongaudio_jax.config import ConfigError
 from strongaudio_jax.data import batcher, index as index_lib, loader, schema, storage, tfrecord
 from strongaudio_jax.data.featurize import Featurizer  # noqa: F401 (re-exported)
 
@@ -127,7 +128,7 @@ def train_dataset(files: Sequence[str] | Mapping[str, tuple[Sequence[str], float
     """
     count, me = jax.process_count(), jax.process_index()
     if batch_size % count:
-        raise ValueError(f"global batch size {batch_size} is not divisible by {count} processes")
+        raise ConfigError(f"data.batch_size={batch_size} is not divisible by {count} processes")
     if not isinstance(files, Mapping):
         files = {"train": (list(files), 1.0)}
     corpora = []
@@ -137,8 +138,8 @@ def train_dataset(files: Sequence[str] | Mapping[str, tuple[Sequence[str], float
         corpora.append(batcher.Corpus(name, idx, host_rows(idx, me, count, name)))
     total = sum(len(c.rows) for c in corpora)
     if len(files) == 1 and total < batch_size // count:
-        raise ValueError(f"{corpora[0].name}: {total} records on this host, fewer than one "
-                         f"batch ({batch_size // count})")
+        raise ConfigError(f"{corpora[0].name}: {total} records on this host, fewer than one "
+                          f"batch ({batch_size // count}); lower data.batch_size or add data")
     weights = np.array([w for _, w in files.values()], np.float64)
     spec = batcher.BatchSpec(corpora, weights / weights.sum(), seed, batch_size // count,
                              featurizer, wave_dtype, verify_crc, skip_bad)

@@ -63,6 +63,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
     if cfg.frontend.get("stats_file") and jax.process_index() == 0:  # evaluation reads this copy
         storage.copy(cfg.frontend.stats_file, storage.join(workdir, "frontend_stats.json"))
     program = step_lib.build(cfg, len(vocab), vocab)  # the pure functions (train/step.py)
+    _check_batch_splits(cfg.data.batch_size, mesh, program.rules)
     extra = text_fields.from_config(cfg, program.text_fields)  # text the objectives read
     if extra is not None and jax.process_index() == 0:  # text objectives' vocabulary
         storage.write_text(storage.join(workdir, "text_vocab.txt"),
@@ -246,6 +247,17 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
     logger.close()
     return {"history": history, "probe": results, "scores": scores, "vocab": vocab,
             "state": state}
+
+
+def _check_batch_splits(batch_size: int, mesh, rules) -> None:
+    """The global batch must split evenly over the data-parallel devices."""
+    spec = mesh_lib.batch_sharding(mesh, 1, rules).spec[0]
+    axes = [a for a in (spec if isinstance(spec, tuple) else (spec,)) if a]
+    n = int(np.prod([mesh.shape[a] for a in axes])) if axes else 1
+    if batch_size % n:
+        raise ConfigError(f"data.batch_size={batch_size} does not split over the {n} "
+                          f"data-parallel devices (mesh axes {', '.join(axes)}); use a "
+                          f"multiple of {n}")
 
 
 def _finish_saves(mngr, logger) -> int | None:
