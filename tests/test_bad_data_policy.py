@@ -81,7 +81,7 @@ def test_empty_shard_is_an_error_or_skipped_and_counted(tmp_path):
     good = _shard(tmp_path / "good.tfrecord", _record("g"))
     empty = tmp_path / "empty.tfrecord"
     empty.write_bytes(b"")
-    with pytest.raises(tfrecord.CorruptRecordError, match=f"{empty}.*empty \\(0 bytes\\)"):
+    with pytest.raises(tfrecord.CorruptRecordError, match=f"{empty}.*empty \\(0 bytes"):
         pipeline.tag_vocabulary([str(empty)])
     with pytest.raises(tfrecord.CorruptRecordError, match="empty"):
         pipeline.train_dataset([good, str(empty)], _feat(), 4, seed=0)
@@ -141,3 +141,11 @@ def test_train_files_list_on_the_command_line(tmp_path):
     with pytest.raises(config.ConfigError, match="expected a int, got list"):
         config.load(f"{REPO}/configs/mtc.py:smoke", ["data.batch_size=[8]"])
     json.dumps(cfg.to_dict())  # (config.json)
+
+
+def test_inspect_counts_a_damaged_header_and_reads_on(tmp_path):
+    from strongaudio_jax.data import inspect_shards
+
+    path = _damaged_header_shard(tmp_path / "h.tfrecord")
+    s = inspect_shards.summarize([path])
+    assert s["records"] == 6 and s["bad_records"] == 1 and "record 2" in s["problems"][0]
