@@ -220,11 +220,18 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
                 return {"history": history, "probe": [], "vocab": vocab, "state": state,
                         "stopped_at": step}
     except Exception as e:  # a handled error (bad data, NaN loss, ...): keep what was saved
-        if not isinstance(e, NonFiniteLossError):  # (that one waited and names the step)
+        if isinstance(e, NonFiniteLossError):
+            pass  # (that one waited, on every process, and names the step)
+        elif jax.process_count() == 1:
             kept = _finish_saves(mngr, logger)
             logger.info(f"stopped by an error at step {step}; last complete "
                         f"checkpoint: {'step ' + str(kept) if kept is not None else 'none'} in "
                         f"{mngr.directory}")
+        else:  # a save is collective: the other processes may never finish this one with us
+            print(f"[strongaudio] process {jax.process_index()} stopped by an error at step "
+                  f"{step}; a save in flight is not waited for (the others may not reach it): "
+                  "the next start resumes from the last complete checkpoint", flush=True)
+            raise
         if best_mngr:
             _finish_saves(best_mngr, logger)
         raise
