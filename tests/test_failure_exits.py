@@ -51,6 +51,7 @@ def test_data_error_keeps_the_checkpoint_in_flight(tiny_corpus, tmp_path):
     assert "Traceback" not in out + err, out + err
     assert err.strip().splitlines()[-1].startswith(
         f"strongaudio train: error: {bad} record 2 (clip 'bad'): audio cannot be decoded"), err
+    assert err.strip().endswith("(data.skip_bad=True skips such records and counts them)"), err
     failed = int(out.split("stopped by an error at step ")[1].split(";")[0])
     named = int(out.split("last complete checkpoint: step ")[1].split()[0])
     assert _steps(tmp_path / "w" / "checkpoints")[-1] == named == failed - 1, out
