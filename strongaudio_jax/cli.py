@@ -25,6 +25,16 @@ def _user_errors():
             CheckpointMismatchError, FileNotFoundError, IndexFileError)
 
 
+def _bad_data_hint(e: Exception, args) -> str:
+    """For a bad record met by a command that reads a config's data: the key that skips it."""
+    from strongaudio_jax.data import batcher
+
+    if (getattr(args, "config", None) and batcher.bad_reason(e) is not None
+            and "data.skip_bad" not in str(e)):
+        return " (data.skip_bad=True skips such records and counts them)"
+    return ""
+
+
 def cmd_train(args) -> int:
     from strongaudio_jax import config as config_lib
     from strongaudio_jax.parallel import distributed
@@ -285,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     except _user_errors() as e:
         if args.debug or os.environ.get("STRONGAUDIO_DEBUG"):
             raise
-        print(f"strongaudio {args.command}: error: {e}", file=sys.stderr)
+        print(f"strongaudio {args.command}: error: {e}{_bad_data_hint(e, args)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"strongaudio {args.command}: interrupted", file=sys.stderr)

@@ -76,7 +76,12 @@ def load(spec: str, overrides: list[str] = ()) -> ml_collections.ConfigDict:
         old = parent[last]
         if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
-        if old is not None and not isinstance(value, type(old)) and not (
+        file_list = (last.endswith("files") and isinstance(old, str)  # a glob, or a list of them
+                     and isinstance(value, (tuple, list)) and all(isinstance(v, str) for v in value))
+        if file_list:
+            value = list(value)
+            del parent[last]  # (a ConfigDict field keeps its first type)
+        elif old is not None and not isinstance(value, type(old)) and not (
                 isinstance(old, (tuple, list)) and isinstance(value, (tuple, list))):
             raise ConfigError(f"{key}={raw!r}: expected a {type(old).__name__}, "
                               f"got {type(value).__name__}")

@@ -90,3 +90,36 @@ def test_registry_builds_the_named_evaluators_and_they_score(setup):
     with pytest.raises(config_lib.ConfigError, match="unknown key"):
         evaluators.from_config(evaluators.Context(named, program, ctx.featurizer, ctx.mesh,
                                                   ctx.train_files, ctx.logger))
+
+
+def test_a_bad_record_raises_naming_it_or_is_skipped_and_counted(setup, tmp_path):
+    """The bad-data policy in evaluation: strict names the file and record; data.skip_bad
+    leaves the record out of the embeddings and the labels and counts it."""
+    import shutil
+
+    from strongaudio_jax.data import index as index_lib
+
+    cfg, program, state, ctx = setup
+    files = pipeline.expand_paths(cfg.data.eval_files)
+    copies = [str(shutil.copy(f, tmp_path / f.rsplit("/", 1)[1])) for f in files]
+    idx = index_lib.build_index(copies)
+    f, rec, offset, length = (int(v) for v in idx.rows[3])
+    with open(copies[f], "r+b") as fh:  # one byte of record 3's payload: its data CRC fails
+        fh.seek(offset + length // 2)
+        byte = fh.read(1)
+        fh.seek(offset + length // 2)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+    feat = evaluators.eval_featurizer(ctx.featurizer, 1.0, 16000)
+    jitted = evaluators.on_mesh(program.embed, ctx.mesh, program.rules)
+    params = state.params["encoder"]
+    with pytest.raises(Exception, match=rf"{copies[f]}.*record {rec}"):
+        evaluators.embed(copies, feat, jitted, params, 8, ctx.mesh, program.rules)
+
+    clean, clean_clips = evaluators.embed(files, feat, jitted, params, 8, ctx.mesh, program.rules)
+    bad = pipeline.BadData(skip=True)
+    got, clips = evaluators.embed(copies, feat, jitted, params, 8, ctx.mesh, program.rules,
+                                  bad=bad)
+    assert dict(bad.counts) == {"corrupt_record": 1}  # the data CRC
+    keep = [i for i in range(len(clean_clips)) if i != 3]
+    assert [c.id for c in clips] == [clean_clips[i].id for i in keep]
+    np.testing.assert_allclose(got, clean[keep], rtol=1e-4, atol=1e-5)

@@ -146,5 +146,6 @@ def test_skipped_records_appear_in_the_training_logs(tmp_path, tiny_corpus, caps
                if '"skipped_records"' in line]
     assert records and records[-1]["skipped_records"] >= 1
     out = capsys.readouterr().out
-    assert "bad records skipped so far {'undecodable_audio': " in out, out
+    assert "records skipped (data.skip_bad) or resampled (data.resample) so far " \
+        "{'undecodable_audio': " in out, out
     assert f"{path} record 2 (clip 'bad'): audio cannot be decoded" in out

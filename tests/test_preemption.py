@@ -1,11 +1,14 @@
-"""SIGTERM mid-run: the step finishes, a checkpoint is saved, exit 0; the resumed run replays
+"""SIGTERM or Ctrl-C mid-run (to the training process, or to its whole process group with
+decoding workers): the step finishes, a checkpoint is saved, exit 0; the resumed run replays
 exactly what an uninterrupted run does (losses bit-identical on CPU, same final parameters)."""
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -35,10 +38,40 @@ def _losses(workdir):
     return {r["step"]: r["loss"] for r in rows if "loss" in r}
 
 
-def test_sigterm_saves_and_resume_is_exact(tiny_corpus, tmp_path):
-    full = tmp_path / "full"
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_corpus, tmp_path_factory):
+    """A run of all 24 steps, never stopped: what every stopped-and-resumed run must equal."""
+    full = tmp_path_factory.mktemp("full")
     subprocess.run(_cmd(tiny_corpus, full), env=_env(), check=True, capture_output=True)
+    return full
 
+
+def _wait_for_step(workdir, proc, step, log):
+    """Blocks until metrics.jsonl holds `step` (training is under way), or fails if the run
+    ends first."""
+    metrics = workdir / "metrics.jsonl"
+    while proc.poll() is None:
+        if metrics.exists() and any(json.loads(line).get("step", 0) >= step
+                                    for line in metrics.read_text().splitlines()):
+            return
+        time.sleep(0.01)
+    pytest.fail(f"the run ended before step {step}:\n{log.read_text()}")
+
+
+def _assert_equal_runs(full, cut):
+    a, b = _losses(full), _losses(cut)
+    assert sorted(b) == list(range(1, 25))
+    assert [a[s] for s in range(1, 25)] == [b[s] for s in range(1, 25)]  # bit-identical
+
+    import jax
+    import orbax.checkpoint as ocp
+    params = [ocp.StandardCheckpointer().restore(d / "checkpoints" / "24" / "state")["params"]
+              for d in (full, cut)]
+    for x, y in zip(jax.tree.leaves(params[0]), jax.tree.leaves(params[1])):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_sigterm_saves_and_resume_is_exact(uninterrupted, tiny_corpus, tmp_path):
     cut = tmp_path / "cut"
     proc = subprocess.Popen(_cmd(tiny_corpus, cut), env=_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
@@ -56,16 +89,40 @@ def test_sigterm_saves_and_resume_is_exact(tiny_corpus, tmp_path):
     resumed = subprocess.run(_cmd(tiny_corpus, cut), env=_env(), capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert f"resumed from step {stopped}" in resumed.stdout
-    a, b = _losses(full), _losses(cut)
-    assert sorted(b) == list(range(1, 25))
-    assert [a[s] for s in range(1, 25)] == [b[s] for s in range(1, 25)]  # bit-identical
+    _assert_equal_runs(uninterrupted, cut)
 
-    import orbax.checkpoint as ocp
-    params = [ocp.StandardCheckpointer().restore(d / "checkpoints" / "24" / "state")["params"]
-              for d in (full, cut)]
-    import jax
-    for x, y in zip(jax.tree.leaves(params[0]), jax.tree.leaves(params[1])):
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl-c"])
+def test_signal_to_the_process_group_with_workers_saves_and_resume_is_exact(
+        signum, uninterrupted, tiny_corpus, tmp_path):
+    """A cluster's preemption notice (SLURM, Kubernetes, TPU maintenance) and Ctrl-C reach
+    the decoding workers too: they must keep serving until the step is saved."""
+    at = random.Random().randint(2, 12)  # (the stream does not depend on the worker count)
+    cut, log = tmp_path / "cut", tmp_path / "cut.log"
+    with open(log, "w") as f:
+        proc = subprocess.Popen(_cmd(tiny_corpus, cut, "data.workers=2"), env=_env(), stdout=f,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        _wait_for_step(cut, proc, at, log)
+        os.killpg(proc.pid, signum)  # the whole group: the run and its two workers
+        assert proc.wait(timeout=120) == 0, f"signalled at step {at}:\n{log.read_text()}"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    out = log.read_text()
+    assert f"{signal.Signals(signum).name} received: saved step" in out, out
+    assert "Traceback" not in out and "Error" not in out, out  # workers say nothing
+    stopped = int(out.split("saved step ")[1].split()[0])
+    assert at <= stopped < 24, out
+    assert sorted(int(d) for d in os.listdir(cut / "checkpoints") if d.isdigit()) == [stopped]
+    if signum == signal.SIGINT:
+        return  # the resume is the same as after SIGTERM
+
+    resumed = subprocess.run(_cmd(tiny_corpus, cut, "data.workers=2"), env=_env(),
+                             capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert f"resumed from step {stopped}" in resumed.stdout
+    _assert_equal_runs(uninterrupted, cut)
 
 
 def test_nonfinite_loss_stops_or_skips(tiny_config, tmp_path):

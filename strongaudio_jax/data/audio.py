@@ -63,11 +63,14 @@ def to_int16(wave: np.ndarray) -> np.ndarray:
 
 
 def decode_into(data: bytes, out: np.ndarray, *, where: str = "clip", rate: int,
-                crop: float | None = None) -> int:
+                crop: float | None = None, resample_ok: bool = True,
+                resampled: list | None = None) -> int:
     """Decodes audio into `out` (1-D, int16 or float32, zero-padded) and returns the number of
     valid samples: mono (channels averaged), at `rate` (resampled when the file's differs), a
     crop of `len(out)` samples starting at fraction `crop` in [0, 1) of the possible starts
-    (None: from the start).
+    (None: from the start). resample_ok=False: audio whose own header gives another rate is
+    bad data (AudioDecodeError, reason sample_rate) rather than resampled silently; a
+    `resampled` list gets the file's rate appended whenever the audio was resampled.
 
     The common case (mono integer PCM at `rate`, e.g. 16-bit FLAC) decodes straight into `out`,
     reading only the cropped frames: no intermediate arrays. Anything else (several channels,
@@ -113,7 +116,15 @@ def decode_into(data: bytes, out: np.ndarray, *, where: str = "clip", rate: int,
     if not np.isfinite(wave).all():
         raise AudioDecodeError(f"{where}: audio contains NaN or Inf samples", "non_finite_audio")
     if file_rate != rate:
+        if not resample_ok:
+            raise AudioDecodeError(
+                f"{where}: the audio itself is at {file_rate} Hz (its header), not the {rate} Hz "
+                "expected (the record's audio/sample_rate and data.sample_rate); re-create the "
+                "record, or set data.resample=True to resample while reading (counted as "
+                "resampled)", "sample_rate")
         wave = resample(wave, file_rate, rate)
+        if resampled is not None:
+            resampled.append(file_rate)
     start = _crop_start(crop, len(wave), n)
     wave = wave[start:start + n]
     out[:len(wave)] = to_int16(wave) if out.dtype == np.int16 else wave

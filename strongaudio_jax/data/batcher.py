@@ -21,15 +21,16 @@ import numpy as np
 from strongaudio_jax.data import audio, index as index_lib, schema, tfrecord
 from strongaudio_jax.data.featurize import Featurizer
 
-BAD_REASONS = ("corrupt_record", "bad_record", "undecodable_audio", "zero_length_audio",
-               "non_finite_audio", "sample_rate")
+BAD_REASONS = ("corrupt_record", "truncated_record", "empty_file", "bad_record",
+               "undecodable_audio", "zero_length_audio", "non_finite_audio", "sample_rate",
+               "resampled")  # (resampled: not bad, changed; counted with data.resample=True)
 _ALIGN = 64
 
 
 def bad_reason(e: Exception) -> str | None:
     """The counting key of a bad-data error, None for errors that are not about the data."""
     if isinstance(e, tfrecord.CorruptRecordError):
-        return "corrupt_record"
+        return "truncated_record" if e.truncated else "corrupt_record"
     if isinstance(e, schema.SchemaError):
         return "bad_record"
     if isinstance(e, audio.AudioDecodeError):
@@ -162,8 +163,8 @@ class BatchFiller:
             try:
                 if isinstance(data[r], Exception):
                     raise data[r]
-                length, clip, unknown = feat.fill(data[r], where, float(crops[r]),
-                                                  out["waveform"][r], out["tags"][r])
+                length, clip, unknown, resampled = feat.fill(
+                    data[r], where, float(crops[r]), out["waveform"][r], out["tags"][r])
                 more = feat.extras(clip, draw=(spec.seed, b, r))
             except Exception as e:  # noqa: BLE001 (bad data is classified, others re-raised)
                 reason = bad_reason(e)
@@ -180,6 +181,8 @@ class BatchFiller:
                 continue
             out["length"][r] = length
             out["valid"][r] = True
+            if resampled:  # data.resample=True: kept, but changed, so counted
+                bad["resampled"] += 1
             outside.add(unknown)
             extras.append(more)
             if more and self._extra_template is None:
@@ -201,8 +204,16 @@ def worker_main(conn, spec: BatchSpec, shm_name: str, slot_bytes: int) -> None:
 
     Receives (b, slot, which, k); answers ('ok', b, slot, extras, bad, messages) or
     ('error', b, slot, exception, traceback). Exits on None or when the parent goes away.
+    Ignores SIGINT and SIGTERM: a signal to the whole process group (Ctrl-C, a cluster's
+    preemption notice) is the training process's to handle; it finishes the step, saves, then
+    shuts the workers down (`loader._stop_signals_blocked` holds the signals back until here).
     """
+    import signal
     from multiprocessing import shared_memory
+
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, signal.SIG_IGN)  # a pending one is discarded
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, (signal.SIGINT, signal.SIGTERM))
 
     # The parent owns and unlinks the segment (spawned children share its resource tracker).
     shm = shared_memory.SharedMemory(name=shm_name)

@@ -32,11 +32,13 @@ class Featurizer:
     resample: bool = False
 
     def fill(self, data: bytes, where: str, crop: float | None, wave_out: np.ndarray,
-             tags_out: np.ndarray) -> tuple[int, schema.Clip | None, list[str]]:
+             tags_out: np.ndarray) -> tuple[int, schema.Clip | None, list[str], bool]:
         """Decodes one record into preallocated rows (waveform int16 or float32, tags);
         returns (valid samples, the parsed clip when `extra` needs it, else None, the record's
-        tags that are not in the vocabulary: untrained, so the pipeline counts them). `crop` in
-        [0, 1) places a random crop (ignored unless random_crop)."""
+        tags that are not in the vocabulary: untrained, so the pipeline counts them, whether
+        the audio was resampled: counted too). `crop` in [0, 1) places a random crop (ignored
+        unless random_crop). A clip whose record or audio header gives another rate than
+        `sample_rate` is bad data unless `resample`."""
         if self.extra is not None:  # the objectives' text needs the whole clip
             clip = schema.example_to_clip(data, where)
             cid, encoded, rate, tags = clip.id, clip.audio, clip.sample_rate, clip.tags
@@ -49,8 +51,10 @@ class Featurizer:
                 f"{where}: sample rate {rate} Hz, but the config expects "
                 f"{self.sample_rate} Hz (data.sample_rate); resample the corpus or set "
                 "data.resample=True to resample while reading", "sample_rate")
+        resampled: list[int] = []
         length = audio.decode_into(encoded, wave_out, where=where, rate=self.sample_rate,
-                                   crop=crop if self.random_crop else None)
+                                   crop=crop if self.random_crop else None,
+                                   resample_ok=self.resample, resampled=resampled)
         tags_out[:] = 0
         outside = []
         for t in tags:
@@ -59,7 +63,7 @@ class Featurizer:
                 outside.append(t)
             else:
                 tags_out[i] = 1.0
-        return length, clip, outside
+        return length, clip, outside, bool(resampled)
 
     def extras(self, clip: schema.Clip | None, draw: tuple[int, ...] | None = None
                ) -> dict[str, np.ndarray]:
@@ -83,6 +87,6 @@ class Featurizer:
         wave = np.zeros(self.clip_samples, np.float32)
         tags = np.zeros(len(self.vocab), np.float32)
         crop = float(rng.random()) if rng is not None and self.random_crop else None
-        length, clip, _ = self.fill(data, where, crop, wave, tags)
+        length, clip, _, _ = self.fill(data, where, crop, wave, tags)
         return {"waveform": wave, "length": np.int32(length), "tags": tags, "valid": np.True_,
                 **self.extras(clip)}

@@ -34,6 +34,7 @@ class RecordIndex:
     kinds: list[str]  # 'tfrecord' | 'array_record'
     rows: np.ndarray  # (n, 4) int64: file, record number, data offset, data length
     damaged: list[str] = dataclasses.field(default_factory=list)  # skipped at indexing time
+    lost: dict[str, int] = dataclasses.field(default_factory=dict)  # ... as records, by reason
     scanned: list[str] = dataclasses.field(default_factory=list)  # TFRecords without a sidecar
 
     def __len__(self) -> int:
@@ -59,7 +60,7 @@ def _gunzipped_copy(path: str, cache_dir: str, verify_crc: bool, skip_bad: bool,
         for data in tfrecord.read_records(path, verify_crc=verify_crc, skip_corrupt=skip_bad,
                                           stats=stats, compression="gzip"):
             w.write(data)
-    damaged.extend(stats.bad)
+    damaged.extend(stats.bad)  # (each ends the file: a gzip stream cannot be resynchronised)
     os.replace(tmp, out)
     return out
 
@@ -67,11 +68,32 @@ def _gunzipped_copy(path: str, cache_dir: str, verify_crc: bool, skip_bad: bool,
 def build_index(paths: Sequence[str], *, verify_crc: bool = True, skip_bad: bool = False,
                 cache_dir: str | None = None) -> RecordIndex:
     """Indexes every file; damage that hides the rest of a file raises CorruptRecordError, or
-    with skip_bad ends that file there and is listed in `damaged` (counted, never silent)."""
+    with skip_bad is stepped over (plain TFRecords: the next intact header is searched for; a
+    GZIP stream ends there), listed in `damaged` and counted in `lost` as one record per
+    damaged stretch, by reason (corrupt_record, truncated_record). A 0-byte shard is an error,
+    or with skip_bad listed and counted as an empty_file."""
     cache_dir = cache_dir or default_cache_dir()
     read_paths, kinds, tables, damaged, scanned = [], [], [], [], []
+    lost: dict[str, int] = {}
+
+    def count(reason: str, message: str) -> None:
+        damaged.append(message)
+        lost[reason] = lost.get(reason, 0) + 1
+
+    numbers = None  # record numbers in the file when damage was stepped over
     for fi, path in enumerate(paths):
-        if path.endswith(ARRAY_RECORD_SUFFIX):
+        if storage.size(path) == 0:
+            message = f"{path} is empty (0 bytes)"
+            if not skip_bad:
+                raise tfrecord.CorruptRecordError(
+                    path, 0, 0, "the file is empty (0 bytes; an interrupted copy or write?)",
+                    truncated=True, hint="Re-create or remove it, or set data.skip_bad=True to "
+                    "skip it (it is counted).")
+            count("empty_file", message)
+            kinds.append("tfrecord")
+            read_paths.append(path)
+            idx = np.zeros((0, 2), np.int64)
+        elif path.endswith(ARRAY_RECORD_SUFFIX):
             if storage.is_url(path):
                 raise ValueError(f"{path}: ArrayRecord files are read from local paths only; "
                                  "copy them to local disk or use TFRecord shards")
@@ -87,26 +109,37 @@ def build_index(paths: Sequence[str], *, verify_crc: bool = True, skip_bad: bool
             kinds.append("tfrecord")
             read = path
             if tfrecord.is_gzip(path):
-                read = _gunzipped_copy(path, cache_dir, verify_crc, skip_bad, damaged)
+                gz_damage: list[str] = []
+                read = _gunzipped_copy(path, cache_dir, verify_crc, skip_bad, gz_damage)
+                for m in gz_damage:
+                    count("truncated_record" if " is truncated: " in m else "corrupt_record", m)
             read_paths.append(read)
-            if read == path and storage.exists(tfrecord.index_path(path)):
-                idx, error = read_sidecar(path), None  # one small read, not one per record
+            sidecar = read == path and storage.exists(tfrecord.index_path(path))
+            if sidecar:
+                idx = read_sidecar(path)  # one small read, not one per record
+            elif skip_bad:
+                idx, numbers, errors = tfrecord.index_records_resync(read, verify_crc=verify_crc)
+                for e in errors:
+                    e = tfrecord.CorruptRecordError(path, e.index, e.offset, e.reason,
+                                                    truncated=e.truncated, hint="")
+                    count("truncated_record" if e.truncated else "corrupt_record", str(e))
             else:
                 idx, error = tfrecord.index_records(read, verify_crc=verify_crc, partial=True)
-                if read == path:  # a sidecar could have spared this (not for a GZIP copy)
-                    scanned.append(path)
-            if error is not None:
-                error = tfrecord.CorruptRecordError(
-                    path, error.index, error.offset, error.reason, truncated=error.truncated,
-                    hint="Re-create the shard, or set data.skip_bad=True to train on the "
-                         "records before the damage (the loss is counted).")
-                if not skip_bad:
-                    raise error
-                damaged.append(str(error))
+                if error is not None:
+                    raise tfrecord.CorruptRecordError(
+                        path, error.index, error.offset, error.reason, truncated=error.truncated,
+                        hint="Re-create the shard, or set data.skip_bad=True to skip the damaged "
+                             "stretch and train on the rest (the loss is counted).")
+            if read == path and not sidecar:
+                scanned.append(path)  # a sidecar could have spared this (not for a GZIP copy)
         n = len(idx)
-        tables.append(np.concatenate([np.full((n, 1), fi), np.arange(n)[:, None], idx], 1))
+        if numbers is None:
+            numbers = np.arange(n)
+        tables.append(np.concatenate([np.full((n, 1), fi), numbers[:, None], idx], 1))
+        numbers = None
     rows = (np.concatenate(tables).astype(np.int64) if tables else np.zeros((0, 4), np.int64))
-    return RecordIndex(list(paths), read_paths, kinds, rows, damaged, scanned)
+    return RecordIndex(list(paths), read_paths, kinds, rows, damaged=damaged, lost=lost,
+                       scanned=scanned)
 
 
 def read_sidecar(path: str) -> np.ndarray:

@@ -1,6 +1,7 @@
 """`strongaudio inspect`: what a set of shards holds, and any one record in full.
 
-Reads every record sequentially (CRCs checked, damage counted instead of raised) and reports
+Reads every record (CRCs checked, damage counted instead of raised; the records after a
+damaged header are found again, as data.skip_bad finds them) and reports
 records, hours of audio, sample rates and formats, caption length distribution (words), the
 most frequent tags, and corrupt or unparseable records with where they are.
 """
@@ -14,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-from strongaudio_jax.data import index as index_lib, schema, tfrecord
+from strongaudio_jax.data import index as index_lib, schema, storage, tfrecord
 
 
 class RecordNotFoundError(FileNotFoundError):
@@ -29,7 +30,27 @@ def _records(path: str, stats: tfrecord.ReadStats):
             stats.records += 1
             yield i, reader.read(i)
         return
-    yield from enumerate(tfrecord.read_records(path, skip_corrupt=True, stats=stats))
+    if tfrecord.is_gzip(path):  # (a damaged gzip stream ends the file there)
+        yield from enumerate(tfrecord.read_records(path, skip_corrupt=True, stats=stats))
+        return
+    # Plain files: step over a damaged header to the records after it, as data.skip_bad does.
+    rows, numbers, errors = tfrecord.index_records_resync(path)
+    for e in errors:
+        stats.bad.append(str(e))
+        stats.truncated += e.truncated
+        stats.corrupt += not e.truncated
+    with storage.open_file(path) as f:
+        for (offset, length), i in zip(rows.tolist(), numbers.tolist()):
+            f.seek(offset)
+            try:
+                data = tfrecord.check_record_at(f.read(length + 4), offset, length, path=path,
+                                                index=i)
+            except tfrecord.CorruptRecordError as e:
+                stats.bad.append(str(e))
+                stats.corrupt += 1
+                continue
+            stats.records += 1
+            yield i, data
 
 
 def _num_samples(clip: schema.Clip) -> int:

@@ -19,7 +19,9 @@ import contextlib
 import hashlib
 import json
 import multiprocessing
+import signal
 import sys
+import threading
 import weakref
 from multiprocessing import shared_memory
 
@@ -114,8 +116,14 @@ class BatchIterator(grain.DatasetIterator):
             self._pool.start(self._next, self._draws)
 
     def bad_counts(self) -> dict[str, int]:
-        """Records skipped so far (skip_bad=True) by reason, across restarts of the run."""
-        return dict(self._bad)
+        """Records skipped so far (skip_bad=True) by reason, across restarts of the run, with
+        those lost to damage found while indexing (every process indexes every file: process
+        0 counts them, so sums over processes count them once)."""
+        bad = collections.Counter(self._bad)
+        if self._ds.process_index == 0:
+            for c in self._spec.corpora:
+                bad.update(c.index.lost)
+        return dict(bad)
 
     def outside_vocab(self) -> batcher.OutsideVocab:
         """Tag occurrences (and records holding them) delivered so far that the vocabulary
@@ -185,7 +193,7 @@ class _Pool:
             proc = ctx.Process(target=batcher.worker_main, daemon=True,
                                args=(child, spec, shm.name, self.slot_bytes),
                                name=f"strongaudio-data-{w}")
-            with _main_module_hidden():
+            with _main_module_hidden(), _stop_signals_blocked():
                 proc.start()
             child.close()
             self.shms.append(shm)
@@ -237,6 +245,27 @@ class _Pool:
 
     def close(self) -> None:
         self._finalizer()
+
+
+@contextlib.contextmanager
+def _stop_signals_blocked():
+    """Workers ignore SIGINT and SIGTERM (`batcher.worker_main`): a cluster's preemption notice
+    and Ctrl-C reach the whole process group, and the training process must still get its
+    batches while it finishes the step and saves; it shuts the workers down afterwards.
+    Blocking the signals while a worker starts (the child inherits the mask) closes the window
+    before the worker has set its handlers; a signal meant for this process meanwhile stays
+    pending and is delivered when they are unblocked (as multiprocessing's resource tracker does)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 @contextlib.contextmanager

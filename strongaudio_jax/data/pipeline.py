@@ -16,6 +16,7 @@ in the checkpoint resumes at the identical next batch.
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 from typing import Iterator, Mapping, Sequence
@@ -23,6 +24,7 @@ from typing import Iterator, Mapping, Sequence
 import jax
 import numpy as np
 
+from strongaudio_jax.config import ConfigError
 from strongaudio_jax.data import batcher, index as index_lib, loader, schema, storage, tfrecord
 from strongaudio_jax.data.featurize import Featurizer  # noqa: F401 (re-exported)
 
@@ -126,7 +128,7 @@ def train_dataset(files: Sequence[str] | Mapping[str, tuple[Sequence[str], float
     """
     count, me = jax.process_count(), jax.process_index()
     if batch_size % count:
-        raise ValueError(f"global batch size {batch_size} is not divisible by {count} processes")
+        raise ConfigError(f"data.batch_size={batch_size} is not divisible by {count} processes")
     if not isinstance(files, Mapping):
         files = {"train": (list(files), 1.0)}
     corpora = []
@@ -136,8 +138,8 @@ def train_dataset(files: Sequence[str] | Mapping[str, tuple[Sequence[str], float
         corpora.append(batcher.Corpus(name, idx, host_rows(idx, me, count, name)))
     total = sum(len(c.rows) for c in corpora)
     if len(files) == 1 and total < batch_size // count:
-        raise ValueError(f"{corpora[0].name}: {total} records on this host, fewer than one "
-                         f"batch ({batch_size // count})")
+        raise ConfigError(f"{corpora[0].name}: {total} records on this host, fewer than one "
+                          f"batch ({batch_size // count}); lower data.batch_size or add data")
     weights = np.array([w for _, w in files.values()], np.float64)
     spec = batcher.BatchSpec(corpora, weights / weights.sum(), seed, batch_size // count,
                              featurizer, wave_dtype, verify_crc, skip_bad)
@@ -165,13 +167,70 @@ def waveform_to_float(batch: Mapping) -> dict:
     return {**batch, "waveform": wave}
 
 
+class BadData:
+    """The bad-data policy of every pass over the records (vocabulary, statistics, evaluation;
+    training's is `batcher.BatchFiller`): strict (skip=False) raises the record's own error,
+    which names file, record number and reason; skip=True (data.skip_bad) skips the record and
+    counts it by reason (`batcher.BAD_REASONS`), damage found while indexing included."""
+
+    def __init__(self, skip: bool = False):
+        self.skip = skip
+        self.counts: collections.Counter = collections.Counter()
+        self.messages: list[str] = []  # the first few
+
+    def handle(self, e: Exception) -> None:
+        """Call in an `except` block: re-raises `e` unless it is bad data to skip."""
+        reason = batcher.bad_reason(e)
+        if reason is None or not self.skip:
+            raise e
+        self.count(reason, str(e))
+
+    def count(self, reason: str, message: str) -> None:
+        self.counts[reason] += 1
+        if len(self.messages) < 3:
+            self.messages.append(message)
+
+    def summary(self) -> str:
+        """One line for the logs ('' when nothing was skipped)."""
+        if not self.counts:
+            return ""
+        return (f"data.skip_bad: skipped {sum(self.counts.values())} bad record(s) "
+                f"{dict(self.counts)}, e.g. {self.messages[0]}")
+
+
+def records(files: Sequence[str], verify_crc: bool = True, bad: BadData | None = None
+            ) -> Iterator[tuple[bytes, str]]:
+    """(record bytes, 'file record i') of every record of `files` once, in file order; bad
+    ones raise or are counted in `bad` (see BadData)."""
+    bad = bad or BadData()
+    idx = index_lib.build_index(list(files), verify_crc=verify_crc, skip_bad=bad.skip)
+    bad.counts.update(idx.lost)  # damage found while indexing (skip_bad only)
+    bad.messages = (bad.messages + idx.damaged)[:3]
+    reader = index_lib.RecordReader(idx, verify_crc)
+    try:
+        for row in range(len(idx)):
+            try:
+                data = reader.read(row)
+            except Exception as e:  # noqa: BLE001 (bad data is counted or re-raised)
+                bad.handle(e)
+                continue
+            yield data, reader.where(row)
+    finally:
+        reader.close()
+
+
 class TFRecordSource:
     """Random access over the records of several shard files: (record bytes, 'file record i')."""
 
-    def __init__(self, paths: Sequence[str], verify_crc: bool = True):
-        self._reader = index_lib.RecordReader(index_lib.build_index(list(paths),
-                                                                    verify_crc=verify_crc),
-                                              verify_crc)
+    def __init__(self, paths: Sequence[str], verify_crc: bool = True, bad: BadData | None = None):
+        """With `bad` skipping, damage found while indexing is counted there and the records
+        after it are left out (see BadData)."""
+        skip = bad is not None and bad.skip
+        idx = index_lib.build_index(list(paths), verify_crc=verify_crc, skip_bad=skip)
+        if skip:
+            bad.counts.update(idx.lost)
+            bad.messages = (bad.messages + idx.damaged)[:3]
+        self._reader = index_lib.RecordReader(idx, verify_crc)
 
     def __len__(self) -> int:
         return len(self._reader.index)
@@ -185,38 +244,56 @@ class TFRecordSource:
 
 
 def eval_batches(files: Sequence[str], featurizer: Featurizer, batch_size: int,
-                 verify_crc: bool = True) -> Iterator[tuple[dict, list[schema.Clip]]]:
+                 verify_crc: bool = True, bad: BadData | None = None
+                 ) -> Iterator[tuple[dict, list[schema.Clip]]]:
     """Every record once, in file order, in fixed-size batches; the last is padded and
-    its padding rows have valid=False. Yields (batch, clips) so labels stay at hand."""
-    source = TFRecordSource(files, verify_crc)
-    for start in range(0, len(source), batch_size):
-        records = [source[i] for i in range(start, min(start + batch_size, len(source)))]
-        rows = [featurizer(r) for r in records]
-        clips = [schema.example_to_clip(*r) for r in records]
-        while len(rows) < batch_size:
-            rows.append({**rows[0], "valid": np.False_})
+    its padding rows have valid=False. Yields (batch, clips) so labels stay at hand. Bad
+    records raise, or with `bad` skipping are left out and counted."""
+    bad = bad or BadData()
+    rows, clips = [], []
+    for record in records(files, verify_crc, bad):
+        try:
+            row, clip = featurizer(record), schema.example_to_clip(*record)
+        except Exception as e:  # noqa: BLE001 (bad data is counted or re-raised)
+            bad.handle(e)
+            continue
+        rows.append(row)
+        clips.append(clip)
+        if len(rows) == batch_size:
+            yield {k: np.stack([r[k] for r in rows]) for k in rows[0]}, clips
+            rows, clips = [], []
+    if rows:
+        n = len(rows)
+        rows += [{**rows[0], "valid": np.False_}] * (batch_size - n)
         yield {k: np.stack([r[k] for r in rows]) for k in rows[0]}, clips
 
 
-def tag_vocabulary(files: Sequence[str], min_count: int = 1) -> list[str]:
-    """Tags of a corpus by descending document frequency (ties alphabetical)."""
+def tag_vocabulary(files: Sequence[str], min_count: int = 1, *, verify_crc: bool = True,
+                   bad: BadData | None = None) -> list[str]:
+    """Tags of a corpus by descending document frequency (ties alphabetical). Bad records
+    raise, or with `bad` skipping (data.skip_bad) are counted and left out."""
+    bad = bad or BadData()
     counts: dict[str, int] = {}
-    for path in files:
-        if path.endswith(index_lib.ARRAY_RECORD_SUFFIX):
-            source = TFRecordSource([path])
-            records = (source[i][0] for i in range(len(source)))
-        else:
-            records = tfrecord.read_records(path)
-        for data in records:
-            for t in set(schema.example_to_clip(data, path).tags):
-                counts[t] = counts.get(t, 0) + 1
+    for data, where in records(files, verify_crc, bad):
+        try:
+            tags = schema.example_to_training_fields(data, where)[3]
+        except Exception as e:  # noqa: BLE001 (bad data is counted or re-raised)
+            bad.handle(e)
+            continue
+        for t in set(tags):
+            counts[t] = counts.get(t, 0) + 1
     return sorted((t for t, c in counts.items() if c >= min_count), key=lambda t: (-counts[t], t))
 
 
 def load_vocabulary(path: str) -> list[str]:
     """A UTS vocabulary file as released (`label_K.json`: {"0": "tag", "1": ...})."""
     with storage.open_file(path) as f:
-        table = json.load(f)
+        try:
+            table = json.load(f)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{path} is not a JSON vocabulary file ({e}); expected "
+                             "{\"0\": tag, \"1\": tag, ...} as in the released UTS "
+                             "label_K.json files") from None
     try:
         return [table[str(i)] for i in range(len(table))]
     except (KeyError, TypeError):

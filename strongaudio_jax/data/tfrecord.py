@@ -26,7 +26,8 @@ _HEADER_SIZE = 12
 _FOOTER_SIZE = 4
 _READ_BUFFER = 1 << 20  # large buffered reads: one syscall serves many small records
 _GZIP_MAGIC = b"\x1f\x8b"
-_HINT = "Re-create the shard or pass skip_corrupt=True to skip and count bad records."
+_HINT = ("Re-create the shard, or set data.skip_bad=True to skip bad records and count them "
+         "(read_records: skip_corrupt=True).")
 _HINT_RANDOM_ACCESS = "Re-create the shard (or rebuild its index if the file has changed)."
 
 
@@ -52,7 +53,7 @@ class CorruptRecordError(IOError):
         what = "truncated" if truncated else "corrupt"
         stream = " of the decompressed stream" if decompressed else ""
         super().__init__(f"{self.path}: record {index} at byte offset {offset}{stream} is {what}: "
-                         f"{reason}. {hint}")
+                         f"{reason}." + (f" {hint}" if hint else ""))
 
     def __reduce__(self):  # keeps the error picklable across data-loader worker processes
         return _rebuild_error, (self.path, self.index, self.offset, self.reason,
@@ -274,6 +275,97 @@ def index_records(path, *, verify_crc: bool = True, partial: bool = False):
             offset = end
     rows = np.array(rows, dtype=np.int64).reshape(-1, 2)
     return (rows, None) if partial else rows
+
+
+def index_records_resync(path, *, verify_crc: bool = True):
+    """`index_records` that steps over damage instead of stopping there: after a damaged
+    header it searches for the next intact one (its length CRC must match and its record fit
+    the file, as must the one after it) and goes on. Returns (rows, record numbers, errors):
+    each error is one stretch of the file that could not be read, counted as one lost record
+    (a damaged header hides how many records its stretch held; usually one), and the records
+    after it are numbered on from it. Errors carry no hint."""
+    path = os.fspath(path)
+    rows, numbers, errors, start = [], [], [], 0
+    size = storage.size(path)
+    while start < size:
+        first = len(rows) + len(errors)
+        part, error = _index_from(path, start, size, verify_crc, first=first)
+        rows.extend(part.tolist())
+        numbers.extend(range(first, first + len(part)))
+        if error is None:
+            break
+        errors.append(error)
+        start = None if error.truncated else _next_header(path, error.offset + 1, size)
+        if start is None:
+            break
+    return (np.array(rows, dtype=np.int64).reshape(-1, 2), np.array(numbers, np.int64), errors)
+
+
+def _index_from(path: str, offset: int, size: int, verify_crc: bool, first: int):
+    rows = []
+    with storage.open_file(path) as f:
+        while offset < size:
+            f.seek(offset)
+            header = f.read(_HEADER_SIZE)
+            problem = truncated = None
+            if len(header) < _HEADER_SIZE:
+                problem = f"expected a {_HEADER_SIZE}-byte header, file ends after {len(header)}"
+                truncated = True
+            else:
+                length, length_crc = _HEADER.unpack(header)
+                end = offset + _HEADER_SIZE + length + _FOOTER_SIZE
+                if verify_crc and masked_crc(header[:8]) != length_crc:
+                    problem = "length CRC mismatch (the record header is damaged)"
+                elif end > size:
+                    have = min(length, size - offset - _HEADER_SIZE)
+                    problem = f"expected {length} data bytes, file ends after {have} of them"
+                    truncated = True
+            if problem:
+                return (np.array(rows, np.int64).reshape(-1, 2),
+                        CorruptRecordError(path, first + len(rows), offset, problem,
+                                           truncated=bool(truncated), hint=""))
+            rows.append((offset + _HEADER_SIZE, length))
+            offset = end
+    return np.array(rows, np.int64).reshape(-1, 2), None
+
+
+def _valid_header(buf: bytes, at: int, offset: int, size: int) -> int | None:
+    """The end of the record whose header is buf[at:at+12] (at file `offset`), None if the
+    header's CRC fails or the record would not fit the file."""
+    header = buf[at:at + _HEADER_SIZE]
+    if len(header) < _HEADER_SIZE:
+        return None
+    length, crc = _HEADER.unpack(header)
+    end = offset + _HEADER_SIZE + length + _FOOTER_SIZE
+    return end if end <= size and masked_crc(header[:8]) == crc else None
+
+
+def _next_header(path: str, start: int, size: int, chunk: int = 16 << 20) -> int | None:
+    """The first offset >= start where an intact record header begins and the record after
+    it is intact too (or the file ends there). Lengths below 2^32 (4 high bytes zero) are
+    the candidates; their CRCs are checked one by one."""
+    with storage.open_file(path) as f:
+        pos = start
+        while pos + _HEADER_SIZE <= size:
+            f.seek(pos)
+            buf = f.read(chunk + _HEADER_SIZE)
+            a = np.frombuffer(buf, np.uint8)
+            n = len(a) - _HEADER_SIZE + 1
+            if n <= 0:
+                return None
+            zero = a == 0
+            cand = np.flatnonzero(zero[4:4 + n] & zero[5:5 + n] & zero[6:6 + n] & zero[7:7 + n])
+            for i in cand.tolist():
+                end = _valid_header(buf, i, pos + i, size)
+                if end is None:
+                    continue
+                if end == size:
+                    return pos + i
+                f.seek(end)
+                if _valid_header(f.read(_HEADER_SIZE), 0, end, size) is not None:
+                    return pos + i
+            pos += n
+    return None
 
 
 def read_record_at(f: BinaryIO, offset: int, length: int, *, verify_crc: bool = True,

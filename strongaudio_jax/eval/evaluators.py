@@ -103,27 +103,62 @@ def on_mesh(fn: Callable, mesh, rules=None):
     return jax.jit(mesh_lib.on_mesh(mesh, fn, rules), out_shardings=replicated)
 
 
+def _any_row(featurizer: pipeline.Featurizer, source, keep: np.ndarray) -> dict:
+    """A decoded row of the first record that decodes (its shapes pad masked rows)."""
+    for i in np.flatnonzero(keep):
+        try:
+            return featurizer(source[i])
+        except Exception:  # noqa: BLE001 (counted where it was read for its own row)
+            continue
+    raise ValueError(f"{source}: no record could be decoded (all skipped as bad data)")
+
+
 def embed(files: Sequence[str], featurizer: pipeline.Featurizer, jitted: Callable, params,
-          batch_size: int, mesh, rules=None, max_clips: int = 0, verify_crc: bool = True):
-    """(jitted(params, batch)'s outputs (`jitted` from `on_mesh`) for every record, concatenated in record order, and the
-    records' clips (labels; audio not decoded)). Every process decodes only its own rows of each
-    global batch of `batch_size`; the last batch is padded with valid=False rows, dropped here."""
+          batch_size: int, mesh, rules=None, max_clips: int = 0, verify_crc: bool = True,
+          bad: pipeline.BadData | None = None):
+    """(jitted(params, batch)'s outputs (`jitted` from `on_mesh`) for every record, concatenated
+    in record order, and the records' clips (labels; audio not decoded)). Every process decodes
+    only its own rows of each global batch of `batch_size`; the last batch is padded with
+    valid=False rows, dropped here. Bad records raise, or with `bad` skipping (data.skip_bad)
+    are counted there and left out of both results."""
     count, me = jax.process_count(), jax.process_index()
     if batch_size % count:
         raise ConfigError(f"evaluation batch size {batch_size} is not divisible by {count} processes")
+    bad = bad or pipeline.BadData()
     local = batch_size // count
-    source = pipeline.TFRecordSource(list(files), verify_crc)
+    source = pipeline.TFRecordSource(list(files), verify_crc, bad)
     n = min(max_clips, len(source)) if max_clips else len(source)
+    clips, keep = [None] * n, np.ones(n, bool)  # every process parses every record's labels
+    for i in range(n):
+        try:
+            clips[i] = schema.example_to_clip(*source[i])
+        except Exception as e:  # noqa: BLE001 (bad data is counted or re-raised)
+            bad.handle(e)
+            keep[i] = False
+    failed = np.zeros(n, bool)  # audio this process could not decode (its rows only)
     outs = []
     for b in range(math.ceil(n / batch_size)):
         first = b * batch_size + me * local  # this process's rows: first .. first + local - 1
-        rows = [featurizer(source[i]) for i in range(first, min(first + local, n))]
-        template = rows[0] if rows else featurizer(source[0])
-        while len(rows) < local:
-            rows.append({**template, "valid": np.False_})
+        rows = []
+        for i in range(first, min(first + local, n)):
+            try:
+                rows.append(featurizer(source[i]) if keep[i] else None)
+            except Exception as e:  # noqa: BLE001 (bad data is counted or re-raised)
+                bad.handle(e)
+                failed[i] = True
+                rows.append(None)
+        template = next((r for r in rows if r is not None), None)
+        if template is None:  # nothing decodable in this process's rows: shapes from another
+            template = _any_row(featurizer, source, keep)
+        rows = [{**template, "valid": np.False_} if r is None else r for r in rows]
+        rows += [{**template, "valid": np.False_}] * (local - len(rows))
         batch = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
         out = jax.device_get(jitted(params, mesh_lib.global_batch(batch, mesh, rules)))
         real = min(batch_size, n - b * batch_size)
         outs.append(jax.tree.map(lambda x: np.asarray(x)[:real], out))
-    clips = [schema.example_to_clip(*source[i]) for i in range(n)]
-    return jax.tree.map(lambda *xs: np.concatenate(xs), *outs), clips
+    if count > 1:  # every process drops the records any of them could not decode
+        from jax.experimental import multihost_utils
+        failed = np.asarray(multihost_utils.process_allgather(failed)).any(0)
+    keep &= ~failed
+    out = jax.tree.map(lambda *xs: np.concatenate(xs), *outs)
+    return jax.tree.map(lambda x: x[keep], out), [c for c, k in zip(clips, keep) if k]

@@ -142,10 +142,13 @@ class Evaluator:
     def _embed(self, params, files):
         from strongaudio_jax.eval import evaluators
 
+        bad = pipeline.BadData(skip=self.ctx.cfg.data.get("skip_bad", False))
         out, clips = evaluators.embed(files, self.featurizer, self.jitted, params["encoder"],
                                       self.c["batch_size"], self.ctx.mesh,
                                       self.ctx.program.rules, self.c["max_clips"],
-                                      self.ctx.cfg.data.verify_crc)
+                                      self.ctx.cfg.data.verify_crc, bad)
+        if bad.counts:
+            self.ctx.logger.info(f"evals.{self.name}: {bad.summary()}")
         return out, [dict(c.labels) for c in clips]
 
     def run(self, params, step: int) -> dict:

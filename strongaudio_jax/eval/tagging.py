@@ -56,10 +56,13 @@ class Evaluator:
         """Scores every clip with the tag head and logs the mAP (overall and per domain)."""
         from strongaudio_jax.eval import evaluators
 
+        bad = pipeline.BadData(skip=self.ctx.cfg.data.get("skip_bad", False))
         (logits, tags), clips = evaluators.embed(
             self.files, self.featurizer, self.jitted, params, self.c["batch_size"],
             self.ctx.mesh, self.ctx.program.rules, self.c["max_clips"],
-            self.ctx.cfg.data.verify_crc)
+            self.ctx.cfg.data.verify_crc, bad)
+        if bad.counts:
+            self.ctx.logger.info(f"evals.{self.name}: {bad.summary()}")
         domains = np.array([dict(c.labels).get("domain", "") for c in clips])
         result = report(logits, tags, domains)
         with_positive = int((tags > 0.5).any(0).sum())

@@ -47,15 +47,23 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
         except (OSError, ValueError) as e:
             raise ConfigError(f"data.vocab_file: {e}") from e
     else:  # the training corpus's own tags (one pass over the records)
-        vocab = pipeline.tag_vocabulary(train_files, cfg.data.vocab_min_count)
+        bad = pipeline.BadData(skip=cfg.data.skip_bad)
+        vocab = pipeline.tag_vocabulary(train_files, cfg.data.vocab_min_count,
+                                        verify_crc=cfg.data.verify_crc, bad=bad)
+        if bad.counts:
+            logger.info(f"vocabulary pass: {bad.summary()}")
     if not vocab:
-        raise ValueError(f"the training files hold no tag seen >= {cfg.data.vocab_min_count} times")
+        raise ConfigError(f"the training files ({len(train_files)}, e.g. {train_files[0]}) hold "
+                          f"no tag seen >= {cfg.data.vocab_min_count} times "
+                          "(data.vocab_min_count); check data.train_files, or give a "
+                          "vocabulary as data.vocab_file")
     if jax.process_index() == 0:
         storage.write_text(storage.join(workdir, "vocab.json"),
                            json.dumps({str(i): t for i, t in enumerate(vocab)}, indent=1))
     if cfg.frontend.get("stats_file") and jax.process_index() == 0:  # evaluation reads this copy
         storage.copy(cfg.frontend.stats_file, storage.join(workdir, "frontend_stats.json"))
     program = step_lib.build(cfg, len(vocab), vocab)  # the pure functions (train/step.py)
+    _check_batch_splits(cfg.data.batch_size, mesh, program.rules)
     extra = text_fields.from_config(cfg, program.text_fields)  # text the objectives read
     if extra is not None and jax.process_index() == 0:  # text objectives' vocabulary
         storage.write_text(storage.join(workdir, "text_vocab.txt"),
@@ -71,7 +79,8 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
                                      cfg.data.verify_crc, cfg.data.workers,
                                      skip_bad=cfg.data.skip_bad)
     for damage in pipeline.damaged_at_indexing(dataset):  # only with data.skip_bad
-        logger.info(f"data.skip_bad: skipping the rest of a damaged file: {damage}")
+        logger.info(f"data.skip_bad: skipped while indexing (counted in skipped_records): "
+                    f"{damage}")
     scanned = pipeline.remote_shards_scanned(dataset)
     if scanned:
         logger.info(f"data: {len(scanned)} remote shard(s) have no <shard>.idx, so every host "
@@ -125,16 +134,16 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
     pending, history = [], []
     skipped = 0
     t_log, data_wait = time.perf_counter(), 0.0
-    last_saved = mngr.latest_step()
 
     def drain():
         """Fetches pending metrics; stops on a non-finite loss before anything is saved."""
         nonlocal pending, skipped
         for s, m in jax.device_get(pending):
             if m["nonfinite"] and not skip_nonfinite:
+                kept = _finish_saves(mngr, logger)  # the step named is committed, not in flight
                 raise NonFiniteLossError(
                     f"loss is {m['loss']} (gradient norm {m['grad_norm']}) at step {s}; last good "
-                    f"checkpoint: {'step ' + str(last_saved) if last_saved else 'none'} in "
+                    f"checkpoint: {'step ' + str(kept) if kept is not None else 'none'} in "
                     f"{mngr.directory}. Lower optimizer.lr, check the data, or set "
                     f"train.skip_nonfinite=True to skip such updates (they are counted).")
             skipped += int(m["nonfinite"])
@@ -145,6 +154,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
     flops_per_step = None
     profile = tuple(cfg.train.profile_steps)  # (first, last): trace steps first+1 .. last
     stop = preemption.StopWatcher()
+    step = start
     try:
         for step in range(start + 1, total + 1):
             t0 = time.perf_counter()
@@ -163,7 +173,8 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
                 tflops = flops_per_step * n / elapsed / 1e12  # per device
                 bad, outside = _pod_data_counts(data_iter)  # every process takes part
                 if bad != bad_logged:
-                    logger.info(f"data.skip_bad: bad records skipped so far {bad}, e.g. "
+                    logger.info(f"data: records skipped (data.skip_bad) or resampled "
+                                f"(data.resample) so far {bad}, e.g. "
                                 f"{data_iter.bad_messages[-1] if data_iter.bad_messages else ''}")
                     bad_logged = bad
                 if outside.occurrences and not outside_logged:
@@ -171,7 +182,9 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
                     outside_logged = True
                 logger.metrics(step, total, history[-1], samples_per_s=n * cfg.data.batch_size /
                                elapsed, data_wait=data_wait / elapsed, skipped_updates=skipped,
-                               skipped_records=sum(bad.values()),
+                               skipped_records=sum(v for k, v in bad.items()
+                                                   if k != "resampled"),
+                               resampled_records=bad.get("resampled", 0),
                                tags_outside_vocab=outside.occurrences,
                                tflops_per_device=tflops,
                                mfu=tflops / peak if (peak := flops.peak_tflops(jax.devices()[0]))
@@ -181,7 +194,6 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
             if step % cfg.train.checkpoint_every == 0 or step == total or stopping:
                 drain()
                 checkpoint.save(mngr, step, state, data_iter)
-                last_saved = step
             if any(evaluators_lib.due(ev.every, cfg, step) for ev in evals):
                 evaluate(state, step)
             if step == profile[0]:  # jax.profiler writes local files: a bucket gets a copy
@@ -197,13 +209,31 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
                             f"{storage.join(workdir, 'profile')}")
             if stopping:
                 mngr.wait_until_finished()
+                data_iter.close()  # workers ignore the signal; they end once the save is done
                 logger.info(f"{stop.reason} received: saved step {step} in {mngr.directory}; "
                             "run the same command again to resume")
                 logger.close()
                 return {"history": history, "probe": [], "vocab": vocab, "state": state,
                         "stopped_at": step}
+    except Exception as e:  # a handled error (bad data, NaN loss, ...): keep what was saved
+        if isinstance(e, NonFiniteLossError):
+            pass  # (that one waited, on every process, and names the step)
+        elif jax.process_count() == 1:
+            kept = _finish_saves(mngr, logger)
+            logger.info(f"stopped by an error at step {step}; last complete "
+                        f"checkpoint: {'step ' + str(kept) if kept is not None else 'none'} in "
+                        f"{mngr.directory}")
+        else:  # a save is collective: the other processes may never finish this one with us
+            print(f"[strongaudio] process {jax.process_index()} stopped by an error at step "
+                  f"{step}; a save in flight is not waited for (the others may not reach it): "
+                  "the next start resumes from the last complete checkpoint", flush=True)
+            raise
+        if best_mngr:
+            _finish_saves(best_mngr, logger)
+        raise
     finally:
         stop.close()
+        data_iter.close()
     mngr.wait_until_finished()
     if skipped:
         logger.info(f"{skipped} update(s) skipped because the loss or gradient was not finite")
@@ -220,6 +250,30 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
     logger.close()
     return {"history": history, "probe": results, "scores": scores, "vocab": vocab,
             "state": state}
+
+
+def _check_batch_splits(batch_size: int, mesh, rules) -> None:
+    """The global batch must split evenly over the data-parallel devices."""
+    spec = mesh_lib.batch_sharding(mesh, 1, rules).spec[0]
+    axes = [a for a in (spec if isinstance(spec, tuple) else (spec,)) if a]
+    n = int(np.prod([mesh.shape[a] for a in axes])) if axes else 1
+    if batch_size % n:
+        raise ConfigError(f"data.batch_size={batch_size} does not split over the {n} "
+                          f"data-parallel devices (mesh axes {', '.join(axes)}); use a "
+                          f"multiple of {n}")
+
+
+def _finish_saves(mngr, logger) -> int | None:
+    """Waits for the checkpoint saves still being written (they are asynchronous and trail the
+    step) and returns the last complete step; says so when a save could not complete."""
+    try:
+        mngr.wait_until_finished()
+    except Exception as e:  # noqa: BLE001 (the error that ends the run is the one to show)
+        mngr.reload()  # what is on disk, not what was started
+        logger.info(f"checkpoint: a save in {mngr.directory} did not complete "
+                    f"({type(e).__name__}: {e}); the last complete one is step "
+                    f"{mngr.latest_step()}")
+    return mngr.latest_step()
 
 
 def _pod_data_counts(data_iter) -> tuple[dict, batcher.OutsideVocab]:
