@@ -20,6 +20,14 @@ from tests.conftest import REPO, _synthetic_clip
 TAGS = ["click", "hiss", "music", "noise", "percussive", "rhythm", "sine", "static", "tone"]
 
 
+@pytest.fixture(autouse=True)
+def _no_persistent_cache_in_process(monkeypatch):
+    """A job run inside pytest would turn JAX's persistent compilation cache on for the rest
+    of the session; the jobs run as subprocesses below keep it on (in their tmp folder)."""
+    from strongaudio_jax.infer import engine
+    monkeypatch.setattr(engine, "enable_compilation_cache", lambda path: "off (in-process test)")
+
+
 def _make_export(out: pathlib.Path, spec: str, overrides=()) -> pathlib.Path:
     """An export directory (the files infer/model.py reads) of a randomly initialised model."""
     import flax.linen as nn
@@ -196,6 +204,7 @@ def test_sigkill_and_restart_give_the_same_shards(mtc_export, tmp_path, where, a
                        timeout=600)
     assert p.returncode == 0, p.stderr
     assert _shard_bytes(killed) == _shard_bytes(whole)
+    assert any((tmp_path / "cache").iterdir())  # the compiled programs, for the restart
     assert sorted(os.listdir(work)) == sorted(os.listdir(whole / "_inference"))
     assert json.loads((killed / "summary.json").read_text())["counts"]["written"] == 18
 
