@@ -111,3 +111,30 @@ def test_placeholders_and_features():
     assert output_lengths(frames).tolist() == [10, 6]
     # padding after a clip is Whisper's silence: the clip's peak - 2 (normalised units)
     np.testing.assert_allclose(feats[1, 25:], feats[1, :25].max() - 2.0, rtol=1e-6)
+
+
+def test_load_onto_a_mesh(tmp_path):
+    """Parameters read straight into their shards on a (data 2, tensor 4) mesh equal the host
+    copy, placed as generate.shard_params places them."""
+    from strongaudio_jax.infer import generate as gen
+    from strongaudio_jax.parallel.mesh import make_mesh
+    import jax
+
+    write_checkpoint(tmp_path / "hf")
+    assert cli.main(["import-hf", "--from", str(tmp_path / "hf"), "--out",
+                     str(tmp_path / "out")]) == 0
+    mesh = make_mesh({"data": 2, "tensor": 4})
+    model, host = import_hf.load(str(tmp_path / "out"))
+    _, sharded = import_hf.load(str(tmp_path / "out"), mesh=mesh)
+    expected = gen.param_shardings(model, mesh)
+    flat = jax.tree_util.tree_leaves_with_path(sharded)
+    assert len(flat) == len(jax.tree.leaves(host))
+    for path, leaf in flat:
+        want = expected
+        for key in path:
+            want = want[key.key]
+        assert leaf.sharding == want, path
+    up = sharded["language_model"]["layers_0"]["mlp"]["up_proj"]["kernel"]
+    assert up.sharding.spec[1] == "tensor" and len(up.addressable_shards) == 8
+    for a, b in zip(jax.tree.leaves(host), jax.tree.leaves(sharded)):
+        np.testing.assert_array_equal(a, np.asarray(b))

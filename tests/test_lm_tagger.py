@@ -90,6 +90,13 @@ def test_uts_tag_with_imported_lm_then_build(tmp_path, capsys):
     assert all(r["status"] in ("ok", "repaired") and r["tags"] == TAGS
                for r in rows), rows
     assert rows[0]["extractor"] == "jax-lm:lm"
+    # the same on a (data 2, tensor 4) mesh of the 8 CPU devices, model restored onto it
+    assert cli.main(["uts", "tag", "--captions", str(tmp_path / "captions.jsonl"), "--out",
+                     str(tmp_path / "tags_tp.jsonl"), "--extractor", "lm", "--model",
+                     str(tmp_path / "lm"), "--batch-size", "2", "--max-new-tokens", "8",
+                     "--tensor-parallel", "4"]) == 0
+    rows_tp = [json.loads(line) for line in (tmp_path / "tags_tp.jsonl").read_text().splitlines()]
+    assert {r["id"]: r["tags"] for r in rows_tp} == {r["id"]: r["tags"] for r in rows}
     assert cli.main(["uts", "build", "--tags", str(tags), "--k", "2",
                      "--out-dir", str(tmp_path / "uts")]) == 0
     vocab = json.loads((tmp_path / "uts" / "label_2.json").read_text())

@@ -122,17 +122,17 @@ class Captioner:
 
     def __init__(self, directory: str, mesh: Mesh | None = None, dtype=None):
         from strongaudio_jax.infer import chat, import_hf
-        model, params = import_hf.load(directory, dtype)
-        if not isinstance(model, AudioLM):
-            raise ValueError(f"{directory} holds a {model.cfg.model_type} text-only LM; "
+        cfg = import_hf.load_config(directory)
+        if not hasattr(cfg, "audio"):
+            raise ValueError(f"{directory} holds a {cfg.model_type} text-only LM; "
                              f"captioning needs an audio-language model (qwen2_audio)")
-        self.model, self.mesh = model, mesh
-        self.params = gen.shard_params(model, params, mesh) if mesh is not None else params
+        self.model, self.params = import_hf.load(directory, dtype, mesh=mesh)
+        self.mesh = mesh
         self.tokenizer = chat.ChatTokenizer(directory)
-        self.placeholder = self.tokenizer.tokenizer.id_to_token(model.cfg.audio_token_id)
+        self.placeholder = self.tokenizer.tokenizer.id_to_token(cfg.audio_token_id)
         if self.placeholder is None:
             raise ValueError(f"{directory}/tokenizer.json has no token of id "
-                             f"{model.cfg.audio_token_id} (config audio_token_id)")
+                             f"{cfg.audio_token_id} (config audio_token_id)")
         gen_cfg = _generation_config(directory)
         eos = gen_cfg.get("eos_token_id", self.tokenizer.token_id(self.tokenizer.eos_token))
         self.eos_id = [eos] if isinstance(eos, int) else list(eos or [])

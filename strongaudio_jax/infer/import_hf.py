@@ -261,14 +261,23 @@ def load_config(directory: str):
     return ARCHITECTURES[d["model_type"]][0].from_dict(d)
 
 
-def load(directory: str, dtype=None):
-    """(model, params as host numpy arrays) of an `import-hf` output directory: a QwenLM or an
-    AudioLM (computing in `dtype`, float32 by default; parameters as stored)."""
+def load(directory: str, dtype=None, mesh=None, rules=None):
+    """(model, params) of an `import-hf` output directory: a QwenLM or an AudioLM (computing in
+    `dtype`, float32 by default; parameters as stored). Without `mesh` the parameters are host
+    numpy arrays; with one, each is read straight into its shards on the mesh (by the logical-axis
+    rules, as generate.shard_params places them), never whole on one host device."""
     import orbax.checkpoint as ocp
     cfg = load_config(directory)
+    model = make_model(cfg, dtype)
     ckpt = os.path.join(os.path.abspath(directory), "params")
     tree = ocp.StandardCheckpointer().metadata(ckpt).item_metadata.tree
-    as_numpy = ocp.RestoreArgs(restore_type=np.ndarray)
+    if mesh is None:
+        as_numpy = ocp.RestoreArgs(restore_type=np.ndarray)
+        restore_args = jax.tree.map(lambda _: as_numpy, tree)
+    else:
+        from strongaudio_jax.infer.generate import param_shardings
+        restore_args = jax.tree.map(lambda s: ocp.ArrayRestoreArgs(sharding=s),
+                                    param_shardings(model, mesh, rules))
     params = ocp.PyTreeCheckpointer().restore(ckpt, args=ocp.args.PyTreeRestore(
-        item=tree, restore_args=jax.tree.map(lambda _: as_numpy, tree)))
-    return make_model(cfg, dtype), params
+        item=tree, restore_args=restore_args))
+    return model, params

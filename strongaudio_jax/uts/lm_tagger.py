@@ -56,9 +56,6 @@ def lm_generate(directory: str, max_new_tokens: int = 128, batch_size: int = 32,
     from strongaudio_jax.models.lm import QwenLM
     from strongaudio_jax.parallel.mesh import make_mesh
 
-    model, params = import_hf.load(directory)
-    if not isinstance(model, QwenLM):  # an audio-language model: its LM alone
-        model, params = QwenLM(model.cfg.text, model.dtype), params["language_model"]
     mesh = None
     if tensor_parallel > 1:
         n = jax.device_count()
@@ -66,9 +63,11 @@ def lm_generate(directory: str, max_new_tokens: int = 128, batch_size: int = 32,
             raise ValueError(f"--tensor-parallel {tensor_parallel} does not divide the {n} "
                              f"devices")
         mesh = make_mesh({"data": n // tensor_parallel, "tensor": tensor_parallel})
-        params = gen.shard_params(model, params, mesh)
         data = n // tensor_parallel
         batch_size = -(-batch_size // data) * data
+    model, params = import_hf.load(directory, mesh=mesh)
+    if not isinstance(model, QwenLM):  # an audio-language model: its LM alone
+        model, params = QwenLM(model.cfg.text, model.dtype), params["language_model"]
     tok = chat.ChatTokenizer(directory)
     templated = bool(tok.config.get("chat_template"))
     eos = {tok.token_id(tok.eos_token)}
