@@ -33,6 +33,10 @@ VARIANTS = ("demo", "smoke", "gpu8", "v5p-64", "v5e-256")
 def get_config(arg: str = "demo"):
     tag = config.sibling(__file__, "tag.py")
     c = tag.base()
+    # model.path may also be an imported audio-language model (strongaudio import-hf of a
+    # Qwen2-Audio checkpoint): its reply to model.prompt ("" = Qwen2-Audio's captioning prompt,
+    # which holds the audio placeholder) becomes the caption; greedy decoding, max_len new tokens
+    c.model.prompt = ""
     c.decode = dict(strategy="greedy", max_len=0, min_len=0, temperature=1.0, top_p=1.0, beams=4,
                     length_penalty=1.0, repetition_penalty=1.0, refine_steps=0, seed=0)
     if arg == "demo":

@@ -150,3 +150,43 @@ def test_captioner_on_a_mesh(alm):
     mesh = make_mesh({"data": 2, "tensor": 4})
     assert alm_caption.Captioner(str(out), mesh=mesh).caption(
         waves[:3], lengths[:3], max_new_tokens=6) == single
+
+
+def test_caption_job_with_the_imported_model(alm, tiny_corpus, tmp_path, monkeypatch):
+    """`strongaudio caption` with model.path = the import-hf directory: every held-out clip is
+    captioned (chunked into the encoder's 0.8 s window), provenance names the model and the
+    prompt, and 1 device writes the same bytes as 8 (a clip's caption depends on it alone)."""
+    import json
+
+    from strongaudio_jax import config
+    from strongaudio_jax.data import schema, tfrecord
+    from strongaudio_jax.infer import engine, jobs
+    from tests.conftest import REPO
+
+    monkeypatch.setattr(engine, "enable_compilation_cache", lambda path: "off (in-process test)")
+    out = alm[3]
+    files = f"{tiny_corpus}/heldout-*.tfrecord"
+
+    def run(name, *extra):
+        cfg = config.load(f"{REPO}/configs/caption.py:smoke", [
+            f"model.path={out}", f"input.files={files}", f"output.dir={tmp_path / name}",
+            "buckets.seconds=(0.8,)", "decode.max_len=4", *extra])
+        return jobs.run(cfg, "caption")
+
+    summary = run("o8")
+    clips = [schema.example_to_clip(r) for p in sorted((tmp_path / "o8").glob("*.tfrecord"))
+             for r in tfrecord.read_records(str(p))]
+    originals = [schema.example_to_clip(r) for p in sorted(tiny_corpus.glob("heldout-*.tfrecord"))
+                 for r in tfrecord.read_records(str(p))]
+    assert [c.id for c in clips] == [c.id for c in originals]
+    assert summary["counts"]["written"] == len(originals) > 0
+    assert summary["counts"]["chunked"] > 0  # the clips are longer than the 0.8 s window
+    for clip, original in zip(clips, originals):
+        assert clip.caption != original.caption and clip.summary == original.summary
+        prov = json.loads(clip.caption_model)
+        assert prov["model"] == "qwen2_audio (import-hf)" and prov["settings"]["prompt"]
+    run("o1", "devices=1")
+    for p in sorted((tmp_path / "o8").glob("*.tfrecord")):
+        assert p.read_bytes() == (tmp_path / "o1" / p.name).read_bytes()
+    with pytest.raises(Exception, match="greedily"):
+        run("sample", "decode.strategy=sample")

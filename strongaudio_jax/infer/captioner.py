@@ -100,3 +100,60 @@ class Captioner:
         clip.caption = clip.summary = text
         clip.caption_model = self._text
         return clip, not text
+
+
+class AudioLMCaptioner:
+    """Captioner labeler over an imported audio-language model (`strongaudio import-hf` of a
+    Qwen2-Audio checkpoint; infer/alm_caption.py): each clip's audio fills the prompt's audio
+    placeholder and the model's reply becomes the record's `caption` (a long, free-form
+    caption: `caption/summary` is left as it was). Greedy decoding only: the LM samples with
+    one key per batch, so a sampled caption would depend on which clips share its batch, and
+    the job promises labels that depend on the record alone."""
+
+    needs_audio = True
+    name = "caption"
+
+    def __init__(self, directory: str, mesh, batch_per_device: int,
+                 settings: decoding.Settings, prompt: str):
+        from strongaudio_jax.infer import alm_caption
+
+        if settings.strategy != "greedy":
+            raise ConfigError(f"decode.strategy={settings.strategy!r}: an imported audio-language "
+                              "model decodes greedily here (decode.strategy='greedy')")
+        if settings.repetition_penalty != 1.0 or settings.min_len:
+            raise ConfigError("decode.repetition_penalty and decode.min_len are not supported "
+                              "for an imported audio-language model; leave them at 1.0 and 0")
+        self.max_new_tokens = settings.max_len or 256
+        try:
+            self.cap = alm_caption.Captioner(directory, mesh=mesh)
+        except ValueError as e:
+            raise ConfigError(f"model.path={directory!r}: {e}") from e
+        self.prompt = prompt or alm_caption.DEFAULT_PROMPT
+        self.cap.prompt_ids(self.prompt)  # the placeholder is there once, or a clear error
+        self.sample_rate = 16000  # the Whisper frontends' rate
+        self.window = self.cap.model.cfg.audio.max_frames * 160  # samples the encoder takes
+        self.batch_size = batch_per_device * mesh.size // mesh.shape["tensor"]
+        self.provenance = {"job": "caption", "model": "qwen2_audio (import-hf)",
+                           "checkpoint": directory, "step": 0,
+                           "settings": {"strategy": "greedy", "max_new_tokens": self.max_new_tokens,
+                                        "prompt": self.prompt}}
+        self._text = provenance_text(self.provenance)
+
+    def check_bucket(self, samples: int) -> None:
+        if samples > self.window:
+            raise ConfigError(f"buckets.seconds: the largest bucket ({samples / 16000:g} s) is "
+                              f"longer than the audio encoder's window "
+                              f"({self.window / 16000:g} s); longer clips are chunked "
+                              "(buckets.over_long='chunk') into pieces of the largest bucket")
+
+    def label_audio(self, waves, lengths, ids) -> list[str]:
+        return self.cap.caption(waves, lengths, prompt=self.prompt,
+                                max_new_tokens=self.max_new_tokens)
+
+    def combine(self, results: list[str]) -> str:
+        return " ".join(r for r in results if r)
+
+    def apply(self, clip: schema.Clip, text: str) -> tuple[schema.Clip, bool]:
+        clip.caption = text
+        clip.caption_model = self._text
+        return clip, not text

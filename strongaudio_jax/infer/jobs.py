@@ -25,11 +25,15 @@ def _labeler(cfg, kind: str, mesh):
     if kind == "tag" and cfg.tag.mode != "audio":
         raise ConfigError(f"tag.mode={cfg.tag.mode!r}: use 'audio' (an MTC checkpoint) or "
                           "'caption' (a UTS extractor on the records' captions)")
+    from strongaudio_jax.infer import captioner, import_hf
+    if kind == "caption" and os.path.isfile(os.path.join(cfg.model.path, import_hf.CONFIG_FILE)):
+        return captioner.AudioLMCaptioner(cfg.model.path, mesh, cfg.buckets.batch_per_device,
+                                          captioner.settings_from_config(cfg.decode),
+                                          cfg.model.get("prompt", ""))
     trained = model_lib.load(cfg.model.path, cfg.model.step)
     if kind == "tag":
         return tagger.MTCTagger(trained, mesh, cfg.buckets.batch_per_device, cfg.tag.top_k,
                                 cfg.tag.threshold)
-    from strongaudio_jax.infer import captioner
     return captioner.Captioner(trained, mesh, cfg.buckets.batch_per_device,
                                captioner.settings_from_config(cfg.decode))
 
