@@ -15,6 +15,10 @@ from strongaudio_jax.data import index as index_lib, pipeline, schema, tfrecord
 from strongaudio_jax.uts import vocab as vocab_lib
 
 
+class CurateError(ValueError):
+    """A curation command was given something it cannot use (says what and what to do)."""
+
+
 @dataclasses.dataclass
 class Damage:
     """What a pass skipped: damaged records, with where they are."""
