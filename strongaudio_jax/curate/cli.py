@@ -140,6 +140,7 @@ def cmd_dedup(args) -> int:
     cache = os.path.join(args.out_dir, "embeddings")
     emb = embed.embed_corpus(embedder, files, cache, "dedup: corpus")
     ref = embed.embed_corpus(embedder, ref_files, cache, "dedup: evaluation") if ref_files else None
+    dedup.centre(emb, ref)
     within = dedup.within_pairs(emb, args.k, args.index)
     against = dedup.against_pairs(emb, ref, args.k, args.index) if ref is not None else []
     calibration = None

@@ -6,15 +6,15 @@ plant: copies of chosen clips, each made three ways (re-encoded: lossy Ogg Vorbi
 plus `planted.json` (copy id -> original id, kind): the labelled check for the threshold.
 
 dedup: embeddings (curate/embed.py, cached and resumable) of the corpus and of the evaluation
-sets; then
+sets, centred on their common mean (`centre`); then
   * within the corpus, shard by shard: each shard's clips are searched against an index of all
     earlier shards and against themselves, then added to the index (faiss HNSW, inner product
     on L2-normalised vectors = cosine). Each pair is found once; the later clip is the one to
     remove.
   * leakage: an index of the evaluation clips, searched with every corpus clip.
 The threshold is given (--threshold) or chosen from planted copies (--labels planted.json):
-positives are the (copy, original) similarities, negatives each other corpus clip's best
-similarity to a clip of another source; the threshold is the middle of the gap between them,
+positives are the (copy, original) similarities, negatives each corpus clip's best similarity
+to a clip of another source and another origin (copies of different clips count); the threshold is the middle of the gap between them,
 or, when they overlap, the one with the best F1 (and the overlap is reported).
 """
 
@@ -27,7 +27,7 @@ from typing import Sequence
 import numpy as np
 
 from strongaudio_jax.curate import records
-from strongaudio_jax.curate.embed import Embeddings
+from strongaudio_jax.curate.embed import Embeddings, normalize
 from strongaudio_jax.data import audio as audio_lib, schema, tfrecord
 
 KINDS = ("reencoded", "gain", "shifted")
@@ -57,7 +57,8 @@ def variant(wave: np.ndarray, rate: int, kind: str, rng: np.random.Generator) ->
     if kind == "shifted":
         s = int(rate * rng.uniform(0.2, 0.5))
         shifted = np.concatenate([np.zeros(s, np.float32), wave[:-s] if s < len(wave) else wave[:0]])
-        return audio_lib.encode(shifted, rate), "flac", {"shift_seconds": round(s / rate, 3)}
+        return audio_lib.encode(shifted, rate), "flac", {"shift_seconds": round(s / rate, 3),
+                                                         "shift_samples": s}
     raise ValueError(f"unknown kind {kind!r}; one of {KINDS}")
 
 
@@ -93,6 +94,17 @@ def plant(files: Sequence[str], out_dir: str, num: int, seed: int = 0,
 
 
 # ----------------------------------------------------------------------------- search
+
+def centre(*sets: Embeddings | None) -> np.ndarray:
+    """Subtracts the mean embedding of all given sets (in place) and re-normalises; returns
+    the mean. Every clip of an encoder shares a common direction, which makes all cosines
+    high; without it, the cosines spread out and duplicates stand apart more."""
+    sets = [s for s in sets if s is not None and len(s)]
+    mean = np.concatenate([s.vectors for s in sets]).mean(0)
+    for s in sets:
+        s.vectors = normalize(s.vectors - mean)
+    return mean
+
 
 def make_index(dim: int, kind: str, n_expected: int):
     """An inner-product faiss index: exact ('flat') or HNSW ('hnsw'); 'auto' is exact below
@@ -163,12 +175,12 @@ def calibrate(emb: Embeddings, ref: Embeddings | None, labels: dict,
         raise records.CurateError("none of the planted copies in the labels file is in the corpus together "
                          "with its original: add the planted shard to --corpus and the shards of "
                          "the originals to --corpus or --against")
-    related = {c["original"] for c in labels["copies"]} | set(pos_of)
+    origin = lambda cid: pos_of[cid]["original"] if cid in pos_of else cid
     best: dict[int, float] = {}
     for i, j, s, other in ([(i, j, s, emb) for i, j, s in within]
                            + [(i, j, s, ref) for i, j, s in against]):
-        if emb.ids[i] in related or other.ids[j] in related:
-            continue
+        if origin(emb.ids[i]) == origin(other.ids[j]):
+            continue  # a planted copy and its original, or two copies of one clip
         if emb.sources[i] and emb.sources[i] == other.sources[j]:
             continue  # same recording: not a clean negative
         best[i] = max(best.get(i, -1.0), s)
@@ -204,6 +216,7 @@ def report(emb: Embeddings, ref: Embeddings | None, within: list, against: list,
            out_dir: str, calibration: dict | None = None, labels: dict | None = None) -> dict:
     """Writes pairs.jsonl, remove.txt, dedup.json and dedup.md; returns the summary."""
     planted = {c["id"]: c for c in (labels or {}).get("copies", [])}
+    origin = lambda cid: planted[cid]["original"] if cid in planted else cid
     rows = []
     for kind, pairs, other in (("duplicate", within, emb), ("leak", against, ref)):
         for i, j, s in pairs:
@@ -212,8 +225,8 @@ def report(emb: Embeddings, ref: Embeddings | None, within: list, against: list,
             rows.append({"kind": kind, "id": emb.ids[i], "match": other.ids[j],
                          "cosine": round(s, 5), "domain": emb.domains[i],
                          "same_source": bool(emb.sources[i]) and emb.sources[i] == other.sources[j],
-                         "planted": planted.get(emb.ids[i], {}).get("original") == other.ids[j]
-                         or planted.get(other.ids[j], {}).get("original") == emb.ids[i]})
+                         "planted": (emb.ids[i] in planted or other.ids[j] in planted)
+                         and origin(emb.ids[i]) == origin(other.ids[j])})
     rows.sort(key=lambda r: -r["cosine"])
     remove = sorted({r["id"] for r in rows})
     os.makedirs(out_dir, exist_ok=True)
@@ -226,7 +239,7 @@ def report(emb: Embeddings, ref: Embeddings | None, within: list, against: list,
     summary = {
         "threshold": threshold, "corpus_clips": len(emb), "reference_clips": len(ref) if ref else 0,
         "duplicate_pairs": count("duplicate"), "leak_pairs": count("leak"),
-        "planted_found": count("duplicate", planted=True) + count("leak", planted=True),
+        "planted_found": len({r["id"] for r in rows if r["planted"] and r["id"] in planted}),
         "planted_total": len(planted),
         "same_source_pairs": sum(1 for r in rows if r["same_source"] and not r["planted"]),
         "other_pairs": sum(1 for r in rows if not r["same_source"] and not r["planted"]),

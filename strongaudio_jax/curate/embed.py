@@ -31,6 +31,9 @@ from strongaudio_jax.curate import records
 from strongaudio_jax.data import audio as audio_lib
 
 
+CACHE_FORMAT = 1  # bump when the per-shard .npz fields change
+
+
 class CacheMismatchError(records.CurateError):
     """The embedding cache folder was written by another model or head."""
 
@@ -79,7 +82,7 @@ class Embedder:
         info = self.model.info
         return {"source_workdir": info.get("source_workdir", ""), "step": info.get("step", -1),
                 "params": info.get("params", ""), "model": info.get("model", ""),
-                "head": head_name, "window": self.width}
+                "head": head_name, "window": self.width, "cache_format": CACHE_FORMAT}
 
     def windows(self, wave: np.ndarray) -> list[np.ndarray]:
         return [wave[s:s + self.width] for s in range(0, max(len(wave), 1), self.width)]
