@@ -260,7 +260,7 @@ def report(emb: Embeddings, ref: Embeddings | None, within: list, against: list,
         c = calibration
         lines += ["## Threshold from planted copies", "",
                   f"{c['positives']} planted copies (cosine to their original >= {c['positive_min']:.4f}); "
-                  f"{c['negatives']} clean clips (best cosine to a clip of another source <= "
+                  f"{c['negatives']} corpus clips (best cosine to a clip of another source and origin <= "
                   f"{c['negative_max']:.4f}). Rule: {c['rule']}; recall {c['recall']:.3f}, "
                   f"false alarms {c['false_alarms']}.", "",
                   "| kind | copies | min cosine | median cosine | recall |", "|---|---|---|---|---|"]
