@@ -4,7 +4,6 @@ and shards, resuming from the embedding cache, and the error for a non-contrasti
 
 import json
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest

@@ -154,7 +154,7 @@ def test_within_corpus_index_pairs_each_once_across_shards():
     assert set(pairs) == {(4, 1), (5, 2)} and pairs[(4, 1)] == 1.0
 
 
-def test_cache_resumes_and_refuses_another_model(corpus, model, tmp_path):
+def test_cache_resumes_and_refuses_another_model(corpus, model, tmp_path, monkeypatch):
     root, heldout, train, _ = corpus
     cache = tmp_path / "cache"
     embed.embed_corpus(embed.Embedder(model, 8), [heldout], str(cache), "r", progress=False)
@@ -162,6 +162,10 @@ def test_cache_resumes_and_refuses_another_model(corpus, model, tmp_path):
     before = npz.stat().st_mtime_ns
     again = embed.embed_corpus(embed.Embedder(model, 8), [heldout], str(cache), "r", progress=False)
     assert npz.stat().st_mtime_ns == before and len(again) == 3
+    monkeypatch.setattr(embed, "CLIPS_IN_MEMORY", 2)  # a shard embedded in pieces: same result
+    pieces = embed.embed_corpus(embed.Embedder(model, 8), [heldout], str(tmp_path / "c2"), "r",
+                                progress=False)
+    np.testing.assert_allclose(pieces.vectors, again.vectors, atol=1e-6)
     other = hub.StrongAudioModel(encoder=model.encoder, params=model.params, mel_cfg=model.mel_cfg,
                                  config=model.config, info={**model.info, "step": 1}, batch_size=8)
     with pytest.raises(embed.CacheMismatchError, match="another model"):

@@ -43,7 +43,6 @@ def load_head(export_dir: str):
 
     from strongaudio_jax import hub
     from strongaudio_jax.data import text_fields
-    from strongaudio_jax.text import tokenizer as tokenizer_lib
     from strongaudio_jax.train import export as export_lib, step as step_lib
 
     model = hub.load_model(export_dir)

@@ -31,6 +31,7 @@ from strongaudio_jax.curate import records
 from strongaudio_jax.data import audio as audio_lib
 
 
+CLIPS_IN_MEMORY = 256  # decoded clips held at once while embedding a shard
 CACHE_FORMAT = 1  # bump when the per-shard .npz fields change
 
 
@@ -149,19 +150,24 @@ def embed_corpus(embedder: Embedder, files: Sequence[str], cache_dir: str, desc:
     for path in files:
         out = os.path.join(cache_dir, records.shard_key(path) + ".npz")
         if not os.path.exists(out):
-            ids, doms, srcs, caps, sums, waves = [], [], [], [], [], []
+            ids, doms, srcs, caps, sums, waves, vecs = [], [], [], [], [], [], []
             for clip in records.shard_clips(path, damage):
                 try:
                     waves.append(decode(clip, rate))
                 except audio_lib.AudioDecodeError as e:
                     damage.add(str(e))
                     continue
+                if len(waves) == CLIPS_IN_MEMORY:  # bounded memory, whatever the shard size
+                    vecs.append(embedder.embed_waves(waves))
+                    waves = []
                 ids.append(clip.id)
                 doms.append(records.domain(clip))
                 srcs.append(clip.source)
                 caps.append(clip.caption)
                 sums.append(clip.summary)
-            vec = embedder.embed_waves(waves) if waves else np.zeros((0, 1), np.float32)
+            if waves:
+                vecs.append(embedder.embed_waves(waves))
+            vec = np.concatenate(vecs) if vecs else np.zeros((0, 1), np.float32)
             tmp = out + f".tmp{os.getpid()}.npz"
             np.savez(tmp, ids=np.array(ids, dtype=object), vectors=vec,
                      domains=np.array(doms, dtype=object), sources=np.array(srcs, dtype=object),
