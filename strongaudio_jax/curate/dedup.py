@@ -100,6 +100,8 @@ def centre(*sets: Embeddings | None) -> np.ndarray:
     the mean. Every clip of an encoder shares a common direction, which makes all cosines
     high; without it, the cosines spread out and duplicates stand apart more."""
     sets = [s for s in sets if s is not None and len(s)]
+    if not sets:
+        return np.zeros(0, np.float32)
     mean = np.concatenate([s.vectors for s in sets]).mean(0)
     for s in sets:
         s.vectors = normalize(s.vectors - mean)
