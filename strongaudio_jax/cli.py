@@ -20,8 +20,9 @@ def _user_errors():
     from strongaudio_jax.eval.tasks import TaskError
     from strongaudio_jax.infer.chat import TokenizerError
     from strongaudio_jax.infer.import_hf import ImportHFError
+    from strongaudio_jax.curate.cli import CurateError
     from strongaudio_jax.infer.inputs import BadRecord
-    return (BadRecord, ImportHFError, TokenizerError, ModelError, ReportError, TaskError, ConfigError, AudioDecodeError, SchemaError, CorruptRecordError, NonFiniteLossError,
+    return (BadRecord, CurateError, ImportHFError, TokenizerError, ModelError, ReportError, TaskError, ConfigError, AudioDecodeError, SchemaError, CorruptRecordError, NonFiniteLossError,
             CheckpointMismatchError, FileNotFoundError, IndexFileError)
 
 
@@ -288,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from strongaudio_jax.uts import cli as uts_cli  # `strongaudio uts tag|build|filter|...`
     uts_cli.add_parser(sub)
+    from strongaudio_jax.curate import cli as curate_cli  # `strongaudio curate coverage|...`
+    curate_cli.add_parser(sub)
 
     args = parser.parse_args(argv)
     try:

@@ -19,7 +19,8 @@ From the bottom up (a module may import its own layer and the layers below it):
      hub_torch.py            the Hugging Face LM import (infer/), and corpus tagging /
                              vocabulary building (reads and writes shards, may run models); the
                              HEAR embedding API over an export (rebuilds the model with train/step);
-     browse/                 the corpus browser (reads shards, draws spectrograms with frontend/)
+     browse/                 the corpus browser (reads shards, draws spectrograms with frontend/);
+     curate/                 corpus curation: coverage, near-duplicates, caption-audio consistency
   7  cli.py                  the `strongaudio` command, on top of everything
 
 Every `import` counts, including those inside functions (a lazy import is still a dependency).
@@ -39,7 +40,7 @@ LAYERS = [
     {"frontend", "parallel"},
     {"models"},
     {"objectives"},
-    {"train", "eval", "infer", "uts", "hub", "hub_torch", "browse"},
+    {"train", "eval", "infer", "uts", "hub", "hub_torch", "browse", "curate"},
     {"cli"},
 ]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}

@@ -1,0 +1,2 @@
+"""Data curation: UTS coverage, near-duplicates and leakage, caption-audio consistency
+(`strongaudio curate ...`; docs/curation.md)."""
