@@ -8,7 +8,8 @@ user runs it, and injects one fault: a signal, a kill during an asynchronous sav
 each class of bad data (with data.skip_bad off and on) or a bad config. The table records what
 the user sees (exit status and the last line printed) and what is kept in the work dir
 (committed checkpoints, half-written ones, bad-data counts in metrics.jsonl). Nothing in the
-page is written by hand. About 10 minutes on 2 CPU cores.
+page is written by hand. 35 minutes with --jobs 2 on 2 CPU cores shared with other work
+(2026-12-04); most of it is starting Python and JAX and compiling the step, once per run.
 """
 
 from __future__ import annotations
