@@ -65,7 +65,7 @@ class _GrainRow:
 
         wave = np.zeros(self.featurizer.clip_samples, np.int16)
         tags = np.zeros(len(self.featurizer.vocab), np.float32)
-        length, _, _ = self.featurizer.fill(*record, float(rng.random()), wave, tags)
+        length = self.featurizer.fill(*record, float(rng.random()), wave, tags)[0]
         row = {"waveform": wave, "length": np.int32(length)}
         if tags.size:  # Grain 0.2's shared-memory batching fails on a size-0 array (empty vocab)
             row["tags"] = tags
