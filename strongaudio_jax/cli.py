@@ -30,8 +30,9 @@ def _bad_data_hint(e: Exception, args) -> str:
     """For a bad record met by a command that reads a config's data: the key that skips it."""
     from strongaudio_jax.data import batcher
 
-    if (getattr(args, "config", None) and batcher.bad_reason(e) is not None
-            and "data.skip_bad" not in str(e)):
+    if batcher.bad_reason(e) is None:
+        return ""
+    if getattr(args, "config", None) and "data.skip_bad" not in str(e):
         return " (data.skip_bad=True skips such records and counts them)"
     return ""
 

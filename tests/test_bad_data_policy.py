@@ -149,3 +149,31 @@ def test_inspect_counts_a_damaged_header_and_reads_on(tmp_path):
     path = _damaged_header_shard(tmp_path / "h.tfrecord")
     s = inspect_shards.summarize([path])
     assert s["records"] == 6 and s["bad_records"] == 1 and "record 2" in s["problems"][0]
+
+
+def test_uts_tools_name_a_bad_record_or_skip_and_count_it(tmp_path, capsys):
+    """`strongaudio uts tag` and `uts filter` read shards under the same policy: a bad record
+    stops the command naming it (and the flag that skips it), --skip-bad counts it."""
+    from strongaudio_jax import cli
+    from tests.test_pipeline_bad_data import _corrupt_crc_shard
+
+    path = _corrupt_crc_shard(tmp_path / "bad.tfrecord")  # record 2 of good-0..good-4
+    tags = tmp_path / "tags.jsonl"
+    assert cli.main(["uts", "tag", "--captions", path, "--out", str(tags)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}: record 2" in err and "--skip-bad" in err and not tags.exists()
+    assert cli.main(["uts", "tag", "--captions", path, "--out", str(tags), "--skip-bad"]) == 0
+    assert "skipped 1 bad record(s) {'corrupt_record': 1}" in capsys.readouterr().out
+    assert sorted(json.loads(line)["id"] for line in tags.read_text().splitlines()) == [
+        f"good-{i}" for i in (0, 1, 3, 4)]
+
+    vocab = tmp_path / "label_1.json"
+    vocab.write_text(json.dumps({"0": "a"}))
+    index = tmp_path / "index.jsonl"
+    assert cli.main(["uts", "filter", "--records", path, "--vocab", str(vocab),
+                     "--index", str(index)]) == 2
+    assert f"{path}: record 2" in capsys.readouterr().err
+    assert cli.main(["uts", "filter", "--records", path, "--vocab", str(vocab),
+                     "--index", str(index), "--skip-bad"]) == 0
+    out = capsys.readouterr().out
+    assert "{'corrupt_record': 1}" in out and "4 clips: kept 4" in out

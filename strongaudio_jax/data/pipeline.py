@@ -219,6 +219,20 @@ def records(files: Sequence[str], verify_crc: bool = True, bad: BadData | None =
         reader.close()
 
 
+def clips(files: Sequence[str], verify_crc: bool = True, bad: BadData | None = None
+          ) -> Iterator[schema.Clip]:
+    """The parsed clip (audio left encoded) of every record of `files` once, in file order;
+    bad records raise, or with `bad` skipping are counted there and left out (see BadData)."""
+    bad = bad or BadData()
+    for data, where in records(files, verify_crc, bad):
+        try:
+            clip = schema.example_to_clip(data, where)
+        except Exception as e:  # noqa: BLE001 (bad data is counted or re-raised)
+            bad.handle(e)
+            continue
+        yield clip
+
+
 class TFRecordSource:
     """Random access over the records of several shard files: (record bytes, 'file record i')."""
 

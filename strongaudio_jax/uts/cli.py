@@ -49,6 +49,9 @@ def add_parser(sub) -> None:
                    help="(http) max requests per second (0: no limit)")
     q.add_argument("--timeout", type=float, default=60.0, help="(http) seconds per request")
     q.add_argument("--max-retries", type=int, default=5, help="(http) retries per caption")
+    q.add_argument("--skip-bad", action="store_true",
+                   help="skip corrupt records of the shards and count them (default: stop, "
+                        "naming the record)")
     q.add_argument("--evaluate", action="store_true",
                    help="also print precision/recall against the tags already in the records")
     norm_args(q)
@@ -72,6 +75,8 @@ def add_parser(sub) -> None:
     q.add_argument("--audioset-bridge", metavar="JSON",
                    help="records tagged with AudioSet class names: translate them through this "
                         "mapping (from `uts bridge`) first")
+    q.add_argument("--skip-bad", action="store_true",
+                   help="skip corrupt records and count them (default: stop, naming the record)")
     norm_args(q)
     q.set_defaults(uts_func=cmd_filter)
 
@@ -103,7 +108,10 @@ def run(args) -> int:
     except (ValueError, ImportError, EndpointError, OSError) as e:
         if args.debug or os.environ.get("STRONGAUDIO_DEBUG"):
             raise
-        print(f"strongaudio uts {args.uts_command}: error: {e}", file=sys.stderr)
+        from strongaudio_jax.data import batcher
+        hint = (" (--skip-bad skips such records and counts them)"
+                if hasattr(args, "skip_bad") and batcher.bad_reason(e) is not None else "")
+        print(f"strongaudio uts {args.uts_command}: error: {e}{hint}", file=sys.stderr)
         return 2
 
 
@@ -113,6 +121,7 @@ def _normalizer(args):
 
 
 def cmd_tag(args) -> int:
+    from strongaudio_jax.data import pipeline
     from strongaudio_jax.uts import evaluate, tagging
 
     normalize = _normalizer(args)
@@ -134,7 +143,10 @@ def cmd_tag(args) -> int:
                              "and --model")
         extractor = HTTPTagger(args.url, args.model, normalize, concurrency=args.concurrency,
                                rate=args.rate, timeout=args.timeout, max_retries=args.max_retries)
-    items = tagging.read_captions(args.captions)
+    bad = pipeline.BadData(skip=args.skip_bad)
+    items = tagging.read_captions(args.captions, bad)
+    if bad.counts:
+        print(bad.summary().replace("data.skip_bad", "--skip-bad"))
     stats = tagging.tag_corpus(items, extractor, args.out)
     retries = f", {extractor.retries} retried requests" if getattr(extractor, "retries", 0) else ""
     print(f"{extractor.name}: {stats.line()}{retries} -> {args.out}")
@@ -203,8 +215,10 @@ def cmd_build(args) -> int:
 
 
 def cmd_filter(args) -> int:
+    from strongaudio_jax.data import pipeline
     from strongaudio_jax.uts import filter as filter_lib, tagging, vocab
 
+    bad = pipeline.BadData(skip=args.skip_bad)
     vocab_tags = vocab.read_vocabulary(args.vocab)
     rows = tagging.usable_tags(args.tags) if args.tags else None
     if args.tags and not rows:
@@ -220,7 +234,9 @@ def cmd_filter(args) -> int:
     stats = filter_lib.filter_shards(tagging.expand(args.records, "TFRecord"), vocab_tags,
                                      _normalizer(args), tag_rows=rows, out_dir=args.out_dir,
                                      index_path=args.index, provenance=provenance,
-                                     translate=translate)
+                                     translate=translate, bad=bad)
+    if bad.counts:
+        print(bad.summary().replace("data.skip_bad", "--skip-bad"))
     print(stats.line() + "".join(f" -> {p}" for p in (args.out_dir, args.index) if p))
     return 0
 

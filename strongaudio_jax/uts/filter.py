@@ -62,12 +62,15 @@ class VocabularyMap:
 def filter_shards(files: Sequence[str], vocab: Sequence[str], normalize: Normalizer, *,
                   tag_rows: Mapping[str, dict] | None = None, out_dir: str | None = None,
                   index_path: str | None = None, provenance: str = "",
-                  translate: Callable[[Sequence[str]], list[str]] | None = None) -> FilterStats:
-    """Writes filtered shards to out_dir and/or a side index; returns the counts.
+                  translate: Callable[[Sequence[str]], list[str]] | None = None,
+                  bad=None) -> FilterStats:
+    """Writes filtered shards to out_dir and/or a side index; returns the counts. A bad
+    record raises naming it, or with `bad` (pipeline.BadData(skip=True)) is counted there and
+    left out.
 
     translate: applied to each clip's tags first, e.g. AudioSet class names -> UTS tags
     (`bridge.translator`)."""
-    from strongaudio_jax.data import schema, tfrecord
+    from strongaudio_jax.data import pipeline, schema, tfrecord
 
     if not out_dir and not index_path:
         raise ValueError("give an output: a folder for rewritten shards, a side-index path, "
@@ -86,8 +89,7 @@ def filter_shards(files: Sequence[str], vocab: Sequence[str], normalize: Normali
             writer = (tfrecord.TFRecordWriter(os.path.join(out_dir, os.path.basename(path)))
                       if out_dir else None)
             try:
-                for i, data in enumerate(tfrecord.read_records(path)):
-                    clip = schema.example_to_clip(data, f"{path} record {i}")
+                for clip in pipeline.clips([path], bad=bad):
                     stats.clips += 1
                     if tag_rows is not None:
                         row = tag_rows.get(clip.id)

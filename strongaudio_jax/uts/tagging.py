@@ -53,9 +53,11 @@ def expand(patterns: str | Sequence[str], what: str = "input") -> list[str]:
     return out
 
 
-def read_captions(patterns: str | Sequence[str]) -> list[CaptionItem]:
-    """Caption items from TFRecord shards (schema v1) or JSONL files ({"id", "caption"})."""
-    from strongaudio_jax.data import schema, tfrecord
+def read_captions(patterns: str | Sequence[str], bad=None) -> list[CaptionItem]:
+    """Caption items from TFRecord shards (schema v1) or JSONL files ({"id", "caption"}).
+    A bad record raises naming it, or with `bad` (pipeline.BadData(skip=True)) is counted
+    there and left out."""
+    from strongaudio_jax.data import pipeline
 
     items: list[CaptionItem] = []
     for path in expand(patterns, "caption"):
@@ -70,8 +72,7 @@ def read_captions(patterns: str | Sequence[str]) -> list[CaptionItem]:
                     items.append(CaptionItem(str(row["id"]), row["caption"], row.get("domain", ""),
                                              tuple(row.get("tags", ()))))
         else:
-            for i, data in enumerate(tfrecord.read_records(path)):
-                clip = schema.example_to_clip(data, f"{path} record {i}")
+            for clip in pipeline.clips([path], bad=bad):
                 items.append(CaptionItem(clip.id, clip.caption, clip.labels.get("domain", ""),
                                          clip.tags))
     ids = [it.id for it in items]
