@@ -137,6 +137,11 @@ def test_mtc_summed_bce_and_dropout_as_the_reference():
     assert float(dropped.apply(params, enc, batch, True, rngs=rngs)[0]) != float(ref)
     with pytest.raises(ConfigError, match="reduction='total'"):
         mtc.build(dict(reduction="total"), _ctx())
+    torch_like = mtc.build(dict(classifier_init="torch"), _ctx())  # U(+-1/sqrt(D)), as nn.Linear
+    p = objectives.nn.meta.unbox(torch_like.init(jax.random.key(0), enc, batch, False))["params"]
+    for x in (p["classifier"]["kernel"], p["classifier"]["bias"]):
+        x = np.asarray(x)
+        assert np.abs(x).max() <= D ** -0.5 and np.abs(x).max() > 0.5 * D ** -0.5 and x.std() > 0
 
 
 # ---------------------------------------------------------------- Decoders (PAR, captioning)

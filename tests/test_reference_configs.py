@@ -29,7 +29,7 @@ def test_reference_configs_build_and_say_what_they_mirror(name, tmp_path):
         assert cfg.optimizer.name == "scaled_adam" and cfg.optimizer.schedule == "eden"
         heads = {o.name: o.module for o in program.objectives}
         if "mtc" in heads:
-            assert heads["mtc"].dropout == 0.1
+            assert heads["mtc"].dropout == 0.1 and heads["mtc"].classifier_init == "torch"
             assert heads["mtc"].reduction == ("sum" if name == "mtc" else "mean")
         if "captioning" in heads:
             assert (cfg.text.field, cfg.text.preprocess, cfg.text.max_len) == ("caption", "reference", 130)

@@ -6,7 +6,7 @@ What this mirrors: a Zipformer-M encoder (models/zipformer.py, size m) on 80-bin
 (kaldifeat's options there: snip_edges False, dither 0, high_freq -400); SpecAugment as
 Lhotse's at 10 s (2 frequency masks of <= 27 bins; its 10 time masks of <= 100 frames are
 capped at 15% of the frames, which on 10 s is 2 masks of <= 75); the MTC head with dropout 0.1
-before the per-frame linear layer, masked mean of the frame logits, BCE summed over classes and
+before the per-frame linear layer (initialised as torch's nn.Linear), masked mean of the frame logits, BCE summed over classes and
 batch; ScaledAdam (lr 0.045, clipping_scale 2) with the Eden schedule (lr_batches 7500,
 lr_epochs 3.5 with 10,000 steps per epoch as the released scripts' lr_steps_per_epoch,
 warmup 500 from half the lr); model averaging every 200 steps (the averaged parameters are
@@ -71,5 +71,5 @@ def base(arg: str):
 def get_config(arg: str = "demo"):
     c = base(arg)
     c.objectives = dict(mtc=dict(weight=1.0, pooling="mean", label_smoothing=0.0, pos_weight=1.0,
-                                 dropout=0.1, reduction="sum"))
+                                 dropout=0.1, reduction="sum", classifier_init="torch"))
     return c

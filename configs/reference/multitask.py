@@ -30,7 +30,7 @@ def get_config(arg: str = "demo"):
     size = {"full": "b", "demo": "xs", "smoke": "mu"}[arg]
     c.objectives = dict(
         mtc=dict(weight=1.0, pooling="mean", label_smoothing=0.0, pos_weight=1.0, dropout=0.1,
-                 reduction="mean"),
+                 reduction="mean", classifier_init="torch"),
         captioning=dict(weight=LAMBDA, decoder_size=size, label_smoothing=0.1,
                         parallel_fraction=0.75, mix="sum"))
     c.text = config.sibling(__file__, "captioning.py").text(arg)

@@ -9,7 +9,10 @@ option. Label smoothing moves targets toward 1/2; pos_weight scales the positive
 The reference study's head (AudenAI/Auden audio_tag, loss=bce) as options: `dropout=0.1`
 on the tokens before the per-frame linear layer, and `reduction="sum"`: the BCE summed over
 classes and (valid) examples, as torch's BCEWithLogitsLoss(reduction="sum"), rather than
-averaged. A summed loss scales with batch and vocabulary size: ScaledAdam (train/optimizer.py),
+averaged. `classifier_init="torch"` starts the classifier as torch's nn.Linear does (weights
+and bias uniform in +-1/sqrt(width)) rather than at zero weights and bias -2: ScaledAdam scales
+each tensor's step by its RMS, so a zero-initialised classifier would stay at ~zero there and
+pass the encoder no gradient. A summed loss scales with batch and vocabulary size: ScaledAdam (train/optimizer.py),
 the reference's optimizer, is insensitive to that scale; Adam-style optimizers mostly are too,
 but gradient clipping by norm is not.
 """
@@ -24,7 +27,8 @@ from strongaudio_jax.config import ConfigError
 from strongaudio_jax.models.base import EncoderOutput, masked_mean
 from strongaudio_jax.objectives import options
 
-DEFAULTS = dict(pooling="mean", label_smoothing=0.0, pos_weight=1.0, dropout=0.0, reduction="mean")
+DEFAULTS = dict(pooling="mean", label_smoothing=0.0, pos_weight=1.0, dropout=0.0, reduction="mean",
+                classifier_init="zeros")
 
 
 class MTC(nn.Module):
@@ -34,6 +38,7 @@ class MTC(nn.Module):
     pos_weight: float = 1.0
     dropout: float = 0.0  # on the tokens before the classifier (training only)
     reduction: str = "mean"  # "mean" over classes and examples | "sum" over both
+    classifier_init: str = "zeros"  # "zeros" (weights 0, bias -2) | "torch" (nn.Linear's)
 
     @nn.compact
     def logits(self, enc: EncoderOutput, train: bool = False) -> jax.Array:
@@ -41,10 +46,16 @@ class MTC(nn.Module):
         tokens = enc.tokens
         if self.dropout and train:
             tokens = nn.Dropout(self.dropout, deterministic=False)(tokens)
+        if self.classifier_init == "torch":  # kaiming_uniform(a=sqrt(5)): U(+-1/sqrt(fan_in))
+            width = tokens.shape[-1]
+            kernel_init = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
+            bias_init = lambda key, shape, dtype=jnp.float32: jax.random.uniform(
+                key, shape, dtype, -width ** -0.5, width ** -0.5)
+        else:
+            kernel_init, bias_init = nn.initializers.zeros_init(), nn.initializers.constant(-2.0)
         frame = nn.Dense(self.num_classes, name="classifier",
-                         kernel_init=nn.with_logical_partitioning(
-                             nn.initializers.zeros_init(), ("embed", "classes")),
-                         bias_init=nn.initializers.constant(-2.0))(tokens)
+                         kernel_init=nn.with_logical_partitioning(kernel_init, ("embed", "classes")),
+                         bias_init=bias_init)(tokens)
         if self.pooling == "mean":
             return masked_mean(frame, enc.mask)
         scores = nn.Dense(self.num_classes, name="attention",
@@ -74,6 +85,9 @@ def build(cfg, ctx) -> MTC:
     opts = options(cfg, DEFAULTS, "mtc")
     if opts["pooling"] not in ("mean", "attention"):
         raise ConfigError(f"objectives.mtc.pooling={opts['pooling']!r}: use 'mean' or 'attention'")
+    if opts["classifier_init"] not in ("zeros", "torch"):
+        raise ConfigError(f"objectives.mtc.classifier_init={opts['classifier_init']!r}: use 'zeros' "
+                          "or 'torch'")
     if opts["reduction"] not in ("mean", "sum"):
         raise ConfigError(f"objectives.mtc.reduction={opts['reduction']!r}: use 'mean' or 'sum'")
     if not 0.0 <= opts["dropout"] < 1.0:

@@ -18,6 +18,12 @@ tests/test_optimizer.py checks them against hand-computed steps. What differs: i
 same-shaped tensors for speed (no effect on the numbers) and lets modules scale their own
 learning rate (`lr_scale` in get_parameter_groups_with_lrs; here every parameter gets lr);
 the gradient-norm quartiles it logs are not logged.
+
+Mind the initialisation under ScaledAdam: a tensor's step is proportional to its RMS (floored
+at param_min_rms, 1e-5), so a tensor that starts at zero stays near zero. icefall's modules never
+start at zero; flax's Dense biases and LayerNorm offsets do (they then stay ~0, as if fixed), and
+a zero-initialised output layer (the MTC head's default) would block the encoder's gradient: the
+reference configs initialise it as torch does (objectives.mtc.classifier_init="torch").
 """
 
 from __future__ import annotations
