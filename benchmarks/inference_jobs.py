@@ -147,6 +147,8 @@ def main(argv=None) -> int:
            "clip_seconds": args.seconds, "date": time.strftime("%Y-%m-%d")}
     shape = _ours(args, res)
     res["shape"] = shape
+    # ours alone first (stderr, flushed): a run killed during the peer still has its figures
+    print(json.dumps({"partial": "ours", **res}, default=str), file=sys.stderr, flush=True)
     if not args.no_peer:
         _peer(args, shape, res)
         res["ours_over_peer"] = res["ours_caption_clips_s"] / res["peer_generate_clips_s"]

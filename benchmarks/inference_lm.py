@@ -168,6 +168,8 @@ def main(argv=None) -> int:
            "shape": args.shape, "model": hf, "dtype": dtype, "batch": args.batch,
            "prompt_tokens": args.prompt, "new_tokens": args.new, "repeats": args.repeats}
     res["ours"] = ours(hf, args, dtype)
+    # ours alone first (stderr, flushed): a run killed during the peer still has its figures
+    print(json.dumps({"partial": "ours", **res}), file=sys.stderr, flush=True)
     if not args.no_peer:
         res["transformers"] = peer(hf, args, dtype)
         for k in ("prefill", "decode"):
