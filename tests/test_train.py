@@ -156,3 +156,17 @@ def test_tags_outside_a_fixed_vocabulary_are_reported(tiny_config, tmp_path, cap
     assert "64 tag occurrence(s) in 32 training record(s) in all" in out
     records = [json.loads(l) for l in open(tmp_path / "run" / "metrics.jsonl")]
     assert [r["tags_outside_vocab"] for r in records if "tags_outside_vocab" in r] == [32, 64]
+
+
+def test_outside_vocab_message_names_examples_only_when_it_has_some():
+    """The counts are summed over processes but the examples are the local ones: a process
+    that saw none must not print '(e.g. )'."""
+    import dataclasses
+
+    from strongaudio_jax.data import batcher
+    from strongaudio_jax.train.trainer import _outside_vocab_message
+
+    none = dataclasses.replace(batcher.OutsideVocab(), occurrences=3, records=2)
+    assert "(e.g." not in _outside_vocab_message(none, "so far")
+    some = dataclasses.replace(none, examples=["wood", "snow"])
+    assert "train nothing (e.g. 'wood', 'snow');" in _outside_vocab_message(some, "so far")

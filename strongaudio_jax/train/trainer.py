@@ -294,9 +294,11 @@ def _pod_data_counts(data_iter) -> tuple[dict, batcher.OutsideVocab]:
 
 
 def _outside_vocab_message(outside, when: str) -> str:
+    # the counts are summed over the processes, the examples are this process's (maybe none)
     examples = ", ".join(repr(t) for t in outside.examples[:5])
+    examples = f" (e.g. {examples})" if examples else ""
     return (f"vocabulary: {outside.occurrences} tag occurrence(s) in {outside.records} training "
-            f"record(s) {when} are not in the vocabulary and train nothing (e.g. {examples}); "
+            f"record(s) {when} are not in the vocabulary and train nothing{examples}; "
             "the vocabulary is data.vocab_file, or the corpus's tags seen at least "
             "data.vocab_min_count times. The running count is tags_outside_vocab in "
             "metrics.jsonl.")
