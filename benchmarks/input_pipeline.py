@@ -43,14 +43,19 @@ def ours(args) -> dict:
     crop = int(args.crop_seconds * args.sample_rate)
     feat = pipeline.Featurizer({}, args.sample_rate, crop, random_crop=True)
     it = iter(pipeline.train_dataset(files, feat, args.batch, seed=0, workers=args.workers))
+    result = _time_batches(it, args)
+    it.close()
+    return result
+
+
+def _time_batches(it, args) -> dict:
+    """clips/s of `it` over args.batches batches after args.warmup untimed ones."""
     for _ in range(args.warmup):
         next(it)
     t0 = time.perf_counter()
     for _ in range(args.batches):
         next(it)
-    dt = time.perf_counter() - t0
-    it.close()
-    clips = args.batches * args.batch / dt
+    clips = args.batches * args.batch / (time.perf_counter() - t0)
     return {"clips_per_s": round(clips, 1), "audio_seconds_per_s": round(clips * args.crop_seconds, 1)}
 
 
@@ -96,15 +101,7 @@ def grain_native(args) -> dict:
           .batch(args.batch, drop_remainder=True)
           .mp_prefetch(grain.MultiprocessingOptions(num_workers=args.workers,
                                                     per_worker_buffer_size=args.grain_buffer)))
-    it = iter(ds)
-    for _ in range(args.warmup):
-        next(it)
-    t0 = time.perf_counter()
-    for _ in range(args.batches):
-        next(it)
-    dt = time.perf_counter() - t0
-    clips = args.batches * args.batch / dt
-    return {"clips_per_s": round(clips, 1), "audio_seconds_per_s": round(clips * args.crop_seconds, 1)}
+    return _time_batches(iter(ds), args)
 
 
 def ceiling(args) -> dict:

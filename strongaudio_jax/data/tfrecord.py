@@ -245,36 +245,12 @@ def index_records(path, *, verify_crc: bool = True, partial: bool = False):
     """
     path = os.fspath(path)
     _check_plain(path)
-    rows = []
-    size = storage.size(path)
-    with storage.open_file(path) as f:
-        offset = 0
-        while offset < size:
-            f.seek(offset)
-            header = f.read(_HEADER_SIZE)
-            problem = truncated = None
-            if len(header) < _HEADER_SIZE:
-                problem = f"expected a {_HEADER_SIZE}-byte header, file ends after {len(header)}"
-                truncated = True
-            else:
-                length, length_crc = _HEADER.unpack(header)
-                end = offset + _HEADER_SIZE + length + _FOOTER_SIZE
-                if verify_crc and masked_crc(header[:8]) != length_crc:
-                    problem = "length CRC mismatch (the record header is damaged)"
-                elif end > size:
-                    have = min(length, size - offset - _HEADER_SIZE)
-                    problem = f"expected {length} data bytes, file ends after {have} of them"
-                    truncated = True
-            if problem:
-                error = CorruptRecordError(path, len(rows), offset, problem,
-                                           truncated=bool(truncated), hint=_HINT_RANDOM_ACCESS)
-                if not partial:
-                    raise error
-                return np.array(rows, dtype=np.int64).reshape(-1, 2), error
-            rows.append((offset + _HEADER_SIZE, length))
-            offset = end
-    rows = np.array(rows, dtype=np.int64).reshape(-1, 2)
-    return (rows, None) if partial else rows
+    rows, error = _index_from(path, 0, storage.size(path), verify_crc, 0, _HINT_RANDOM_ACCESS)
+    if partial:
+        return rows, error
+    if error is not None:
+        raise error
+    return rows
 
 
 def index_records_resync(path, *, verify_crc: bool = True):
@@ -289,7 +265,7 @@ def index_records_resync(path, *, verify_crc: bool = True):
     size = storage.size(path)
     while start < size:
         first = len(rows) + len(errors)
-        part, error = _index_from(path, start, size, verify_crc, first=first)
+        part, error = _index_from(path, start, size, verify_crc, first, hint="")
         rows.extend(part.tolist())
         numbers.extend(range(first, first + len(part)))
         if error is None:
@@ -301,7 +277,9 @@ def index_records_resync(path, *, verify_crc: bool = True):
     return (np.array(rows, dtype=np.int64).reshape(-1, 2), np.array(numbers, np.int64), errors)
 
 
-def _index_from(path: str, offset: int, size: int, verify_crc: bool, first: int):
+def _index_from(path: str, offset: int, size: int, verify_crc: bool, first: int, hint: str):
+    """(rows [data_offset, data_length] of the records from `offset` up to the first damage,
+    the CorruptRecordError there, numbered on from `first`, or None)."""
     rows = []
     with storage.open_file(path) as f:
         while offset < size:
@@ -323,7 +301,7 @@ def _index_from(path: str, offset: int, size: int, verify_crc: bool, first: int)
             if problem:
                 return (np.array(rows, np.int64).reshape(-1, 2),
                         CorruptRecordError(path, first + len(rows), offset, problem,
-                                           truncated=bool(truncated), hint=""))
+                                           truncated=bool(truncated), hint=hint))
             rows.append((offset + _HEADER_SIZE, length))
             offset = end
     return np.array(rows, np.int64).reshape(-1, 2), None
