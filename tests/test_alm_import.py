@@ -13,7 +13,7 @@ from strongaudio_jax import cli
 from strongaudio_jax.infer import alm_caption, import_hf
 from strongaudio_jax.models.alm import AudioLM, AudioLMConfig, output_lengths
 
-from lm_fixtures import write_tokenizer
+from lm_fixtures import import_refused, write_hf_checkpoint
 
 HF_CONFIG = {
     "model_type": "qwen2_audio", "architectures": ["Qwen2AudioForConditionalGeneration"],
@@ -27,24 +27,9 @@ HF_CONFIG = {
                     "num_key_value_heads": 2}}
 
 
-def write_checkpoint(directory, hf_config=HF_CONFIG, layout=0, seed=0):
-    """Random weights named in layout 0 (Hub: 'language_model.model.layers...') or 1
-    (transformers 5: 'model.language_model.layers...'); returns {name: array}."""
-    os.makedirs(directory, exist_ok=True)
-    cfg = AudioLMConfig.from_hf(hf_config)
-    rng = np.random.default_rng(seed)
-    tensors = {import_hf.hf_names(path)[layout]: rng.normal(size=import_hf.hf_shape(path, shape))
-               .astype(np.float32) for path, shape in import_hf.expected_shapes(cfg).items()}
-    save_file(tensors, os.path.join(directory, "model.safetensors"))
-    with open(os.path.join(directory, "config.json"), "w") as f:
-        json.dump(hf_config, f)
-    write_tokenizer(str(directory), audio=True)
-    return tensors
-
-
 @pytest.mark.parametrize("layout", [0, 1])
 def test_round_trip(tmp_path, layout):
-    tensors = write_checkpoint(tmp_path / "hf", layout=layout)
+    tensors = write_hf_checkpoint(tmp_path / "hf", HF_CONFIG, layout=layout)
     assert cli.main(["import-hf", "--from", str(tmp_path / "hf"), "--out",
                      str(tmp_path / "out")]) == 0
     model, params = import_hf.load(str(tmp_path / "out"))
@@ -63,7 +48,7 @@ def test_round_trip(tmp_path, layout):
 
 
 def test_bfloat16_storage(tmp_path):
-    tensors = write_checkpoint(tmp_path / "hf")
+    tensors = write_hf_checkpoint(tmp_path / "hf", HF_CONFIG)
     assert cli.main(["import-hf", "--from", str(tmp_path / "hf"), "--out", str(tmp_path / "out"),
                      "--dtype", "bfloat16"]) == 0
     _, params = import_hf.load(str(tmp_path / "out"))
@@ -74,27 +59,21 @@ def test_bfloat16_storage(tmp_path):
     assert not np.array_equal(w.astype(np.float32), ref)  # rounded to bfloat16
 
 
-def _refused(tmp_path, capsys):
-    code = cli.main(["import-hf", "--from", str(tmp_path / "hf"), "--out", str(tmp_path / "out")])
-    assert code == 2
-    return capsys.readouterr().err
-
-
 def test_refusals(tmp_path, capsys):
-    tensors = write_checkpoint(tmp_path / "hf")
+    tensors = write_hf_checkpoint(tmp_path / "hf", HF_CONFIG)
     del tensors["audio_tower.layers.0.fc2.bias"]
     save_file(tensors, str(tmp_path / "hf" / "model.safetensors"))
-    err = _refused(tmp_path, capsys)
+    err = import_refused(tmp_path, capsys)
     assert "audio_tower.layers.0.fc2.bias" in err and "missing" in err
-    write_checkpoint(tmp_path / "hf")
+    write_hf_checkpoint(tmp_path / "hf", HF_CONFIG)
     (tmp_path / "hf" / "preprocessor_config.json").write_text(json.dumps({"feature_size": 128}))
-    err = _refused(tmp_path, capsys)
+    err = import_refused(tmp_path, capsys)
     assert "preprocessor_config.json" in err and "128" in err and "80" in err
     os.remove(tmp_path / "hf" / "preprocessor_config.json")
     omni = dict(HF_CONFIG, audio_config=dict(HF_CONFIG["audio_config"],
                                              model_type="qwen3_omni_moe_audio_encoder"))
     (tmp_path / "hf" / "config.json").write_text(json.dumps(omni))
-    err = _refused(tmp_path, capsys)
+    err = import_refused(tmp_path, capsys)
     assert "qwen3_omni_moe_audio_encoder" in err and "config.json" in err
 
 
@@ -120,7 +99,7 @@ def test_load_onto_a_mesh(tmp_path):
     from strongaudio_jax.parallel.mesh import make_mesh
     import jax
 
-    write_checkpoint(tmp_path / "hf")
+    write_hf_checkpoint(tmp_path / "hf", HF_CONFIG)
     assert cli.main(["import-hf", "--from", str(tmp_path / "hf"), "--out",
                      str(tmp_path / "out")]) == 0
     mesh = make_mesh({"data": 2, "tensor": 4})

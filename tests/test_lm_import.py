@@ -3,7 +3,6 @@ the round trip, the refusal cases and the chat template / tokenizer of infer/cha
 
 import json
 import os
-import shutil
 
 import jax
 import numpy as np
@@ -14,7 +13,7 @@ from strongaudio_jax import cli
 from strongaudio_jax.infer import chat, import_hf
 from strongaudio_jax.models.lm import QwenConfig
 
-from lm_fixtures import write_tokenizer
+from lm_fixtures import import_refused, write_hf_checkpoint, write_tokenizer
 
 HF_CONFIG = {"model_type": "qwen3", "architectures": ["Qwen3ForCausalLM"], "vocab_size": 64,
              "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2,
@@ -22,34 +21,9 @@ HF_CONFIG = {"model_type": "qwen3", "architectures": ["Qwen3ForCausalLM"], "voca
              "rope_theta": 1000.0, "rms_norm_eps": 1e-6, "tie_word_embeddings": False}
 
 
-def write_checkpoint(directory, hf_config=HF_CONFIG, shards=1, seed=0):
-    """A Hugging Face-layout checkpoint of random weights; returns {torch name: array}."""
-    os.makedirs(directory, exist_ok=True)
-    cfg = QwenConfig.from_hf(hf_config)
-    rng = np.random.default_rng(seed)
-    tensors = {import_hf.hf_name(path): rng.normal(size=import_hf.hf_shape(path, shape))
-               .astype(np.float32) for path, shape in import_hf.expected_shapes(cfg).items()}
-    names = sorted(tensors)
-    if shards == 1:
-        save_file(tensors, os.path.join(directory, "model.safetensors"))
-    else:
-        weight_map = {}
-        for i in range(shards):
-            file = f"model-{i + 1:05d}-of-{shards:05d}.safetensors"
-            part = {n: tensors[n] for n in names[i::shards]}
-            save_file(part, os.path.join(directory, file))
-            weight_map.update({n: file for n in part})
-        with open(os.path.join(directory, "model.safetensors.index.json"), "w") as f:
-            json.dump({"metadata": {}, "weight_map": weight_map}, f)
-    with open(os.path.join(directory, "config.json"), "w") as f:
-        json.dump(hf_config, f)
-    write_tokenizer(directory)
-    return tensors
-
-
 @pytest.mark.parametrize("shards", [1, 3])
 def test_round_trip(tmp_path, shards):
-    tensors = write_checkpoint(tmp_path / "hf", shards=shards)
+    tensors = write_hf_checkpoint(tmp_path / "hf", HF_CONFIG, shards=shards)
     assert cli.main(["import-hf", "--from", str(tmp_path / "hf"), "--out",
                      str(tmp_path / "out")]) == 0
     model, params = import_hf.load(str(tmp_path / "out"))
@@ -65,47 +39,41 @@ def test_round_trip(tmp_path, shards):
         assert os.path.isfile(tmp_path / "out" / name)
 
 
-def _refused(tmp_path, capsys):
-    code = cli.main(["import-hf", "--from", str(tmp_path / "hf"), "--out", str(tmp_path / "out")])
-    assert code == 2
-    return capsys.readouterr().err
-
-
 def test_refuses_other_architecture(tmp_path, capsys):
-    write_checkpoint(tmp_path / "hf")
+    write_hf_checkpoint(tmp_path / "hf", HF_CONFIG)
     config = dict(HF_CONFIG, model_type="llama", architectures=["LlamaForCausalLM"])
     (tmp_path / "hf" / "config.json").write_text(json.dumps(config))
-    err = _refused(tmp_path, capsys)
+    err = import_refused(tmp_path, capsys)
     assert "'llama'" in err and "LlamaForCausalLM" in err and "config.json" in err
 
 
 def test_refuses_missing_tensor(tmp_path, capsys):
-    tensors = write_checkpoint(tmp_path / "hf")
+    tensors = write_hf_checkpoint(tmp_path / "hf", HF_CONFIG)
     del tensors["model.layers.1.mlp.up_proj.weight"]
     save_file(tensors, str(tmp_path / "hf" / "model.safetensors"))
-    err = _refused(tmp_path, capsys)
+    err = import_refused(tmp_path, capsys)
     assert "model.layers.1.mlp.up_proj.weight" in err and "missing" in err
 
 
 def test_refuses_wrong_shape(tmp_path, capsys):
-    tensors = write_checkpoint(tmp_path / "hf", shards=2)
+    write_hf_checkpoint(tmp_path / "hf", HF_CONFIG, shards=2)
     index = json.loads((tmp_path / "hf" / "model.safetensors.index.json").read_text())
     file = index["weight_map"]["model.layers.0.self_attn.k_proj.weight"]
     from safetensors.numpy import load_file
     part = load_file(str(tmp_path / "hf" / file))
     part["model.layers.0.self_attn.k_proj.weight"] = np.zeros((16, 32), np.float32)
     save_file(part, str(tmp_path / "hf" / file))
-    err = _refused(tmp_path, capsys)
+    err = import_refused(tmp_path, capsys)
     assert file in err and "model.layers.0.self_attn.k_proj.weight" in err and "[16, 32]" in err
 
 
 def test_refuses_unknown_tensor_and_missing_tokenizer(tmp_path, capsys):
-    tensors = write_checkpoint(tmp_path / "hf")
+    tensors = write_hf_checkpoint(tmp_path / "hf", HF_CONFIG)
     tensors["model.layers.2.mlp.up_proj.weight"] = np.zeros((2, 2), np.float32)
     save_file(tensors, str(tmp_path / "hf" / "model.safetensors"))
-    assert "model.layers.2.mlp.up_proj.weight" in _refused(tmp_path, capsys)
+    assert "model.layers.2.mlp.up_proj.weight" in import_refused(tmp_path, capsys)
     os.remove(tmp_path / "hf" / "tokenizer.json")
-    err = _refused(tmp_path, capsys)
+    err = import_refused(tmp_path, capsys)
     assert "tokenizer.json" in err and not os.path.exists(tmp_path / "out")
 
 
@@ -135,7 +103,7 @@ def test_generate_bf16_and_checks(tmp_path):
     from strongaudio_jax.models.lm import QwenLM
     from strongaudio_jax.parallel.mesh import make_mesh
 
-    write_checkpoint(tmp_path / "hf", dict(HF_CONFIG, model_type="qwen2", head_dim=None))
+    write_hf_checkpoint(tmp_path / "hf", dict(HF_CONFIG, model_type="qwen2", head_dim=None))
     cfg = import_hf.read_config(str(tmp_path / "hf"))
     params = import_hf.convert(str(tmp_path / "hf"), cfg)
     prompts = [[1, 2, 3], [4]]
@@ -146,3 +114,30 @@ def test_generate_bf16_and_checks(tmp_path):
         gen.generate(QwenLM(cfg), params, prompts + [[5]], 2, mesh=make_mesh({"data": 2, "tensor": 4}))
     with pytest.raises(ValueError, match="at least one token"):
         gen.generate(QwenLM(cfg), params, [[1], []], 2)
+
+
+def test_import_streams_group_by_group(tmp_path):
+    """import-hf holds about one layer at a time, never the whole tree: the peak of the Python
+    (numpy) allocations while importing 16 layers stays under half the checkpoint's size
+    (measured: 0.33 of it, most of that jax's tracing of the model; materialising the tree, as
+    the importer once did, peaked at 2.1 times the size).
+    tracemalloc counts allocations, so this does not depend on timing or the machine; a first
+    import of the tiny model leaves out the one-time costs (module imports, jax caches)."""
+    import tracemalloc
+    write_hf_checkpoint(tmp_path / "tiny", HF_CONFIG)
+    import_hf.import_hf(str(tmp_path / "tiny"), str(tmp_path / "tiny_out"))
+    config = dict(HF_CONFIG, hidden_size=128, intermediate_size=384, num_hidden_layers=16,
+                  num_attention_heads=4, num_key_value_heads=4, head_dim=32)
+    tensors = write_hf_checkpoint(tmp_path / "hf", config)
+    total = sum(t.nbytes for t in tensors.values())
+    del tensors
+    tracemalloc.start()
+    try:
+        start = tracemalloc.get_traced_memory()[0]
+        import_hf.import_hf(str(tmp_path / "hf"), str(tmp_path / "out"))
+        peak = tracemalloc.get_traced_memory()[1] - start
+    finally:
+        tracemalloc.stop()
+    assert peak < total / 2, (peak, total)
+    _, params = import_hf.load(str(tmp_path / "out"))
+    assert sum(a.nbytes for a in jax.tree.leaves(params)) == total

@@ -5,16 +5,19 @@ Architectures (config.json's model_type; anything else is refused):
   qwen2, qwen3       decoder-only LMs (Qwen2 / Qwen2.5 / Qwen3 dense) -> models/lm QwenLM
   qwen2_audio        Qwen2AudioForConditionalGeneration -> models/alm AudioLM
 
-Reads config.json, then the safetensors
-weights (one `model.safetensors`, or shards listed in `model.safetensors.index.json`) one tensor
-at a time with `safe_open`, so that only the growing Flax tree is held, never a second copy of
-the checkpoint. Dense kernels are transposed from torch's [out, in] to Flax's [in, out] (and
+Reads config.json, checks every tensor's name and shape from the safetensors headers (one
+`model.safetensors`, or shards listed in `model.safetensors.index.json`), then converts and
+writes the parameters group by group (one transformer layer, or one other module such as the
+embedding table: `param_group`), reading one tensor at a time with `safe_open`: host memory is
+bounded by about one layer, not the model (a 30B checkpoint does not need 60 GB). Dense kernels are transposed from torch's [out, in] to Flax's [in, out] (and
 split into heads where the Flax layer has them); every tensor's shape is checked. Nothing from
 the checkpoint directory is executed: JSON, safetensors and the tokenizer files only.
 
 Output directory:
-  params/                 orbax checkpoint of the parameter tree (float32, or bfloat16 with
-                          dtype='bfloat16')
+  params/<group>/         one orbax checkpoint per parameter group ('layers_0',
+                          'language_model.embed_tokens', ...: the group's subtree), float32,
+                          or bfloat16 with dtype='bfloat16'; `load` reads them back into one
+                          tree, onto a mesh if given
   lm_config.json          the QwenConfig fields, or the AudioLMConfig ({model_type: qwen2_audio,
                           audio: ..., text: ..., audio_token_id})
   tokenizer.json, tokenizer_config.json (and generation_config.json, preprocessor_config.json
@@ -162,40 +165,56 @@ def to_flax(path: tuple[str, ...], w: np.ndarray, shape: tuple[int, ...]) -> np.
     return w.T.reshape(shape) if path[-1] == "kernel" else w.reshape(shape)
 
 
-def _tensor(handles: dict, file: str, name: str) -> np.ndarray:
+def param_group(path: tuple[str, ...]) -> tuple[str, ...]:
+    """The group a Flax parameter is written (and read) with: a whole transformer layer
+    (('layers_3',), ('audio_tower', 'layers_0')), else the module holding the parameter
+    (('embed_tokens',), ('audio_tower', 'conv1')). A group is at most one layer, or one
+    embedding table: that bounds the host memory of an import."""
+    for i, key in enumerate(path[:-1]):
+        if key.startswith("layers_"):
+            return path[:i + 1]
+    return path[:-1]
+
+
+def param_groups(cfg) -> list[tuple[str, ...]]:
+    """The parameter groups of the model, in tree order."""
+    return list(dict.fromkeys(param_group(path) for path in expected_shapes(cfg)))
+
+
+def _group_dir(params_dir: str, group: tuple[str, ...]) -> str:
+    return os.path.join(params_dir, ".".join(group) or "root")
+
+
+def _put(tree: dict, prefix: tuple[str, ...], subtree: dict) -> None:
+    for key in prefix:
+        tree = tree.setdefault(key, {})
+    tree.update(subtree)
+
+
+def _plan(src: str, cfg) -> dict[tuple[str, ...], tuple[str, str, tuple[int, ...]]]:
+    """{Flax parameter path: (safetensors file, tensor name, Flax shape)}: every name and shape
+    checked against the config from the safetensors headers (no tensor is read), and no
+    checkpoint tensor left without a place."""
     from safetensors import safe_open
-    if file not in handles:
-        handles[file] = safe_open(file, framework="flax")  # jax arrays: bfloat16 included
-    return np.asarray(handles[file].get_tensor(name), dtype=np.float32)
-
-
-def convert(src: str, cfg=None, dtype: str = "float32") -> dict:
-    """The Flax parameter tree (nested dicts of numpy arrays of `dtype`) of a checkpoint dir."""
-    cfg = cfg or read_config(src)
-    if dtype not in DTYPES:
-        raise ImportHFError(f"dtype {dtype!r}: choose one of {DTYPES}")
-    store = np.float32 if dtype == "float32" else jax.numpy.bfloat16
     files = weight_files(src)
-    params: dict = {}
-    used = set()
-    handles: dict = {}
+    plan = {}
     for path, shape in expected_shapes(cfg).items():
         names = hf_names(path)
         name = next((n for n in names if n in files), None)
         if name is None:
             raise ImportHFError(f"{src}: tensor {names[0]!r} (for {'/'.join(path)}) is missing "
                                 f"from the safetensors files")
-        torch_shape = hf_shape(path, shape)
-        w = _tensor(handles, files[name], name)
-        if w.shape != torch_shape:
-            raise ImportHFError(f"{files[name]}: tensor {name!r} has shape {list(w.shape)}, "
-                                f"the config.json model needs {list(torch_shape)}")
-        node = params
-        for key in path[:-1]:
-            node = node.setdefault(key, {})
-        node[path[-1]] = np.ascontiguousarray(to_flax(path, w, shape).astype(store))
-        used.add(name)
-    handles.clear()
+        plan[path] = (files[name], name, shape)
+    for file in sorted({file for file, _, _ in plan.values()}):
+        with safe_open(file, framework="numpy") as f:
+            for path, (_, name, shape) in plan.items():
+                if plan[path][0] != file:
+                    continue
+                found, torch_shape = tuple(f.get_slice(name).get_shape()), hf_shape(path, shape)
+                if found != torch_shape:
+                    raise ImportHFError(f"{file}: tensor {name!r} has shape {list(found)}, the "
+                                        f"config.json model needs {list(torch_shape)}")
+    used = {name for _, name, _ in plan.values()}
     text = getattr(cfg, "text", cfg)
     tied = {"lm_head.weight", "language_model.lm_head.weight"}
     ignorable = lambda n: n.endswith("rotary_emb.inv_freq") or (
@@ -204,6 +223,48 @@ def convert(src: str, cfg=None, dtype: str = "float32") -> dict:
     if extra:
         raise ImportHFError(f"{files[extra[0]]}: tensor {extra[0]!r} (and {len(extra) - 1} more) "
                             f"has no place in a {cfg.model_type} model of this config.json")
+    return plan
+
+
+def _check_dtype(dtype: str):
+    if dtype not in DTYPES:
+        raise ImportHFError(f"dtype {dtype!r}: choose one of {DTYPES}")
+    return np.float32 if dtype == "float32" else jax.numpy.bfloat16
+
+
+def convert_groups(src: str, cfg=None, dtype: str = "float32"):
+    """Yields (group, subtree) of the Flax parameters group by group (see param_group), each
+    subtree nested dicts of numpy arrays of `dtype` below the group's path. All names and
+    shapes are checked before the first tensor is read; a group's tensors are read one at a
+    time, and its files are closed (unmapped) before the next group."""
+    from safetensors import safe_open
+    cfg = cfg or read_config(src)
+    store = _check_dtype(dtype)
+    plan = _plan(src, cfg)
+    groups: dict = {}
+    for path in plan:
+        groups.setdefault(param_group(path), []).append(path)
+    for group, paths in groups.items():
+        subtree: dict = {}
+        handles: dict = {}
+        for path in paths:
+            file, name, shape = plan[path]
+            if file not in handles:  # jax arrays: bfloat16 included
+                handles[file] = safe_open(file, framework="flax")
+            w = np.asarray(handles[file].get_tensor(name), dtype=np.float32)
+            _put(subtree, path[len(group):-1],
+                 {path[-1]: np.ascontiguousarray(to_flax(path, w, shape).astype(store, copy=False))})
+            del w
+        handles.clear()
+        yield group, subtree
+
+
+def convert(src: str, cfg=None, dtype: str = "float32") -> dict:
+    """The whole Flax parameter tree (nested dicts of numpy arrays of `dtype`) of a checkpoint
+    directory, in host memory (import_hf writes group by group instead)."""
+    params: dict = {}
+    for group, subtree in convert_groups(src, cfg, dtype):
+        _put(params, group, subtree)
     return params
 
 
@@ -234,18 +295,25 @@ def import_hf(src: str, out: str, dtype: str = "float32"):
                                 f"needed beside the weights")
     if os.path.exists(out) and os.listdir(out):
         raise ImportHFError(f"{out} is not empty; give a new directory as --out")
-    params = convert(src, cfg, dtype)
     import orbax.checkpoint as ocp
-    os.makedirs(out, exist_ok=True)
+    params_dir = os.path.join(os.path.abspath(out), "params")
     ckptr = ocp.StandardCheckpointer()
-    ckptr.save(os.path.join(os.path.abspath(out), "params"), params)
-    ckptr.wait_until_finished()
+    for group, subtree in convert_groups(src, cfg, dtype):  # checks everything first
+        os.makedirs(params_dir, exist_ok=True)
+        ckptr.save(_group_dir(params_dir, group), subtree)
+        ckptr.wait_until_finished()
+        del subtree
     with open(os.path.join(out, CONFIG_FILE), "w") as f:
         json.dump(cfg.to_dict(), f, indent=1)
     for name in TOKENIZER_FILES + OPTIONAL_FILES:
         if os.path.isfile(os.path.join(src, name)):
             shutil.copyfile(os.path.join(src, name), os.path.join(out, name))
     return cfg
+
+
+def _like(tree, like):
+    """The part of nested dicts `tree` that has the keys of `like` (a group's subtree)."""
+    return {k: _like(tree[k], v) for k, v in like.items()} if isinstance(like, dict) else tree
 
 
 def load_config(directory: str):
@@ -269,15 +337,27 @@ def load(directory: str, dtype=None, mesh=None, rules=None):
     import orbax.checkpoint as ocp
     cfg = load_config(directory)
     model = make_model(cfg, dtype)
-    ckpt = os.path.join(os.path.abspath(directory), "params")
-    tree = ocp.StandardCheckpointer().metadata(ckpt).item_metadata.tree
-    if mesh is None:
-        as_numpy = ocp.RestoreArgs(restore_type=np.ndarray)
-        restore_args = jax.tree.map(lambda _: as_numpy, tree)
-    else:
+    params_dir = os.path.join(os.path.abspath(directory), "params")
+    shardings = None
+    if mesh is not None:
         from strongaudio_jax.infer.generate import param_shardings
-        restore_args = jax.tree.map(lambda s: ocp.ArrayRestoreArgs(sharding=s),
-                                    param_shardings(model, mesh, rules))
-    params = ocp.PyTreeCheckpointer().restore(ckpt, args=ocp.args.PyTreeRestore(
-        item=tree, restore_args=restore_args))
+        shardings = param_shardings(model, mesh, rules)
+    params: dict = {}
+    for group in param_groups(cfg):
+        ckpt = _group_dir(params_dir, group)
+        if not os.path.isdir(ckpt):
+            raise ImportHFError(f"{ckpt} does not exist: {directory} is not a complete import-hf "
+                                f"output of this version; import the model again")
+        tree = ocp.StandardCheckpointer().metadata(ckpt).item_metadata.tree
+        if shardings is None:
+            as_numpy = ocp.RestoreArgs(restore_type=np.ndarray)
+            restore_args = jax.tree.map(lambda _: as_numpy, tree)
+        else:
+            sub = shardings
+            for key in group:
+                sub = sub[key]
+            restore_args = jax.tree.map(lambda s: ocp.ArrayRestoreArgs(sharding=s),
+                                        _like(sub, tree))
+        _put(params, group, ocp.PyTreeCheckpointer().restore(ckpt, args=ocp.args.PyTreeRestore(
+            item=tree, restore_args=restore_args)))
     return model, params
