@@ -232,12 +232,24 @@ def _check_dtype(dtype: str):
     return np.float32 if dtype == "float32" else jax.numpy.bfloat16
 
 
+def _read(handles: dict, file: str, name: str) -> np.ndarray:
+    """One tensor as float32 numpy. numpy reads it with one copy; bfloat16 (which numpy lacks)
+    goes through a jax array."""
+    from safetensors import safe_open
+    if file not in handles:
+        handles[file] = safe_open(file, framework="numpy")
+    if handles[file].get_slice(name).get_dtype() != "BF16":
+        return handles[file].get_tensor(name).astype(np.float32, copy=False)
+    if (file, "flax") not in handles:
+        handles[(file, "flax")] = safe_open(file, framework="flax")
+    return np.asarray(handles[(file, "flax")].get_tensor(name), dtype=np.float32)
+
+
 def convert_groups(src: str, cfg=None, dtype: str = "float32"):
     """Yields (group, subtree) of the Flax parameters group by group (see param_group), each
     subtree nested dicts of numpy arrays of `dtype` below the group's path. All names and
     shapes are checked before the first tensor is read; a group's tensors are read one at a
     time, and its files are closed (unmapped) before the next group."""
-    from safetensors import safe_open
     cfg = cfg or read_config(src)
     store = _check_dtype(dtype)
     plan = _plan(src, cfg)
@@ -249,9 +261,7 @@ def convert_groups(src: str, cfg=None, dtype: str = "float32"):
         handles: dict = {}
         for path in paths:
             file, name, shape = plan[path]
-            if file not in handles:  # jax arrays: bfloat16 included
-                handles[file] = safe_open(file, framework="flax")
-            w = np.asarray(handles[file].get_tensor(name), dtype=np.float32)
+            w = _read(handles, file, name)
             _put(subtree, path[len(group):-1],
                  {path[-1]: np.ascontiguousarray(to_flax(path, w, shape).astype(store, copy=False))})
             del w
