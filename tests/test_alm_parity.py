@@ -17,7 +17,7 @@ import jax.numpy as jnp  # noqa: E402
 from strongaudio_jax import cli  # noqa: E402
 from strongaudio_jax.infer import alm_caption, generate as gen, import_hf  # noqa: E402
 from strongaudio_jax.models.alm import AudioLM, output_lengths  # noqa: E402
-from strongaudio_jax.models.lm import init_cache  # noqa: E402
+from strongaudio_jax.models.lm import QwenLM, init_cache, place_embeds  # noqa: E402
 from strongaudio_jax.parallel.mesh import make_mesh  # noqa: E402
 
 from lm_fixtures import write_tokenizer  # noqa: E402
@@ -190,3 +190,41 @@ def test_caption_job_with_the_imported_model(alm, tiny_corpus, tmp_path, monkeyp
         assert p.read_bytes() == (tmp_path / "o1" / p.name).read_bytes()
     with pytest.raises(Exception, match="greedily"):
         run("sample", "decode.strategy=sample")
+
+
+def test_two_clips_per_prompt(alm):
+    """Qwen2-Audio prompts with two audio placeholders each (clips 0, 1 in row 0; 2, 3 in row 1;
+    "Audio 1: ... Audio 2: ..."): logits and greedy tokens as transformers', which fills the
+    placeholders of the batch with the clips in order."""
+    model, flax_model, params, _ = alm
+    _, _, features, frames = _audio(flax_model)
+    prompts = [[10, AUDIO_TOKEN, 11, AUDIO_TOKEN, 12], [AUDIO_TOKEN, 20, 21, AUDIO_TOKEN]]
+    counts = output_lengths(np.array(frames))
+    tokens, mask = gen.left_pad([alm_caption.expand_placeholders(p, counts[2 * b:2 * b + 2],
+                                                                 AUDIO_TOKEN)
+                                 for b, p in enumerate(prompts)])
+    with torch.no_grad():
+        ref = model(**_torch_inputs(tokens, mask, features, frames)).logits.numpy()
+        steps = model.generate(**_torch_inputs(tokens, mask, features, frames), do_sample=False,
+                               max_new_tokens=8, min_new_tokens=8, pad_token_id=0)
+    b, t = tokens.shape
+    # the model's own forward: row b's vectors are its two clips' one after the other
+    vectors, _ = flax_model.apply({"params": params}, jnp.asarray(features), jnp.asarray(frames),
+                                  method=AudioLM.encode_audio)
+    rows = [np.concatenate([np.asarray(vectors[c, :counts[c]]) for c in (2 * r, 2 * r + 1)])
+            for r in range(2)]
+    embeds = np.stack([np.pad(v, ((0, max(map(len, rows)) - len(v)), (0, 0))) for v in rows])
+    text = QwenLM(flax_model.cfg.text)
+    positions = np.maximum(np.cumsum(mask, axis=1) - 1, 0)
+    placed = place_embeds(jnp.asarray(tokens), jnp.asarray(mask), jnp.asarray(embeds), AUDIO_TOKEN)
+    out, _ = text.apply({"params": params["language_model"]}, jnp.asarray(tokens),
+                        jnp.asarray(positions), 0, jnp.asarray(mask),
+                        init_cache(flax_model.cfg.text, b, t), *placed)
+    np.testing.assert_allclose(np.asarray(out)[mask], ref[mask], rtol=1e-4,
+                               atol=1e-4 * np.abs(ref).max())
+    got = alm_caption.generate_with_audio(flax_model, params, prompts, features, frames, 8,
+                                          clips_per_prompt=[2, 2])
+    assert got == steps[:, t:].tolist()
+    with pytest.raises(ValueError, match="one audio placeholder token .* per clip"):
+        alm_caption.generate_with_audio(flax_model, params, prompts, features, frames, 8,
+                                        clips_per_prompt=[1, 3])

@@ -11,9 +11,10 @@ The steps, each usable alone:
   sees one shape (one compilation). A clip has lengths // 160 valid frames (transformers'
   feature extractor counts ceil(lengths / 160); its features of the first and last frames differ
   slightly too, since the project's frontend reflects at each clip's own end).
-- `generate_with_audio`: prompts holding one audio placeholder token each -> the encoder and
-  projector give A_b vectors per clip, the placeholder is expanded to A_b copies, and
-  infer/generate.py decodes with the vectors in place of the copies (left padding, KV cache).
+- `generate_with_audio`: prompts holding one audio placeholder token each (or one per clip,
+  several clips per prompt) -> the encoder and projector give A_c vectors per clip, each
+  placeholder is expanded to its clip's A_c copies, and infer/generate.py decodes with the
+  vectors in place of the copies (left padding, KV cache).
 """
 
 from __future__ import annotations
@@ -95,23 +96,64 @@ def expand_placeholder(prompt: Sequence[int], count: int, audio_token_id: int) -
     if len(at) != 1:
         raise ValueError(f"a prompt must hold exactly one audio placeholder token (id "
                          f"{audio_token_id}); this one holds {len(at)}")
-    i = at[0]
-    return list(prompt[:i]) + [audio_token_id] * int(count) + list(prompt[i + 1:])
+    return expand_placeholders(prompt, [count], audio_token_id)
+
+
+def expand_placeholders(prompt: Sequence[int], counts: Sequence[int],
+                        audio_token_id: int) -> list[int]:
+    """`prompt` with its i-th audio placeholder token repeated counts[i] times (one
+    placeholder per clip, as Qwen2-Audio's "Audio 1: <|audio_bos|><|AUDIO|><|audio_eos|>
+    Audio 2: ..." prompts)."""
+    if sum(1 for t in prompt if t == audio_token_id) != len(counts):
+        raise ValueError(f"a prompt must hold one audio placeholder token (id {audio_token_id}) "
+                         f"per clip: this one holds "
+                         f"{sum(1 for t in prompt if t == audio_token_id)} for {len(counts)} "
+                         f"clips")
+    out: list[int] = []
+    counts = iter(counts)
+    for t in prompt:
+        out.extend([t] * int(next(counts)) if t == audio_token_id else [t])
+    return out
 
 
 def generate_with_audio(model: AudioLM, params, prompts: Sequence[Sequence[int]], features,
-                        frames, max_new_tokens: int, *, mesh: Mesh | None = None,
-                        **kwargs) -> list[list[int]]:
-    """New token ids per (prompt, clip): each prompt holds one audio placeholder token, which
-    becomes the clip's audio vectors. kwargs go to generate.generate (eos_id, pad_id,
-    temperature, top_p, seed). With `mesh`, params come from generate.shard_params(model, ...)."""
-    if len(prompts) != len(features):
-        raise ValueError(f"{len(prompts)} prompts for {len(features)} clips; give one per clip")
-    vectors, counts = encode_audio(model, params, features, frames, mesh)
+                        frames, max_new_tokens: int, *, clips_per_prompt=None,
+                        mesh: Mesh | None = None, **kwargs) -> list[list[int]]:
+    """New token ids per prompt. By default each prompt holds one audio placeholder token and
+    has one clip (features[b]), whose audio vectors replace the placeholder. With
+    `clips_per_prompt` (one count per prompt), prompt b holds that many placeholders and takes
+    the next that many clips of `features` in order (as transformers' Qwen2-Audio takes the
+    clips of a batch). kwargs go to generate.generate (eos_id, pad_id, temperature, top_p,
+    seed, row_keys). With `mesh`, params come from generate.shard_params(model, ...) and the
+    number of clips divides by the data axes."""
     token = model.cfg.audio_token_id
-    expanded = [expand_placeholder(p, c, token) for p, c in zip(prompts, counts)]
+    if clips_per_prompt is None:
+        if len(prompts) != len(features):
+            raise ValueError(f"{len(prompts)} prompts for {len(features)} clips; give one per "
+                             f"clip (or clips_per_prompt)")
+        vectors, counts = encode_audio(model, params, features, frames, mesh)
+        expanded = [expand_placeholder(p, c, token) for p, c in zip(prompts, counts)]
+        row_counts = counts
+    else:
+        per = [int(n) for n in clips_per_prompt]
+        if len(per) != len(prompts) or sum(per) != len(features):
+            raise ValueError(f"clips_per_prompt {per} must give one count per prompt "
+                             f"({len(prompts)}) summing to the number of clips "
+                             f"({len(features)})")
+        clips, counts = encode_audio(model, params, features, frames, mesh)
+        bounds = np.cumsum([0] + per)
+        rows = [range(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+        expanded = [expand_placeholders(p, counts[r], token) for p, r in zip(prompts, rows)]
+        # row b's vectors: its clips' valid vectors one after the other, padded with the first
+        width = clips.shape[1]
+        index = [np.concatenate([c * width + np.arange(counts[c]) for c in r] + [[0]])[:-1]
+                 for r in rows]
+        row_counts = np.array([len(i) for i in index])
+        longest = max(1, int(row_counts.max(initial=0)))
+        index = np.stack([np.pad(i, (0, longest - len(i))) for i in index]).astype(np.int32)
+        vectors = jnp.take(clips.reshape(-1, clips.shape[-1]), jnp.asarray(index), axis=0)
     tokens, mask = gen.left_pad(expanded)
-    check_placeholders(tokens, mask, counts, token)
+    check_placeholders(tokens, mask, row_counts, token)
     return gen.generate(QwenLM(model.cfg.text, model.dtype), params["language_model"], expanded,
                         max_new_tokens, mesh=mesh, embeds=vectors, placeholder_id=token,
                         **kwargs)
