@@ -143,19 +143,32 @@ def test_captioner(alm):
 
 
 def test_captioner_on_a_mesh(alm):
-    """3 clips on a (data 2, tensor 4) mesh: the batch is filled up to 4 rows and cut back."""
+    """3 clips on a (data 2, tensor 4) mesh: the batch is filled up to 4 rows and cut back;
+    sampled with one key per clip (decoding.row_keys of the clip ids), the captions are those
+    of one device, and a clip's caption does not depend on its batch (order reversed). (Greedy
+    on the mesh: test_greedy_generation_matches.)"""
+    from strongaudio_jax.infer.decoding import row_keys
     _, flax_model, _, out = alm
     waves, lengths, _, _ = _audio(flax_model)
-    single = alm_caption.Captioner(str(out)).caption(waves[:3], lengths[:3], max_new_tokens=6)
+    waves, lengths = waves[:3], lengths[:3]
+    keys = row_keys(7, ["a", "b", "c"])
+    one = alm_caption.Captioner(str(out))
     mesh = make_mesh({"data": 2, "tensor": 4})
-    assert alm_caption.Captioner(str(out), mesh=mesh).caption(
-        waves[:3], lengths[:3], max_new_tokens=6) == single
+    eight = alm_caption.Captioner(str(out), mesh=mesh)
+    sampled = one.caption(waves, lengths, max_new_tokens=6, temperature=1.5, row_keys=keys)
+    assert one.caption(waves, lengths, max_new_tokens=6, temperature=1.5,
+                       row_keys=row_keys(8, ["a", "b", "c"])) != sampled  # keys matter
+    assert eight.caption(waves, lengths, max_new_tokens=6, temperature=1.5,
+                         row_keys=keys) == sampled
+    assert one.caption(waves[::-1], lengths[::-1], max_new_tokens=6, temperature=1.5,
+                       row_keys=keys[::-1]) == sampled[::-1]
 
 
 def test_caption_job_with_the_imported_model(alm, tiny_corpus, tmp_path, monkeypatch):
     """`strongaudio caption` with model.path = the import-hf directory: every held-out clip is
     captioned (chunked into the encoder's 0.8 s window), provenance names the model and the
-    prompt, and 1 device writes the same bytes as 8 (a clip's caption depends on it alone)."""
+    prompt; sampled, 1 device writes the same bytes as 8 (a clip's caption depends on it
+    alone: one key per record)."""
     import json
 
     from strongaudio_jax import config
@@ -185,11 +198,17 @@ def test_caption_job_with_the_imported_model(alm, tiny_corpus, tmp_path, monkeyp
         assert clip.caption != original.caption and clip.summary == original.summary
         prov = json.loads(clip.caption_model)
         assert prov["model"] == "qwen2_audio (import-hf)" and prov["settings"]["prompt"]
-    run("o1", "devices=1")
-    for p in sorted((tmp_path / "o8").glob("*.tfrecord")):
-        assert p.read_bytes() == (tmp_path / "o1" / p.name).read_bytes()
-    with pytest.raises(Exception, match="greedily"):
-        run("sample", "decode.strategy=sample")
+    # sampled: one key per record (decode.seed, clip id), so 8 devices write what 1 writes
+    run("s8", "decode.strategy=sample", "decode.temperature=1.5")
+    run("s1", "decode.strategy=sample", "decode.temperature=1.5", "devices=1")
+    sampled = [schema.example_to_clip(r) for p in sorted((tmp_path / "s8").glob("*.tfrecord"))
+               for r in tfrecord.read_records(str(p))]
+    assert [c.caption for c in sampled] != [c.caption for c in clips]
+    assert json.loads(sampled[0].caption_model)["settings"]["strategy"] == "sample"
+    for p in sorted((tmp_path / "s8").glob("*.tfrecord")):
+        assert p.read_bytes() == (tmp_path / "s1" / p.name).read_bytes()
+    with pytest.raises(Exception, match="'greedy' or 'sample'"):
+        run("beam", "decode.strategy=beam")
 
 
 def test_two_clips_per_prompt(alm):

@@ -114,6 +114,9 @@ def test_generate_bf16_and_checks(tmp_path):
         gen.generate(QwenLM(cfg), params, prompts + [[5]], 2, mesh=make_mesh({"data": 2, "tensor": 4}))
     with pytest.raises(ValueError, match="at least one token"):
         gen.generate(QwenLM(cfg), params, [[1], []], 2)
+    with pytest.raises(ValueError, match="row_keys has shape"):
+        gen.generate(QwenLM(cfg), params, prompts, 2, temperature=1.0,
+                     row_keys=np.zeros((3, 2), np.uint32))
 
 
 def test_import_streams_group_by_group(tmp_path):

@@ -190,7 +190,9 @@ class Captioner:
     def caption(self, waves, lengths=None, prompt: str = DEFAULT_PROMPT,
                 max_new_tokens: int = 256, **sampling) -> list[str]:
         """One caption per clip of `waves` [B, T] (16 kHz; `lengths` valid samples). The prompt
-        holds the model's audio placeholder token once (Qwen2-Audio: <|AUDIO|>)."""
+        holds the model's audio placeholder token once (Qwen2-Audio: <|AUDIO|>). `sampling`
+        goes to generate.generate (temperature, top_p, seed; row_keys [B, 2], one key per clip,
+        for captions that do not depend on the batch)."""
         features, frames = audio_features(self.model, waves, lengths)
         rows = len(features)
         if self.mesh is not None:  # fill the batch up to a multiple of the data axes
@@ -200,6 +202,9 @@ class Captioner:
             extra = -rows % data
             features = np.concatenate([features, np.repeat(features[-1:], extra, 0)])
             frames = np.concatenate([frames, np.repeat(frames[-1:], extra)])
+            if sampling.get("row_keys") is not None:
+                keys = np.asarray(sampling["row_keys"])
+                sampling["row_keys"] = np.concatenate([keys, np.repeat(keys[-1:], extra, 0)])
         ids = self.prompt_ids(prompt)
         out = generate_with_audio(self.model, self.params, [ids] * len(features), features,
                                   frames, max_new_tokens, mesh=self.mesh, eos_id=self.eos_id,

@@ -106,9 +106,9 @@ class AudioLMCaptioner:
     """Captioner labeler over an imported audio-language model (`strongaudio import-hf` of a
     Qwen2-Audio checkpoint; infer/alm_caption.py): each clip's audio fills the prompt's audio
     placeholder and the model's reply becomes the record's `caption` (a long, free-form
-    caption: `caption/summary` is left as it was). Greedy decoding only: the LM samples with
-    one key per batch, so a sampled caption would depend on which clips share its batch, and
-    the job promises labels that depend on the record alone."""
+    caption: `caption/summary` is left as it was). Greedy, or sampled (temperature, top_p)
+    with one key per record from decode.seed and the clip id (decoding.row_keys), so a sampled
+    caption depends on the record alone, not on its batch or the number of devices."""
 
     needs_audio = True
     name = "caption"
@@ -117,9 +117,10 @@ class AudioLMCaptioner:
                  settings: decoding.Settings, prompt: str):
         from strongaudio_jax.infer import alm_caption
 
-        if settings.strategy != "greedy":
+        if settings.strategy not in ("greedy", "sample"):
             raise ConfigError(f"decode.strategy={settings.strategy!r}: an imported audio-language "
-                              "model decodes greedily here (decode.strategy='greedy')")
+                              "model decodes with decode.strategy='greedy' or 'sample'")
+        self.settings = settings
         if settings.repetition_penalty != 1.0 or settings.min_len:
             raise ConfigError("decode.repetition_penalty and decode.min_len are not supported "
                               "for an imported audio-language model; leave them at 1.0 and 0")
@@ -135,8 +136,12 @@ class AudioLMCaptioner:
         self.batch_size = batch_per_device * mesh.size // mesh.shape["tensor"]
         self.provenance = {"job": "caption", "model": "qwen2_audio (import-hf)",
                            "checkpoint": directory, "step": 0,
-                           "settings": {"strategy": "greedy", "max_new_tokens": self.max_new_tokens,
-                                        "prompt": self.prompt}}
+                           "settings": {"strategy": settings.strategy,
+                                        "max_new_tokens": self.max_new_tokens,
+                                        "prompt": self.prompt,
+                                        **({"temperature": settings.temperature,
+                                            "top_p": settings.top_p, "seed": settings.seed}
+                                           if settings.strategy == "sample" else {})}}
         self._text = provenance_text(self.provenance)
 
     def check_bucket(self, samples: int) -> None:
@@ -147,8 +152,12 @@ class AudioLMCaptioner:
                               "(buckets.over_long='chunk') into pieces of the largest bucket")
 
     def label_audio(self, waves, lengths, ids) -> list[str]:
+        sampling = {}
+        if self.settings.strategy == "sample":
+            sampling = dict(temperature=self.settings.temperature, top_p=self.settings.top_p,
+                            row_keys=decoding.row_keys(self.settings.seed, ids))
         return self.cap.caption(waves, lengths, prompt=self.prompt,
-                                max_new_tokens=self.max_new_tokens)
+                                max_new_tokens=self.max_new_tokens, **sampling)
 
     def combine(self, results: list[str]) -> str:
         return " ".join(r for r in results if r)
