@@ -48,6 +48,8 @@ def write(directory: str, layers: int) -> None:
     rng = np.random.default_rng(0)
     groups: dict = {}
     for path, shape in import_hf.expected_shapes(cfg).items():
+        # one file per layer (param_group is missing from copies older than the streaming
+        # import, which this script measures too)
         groups.setdefault(import_hf.param_group(path) if hasattr(import_hf, "param_group")
                           else path[:1], []).append((path, shape))
     weight_map = {}
