@@ -81,7 +81,12 @@ def _sample(logits, rng, temperature: float, top_p: float):
         before = jnp.cumsum(probs, axis=-1) - probs  # mass of the tokens ranked above
         kept = jnp.where(before < top_p, sorted_logits, jnp.inf).min(axis=-1, keepdims=True)
         logits = jnp.where(logits >= kept, logits, -jnp.inf)
+    if rng.ndim == 2:  # one key per row: a row's draw does not depend on the other rows
+        return jax.vmap(jax.random.categorical)(rng, logits).astype(jnp.int32)
     return jax.random.categorical(rng, logits, axis=-1).astype(jnp.int32)
+
+
+_fold_rows = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(0, None)))
 
 
 @functools.lru_cache(maxsize=16)
@@ -109,7 +114,8 @@ def generate(model: QwenLM, params, prompts: Sequence[Sequence[int]], max_new_to
              eos_id: int | Sequence[int] | None = None, pad_id: int = 0,
              temperature: float = 0.0, top_p: float = 1.0, seed: int = 0,
              mesh: Mesh | None = None, embeds=None, placeholder_id: int | None = None,
-             length_multiple: int = 1) -> list[list[int]]:
+             length_multiple: int = 1,
+             row_seeds: Sequence[int] | None = None) -> list[list[int]]:
     """New token ids per prompt (up to and including an end token in `eos_id`, at most
     `max_new_tokens`). Greedy by default; temperature > 0 samples (within top_p). With `mesh`,
     params should come from `shard_params` and the batch is split over the data axes (its size
@@ -120,7 +126,12 @@ def generate(model: QwenLM, params, prompts: Sequence[Sequence[int]], max_new_to
     instead of their token embedding (models/lm.place_embeds).
 
     `length_multiple`: the padded prompt length is rounded up to a multiple of it, so batches
-    of prompts of varying lengths reuse a few compiled shapes (a corpus job sets e.g. 64)."""
+    of prompts of varying lengths reuse a few compiled shapes (a corpus job sets e.g. 64).
+
+    `row_seeds` (one int per prompt, with temperature > 0): row r's i-th token is drawn with
+    fold_in(PRNGKey(row_seeds[r]), i) instead of a split of the batch key `seed`, so a prompt
+    with the same seed samples the same reply whatever other prompts share its batch and in
+    whatever order (given the same padded length, e.g. through `length_multiple`)."""
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens={max_new_tokens}: must be at least 1")
     if (embeds is None) != (placeholder_id is None):
@@ -149,8 +160,15 @@ def generate(model: QwenLM, params, prompts: Sequence[Sequence[int]], max_new_to
         cache = jax.device_put(cache, cache_sharding)
     prefill, step = _compiled(model, mesh, float(temperature), float(top_p),
                               None if placeholder_id is None else int(placeholder_id))
+    if row_seeds is not None and len(row_seeds) != b:
+        raise ValueError(f"row_seeds has {len(row_seeds)} entries for {b} prompts; give one "
+                         f"per prompt")
+    row_keys = None if row_seeds is None else jax.vmap(jax.random.PRNGKey)(
+        jnp.asarray(np.asarray(row_seeds, np.int64) % 2**32, jnp.uint32))
     rng = jax.random.PRNGKey(seed)
     rng, sub = jax.random.split(rng)
+    if row_keys is not None:
+        sub = _fold_rows(row_keys, 0)
     token, cache = prefill(params, tokens, mask, key_mask, cache, sub, embeds)
     position = np.asarray(mask).sum(axis=1).astype(np.int32)  # next rotary position per row
     out = [[] for _ in range(b)]
@@ -164,5 +182,7 @@ def generate(model: QwenLM, params, prompts: Sequence[Sequence[int]], max_new_to
         if done.all() or i == max_new_tokens - 1:
             break
         rng, sub = jax.random.split(rng)
+        if row_keys is not None:
+            sub = _fold_rows(row_keys, i + 1)
         token, cache = step(params, token, position + i, t + i, key_mask, cache, sub)
     return out
