@@ -111,6 +111,13 @@ def test_uts_tag_and_build_reference_with_an_lm(tmp_path, capsys):
     assert rows["clip2"]["status"] == "failed" and rows["clip2"]["tags"] == []
     assert rows["clip0"]["extractor"] == "reference-lm:lm"
     assert "1 clips have no usable tags" in capsys.readouterr().out
+    # the same, sampled on a (data 2, tensor 4) mesh of the 8 CPU devices
+    assert cli.main(["uts", "tag", "--reference", "--captions", str(tmp_path / "captions.jsonl"),
+                     "--out", str(tmp_path / "tags_tp.jsonl"), "--extractor", "lm", "--model",
+                     str(tmp_path / "lm"), "--batch-size", "2", "--max-new-tokens", "10",
+                     "--tensor-parallel", "4"]) == 0
+    rows_tp = [json.loads(line) for line in (tmp_path / "tags_tp.jsonl").read_text().splitlines()]
+    assert {r["id"]: r["tags"] for r in rows_tp} == {k: r["tags"] for k, r in rows.items()}
 
     assert cli.main(["uts", "build", "--reference", "--tags", str(tags), "--k", "4",
                      "--out-dir", str(tmp_path / "ref")]) == 0
