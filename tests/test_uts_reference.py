@@ -3,15 +3,63 @@
 
 import json
 import math
+import os
 
+import numpy as np
 import pytest
 
 from strongaudio_jax import cli
+from strongaudio_jax.infer import decoding
 from strongaudio_jax.uts import reference, tagging
 
-from lm_fixtures import SPECIAL, write_chain_lm
+from lm_fixtures import CHAT_TEMPLATE, SPECIAL
 
 LABELS = '{"labels": ["Dog", "bark", "city park", "Loud"]}'
+
+
+def write_chain_lm(directory: str, vocab: list[str], chains: list[list[str]]) -> None:
+    """A Qwen2 checkpoint (before import-hf) whose greedy continuation of a prompt is fixed by
+    its LAST token: each chain [a, b, c, ...] sends a -> b -> c -> ... Embeddings are one-hot,
+    attention and MLP add nothing, and the head maps a token to its successor with a margin
+    large enough that sampling at temperature 0.3 within top-p 0.9 picks the same token.
+    `vocab` (ids in order) starts with SPECIAL; the tokenizer splits on whitespace only, so a
+    vocab entry like '{"labels":' is one token, and decoding joins tokens with spaces."""
+    from safetensors.numpy import save_file
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+
+    from strongaudio_jax.infer import import_hf
+    from strongaudio_jax.models.lm import QwenConfig
+
+    assert vocab[:len(SPECIAL)] == SPECIAL and len(vocab) <= 32, vocab
+    hf_config = {"model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"], "vocab_size": 32,
+                 "hidden_size": 32, "intermediate_size": 8, "num_hidden_layers": 1,
+                 "num_attention_heads": 4, "num_key_value_heads": 2,
+                 "tie_word_embeddings": False}
+    os.makedirs(directory, exist_ok=True)
+    cfg = QwenConfig.from_hf(hf_config)
+    tensors = {}
+    for path, shape in import_hf.expected_shapes(cfg).items():
+        name = import_hf.hf_name(path)
+        fill = np.ones if "norm" in name else np.zeros
+        tensors[name] = fill(import_hf.hf_shape(path, shape), np.float32)
+    tensors["model.embed_tokens.weight"] = np.eye(32, dtype=np.float32)
+    head = np.zeros((32, 32), np.float32)  # torch [vocab, hidden]: row = next token
+    for chain in chains:
+        for a, b in zip(chain, chain[1:]):
+            head[vocab.index(b), vocab.index(a)] = 1.0
+    tensors["lm_head.weight"] = head
+    save_file(tensors, os.path.join(directory, "model.safetensors"))
+    with open(os.path.join(directory, "config.json"), "w") as f:
+        json.dump(hf_config, f)
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(vocab)},
+                                     unk_token="<|endoftext|>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.decoder = decoders.WordPiece(prefix="##", cleanup=False)  # joins words with spaces
+    tok.add_special_tokens([AddedToken(t, special=True) for t in SPECIAL])
+    tok.save(os.path.join(directory, "tokenizer.json"))
+    with open(os.path.join(directory, "tokenizer_config.json"), "w") as f:
+        json.dump({"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>",
+                   "chat_template": CHAT_TEMPLATE}, f)
 
 
 @pytest.mark.parametrize("reply,tags,status", [
@@ -42,13 +90,13 @@ def test_prompt_is_the_reference_template():
 
 
 def test_per_record_seeds_and_no_retry(tmp_path):
-    """Each clip's seed comes from its id (and --seed), whatever batch it lands in; a failed
-    parse is final and stays in the tag file."""
+    """Each clip's sampling key comes from its id (and --seed), whatever batch it lands in; a
+    failed parse is final and stays in the tag file."""
     seen = {}
 
-    def generate(prompts, seeds):
-        for p, s in zip(prompts, seeds):
-            seen.setdefault(p.rsplit("\n", 2)[-2], set()).add(s)
+    def generate(prompts, keys):
+        for p, k in zip(prompts, keys):
+            seen.setdefault(p.rsplit("\n", 2)[-2], set()).add(tuple(k.tolist()))
         return [LABELS if "dog" in p else "no json" for p in prompts]
 
     items = [tagging.CaptionItem(f"c{i}", "a dog" if i % 2 else "a bird") for i in range(5)]
@@ -58,13 +106,11 @@ def test_per_record_seeds_and_no_retry(tmp_path):
     again = tagging.tag_corpus(items[::-1], reference.ReferenceLMTagger(generate, batch_size=3),
                                out)
     assert again.skipped_done == 5 and again.ok == again.failed == 0  # nothing retried
-    assert reference.record_seed(0, "c1") == reference.record_seed(0, "c1")
-    assert len({reference.record_seed(s, c) for s in (0, 1) for c in ("c1", "c2")}) == 4
-    assert seen["a dog"] == {reference.record_seed(0, "c1"), reference.record_seed(0, "c3")}
+    assert seen["a dog"] == {tuple(k) for k in decoding.row_keys(0, ["c1", "c3"]).tolist()}
 
 
-def test_row_seeds_make_each_draw_independent_of_the_batch():
-    """With row_seeds, a prompt samples the same tokens first or last, beside any other."""
+def test_row_keys_make_each_draw_independent_of_the_batch():
+    """With row_keys, a prompt samples the same tokens first or last, beside any other."""
     import jax
 
     from strongaudio_jax.infer import generate as gen
@@ -78,15 +124,13 @@ def test_row_seeds_make_each_draw_independent_of_the_batch():
     params = model.init(jax.random.PRNGKey(0), *model.dummy_inputs())["params"]
     a, b, c = [1, 2, 3], [4, 5], [6]
 
-    def run(prompts, seeds):
+    def run(prompts, ids):
         return gen.generate(model, params, prompts, 6, temperature=1.0, top_p=0.9,
-                            length_multiple=4, row_seeds=seeds)
+                            length_multiple=4, row_keys=decoding.row_keys(0, ids))
 
-    ab = run([a, b], [11, 22])
-    assert run([b, a], [22, 11]) == ab[::-1]
-    assert run([c, b], [33, 22])[1] == ab[1]
-    with pytest.raises(ValueError, match="row_seeds has 1 entries for 2 prompts"):
-        run([a, b], [1])
+    ab = run([a, b], ["a", "b"])
+    assert run([b, a], ["b", "a"]) == ab[::-1]
+    assert run([c, b], ["c", "b"])[1] == ab[1]
 
 
 def test_uts_tag_and_build_reference_with_an_lm(tmp_path, capsys):

@@ -71,7 +71,8 @@ def shard_params(model, params, mesh: Mesh, rules=None):
 
 
 def _sample(logits, rng, temperature: float, top_p: float):
-    """Greedy when temperature == 0, else temperature sampling within the top-p nucleus."""
+    """Greedy when temperature == 0, else temperature sampling within the top-p nucleus; `rng`
+    one key for the batch, or one raw key per row ([B, 2] uint32)."""
     if temperature == 0.0:
         return jnp.argmax(logits, axis=-1).astype(jnp.int32)
     logits = logits / temperature
@@ -81,12 +82,15 @@ def _sample(logits, rng, temperature: float, top_p: float):
         before = jnp.cumsum(probs, axis=-1) - probs  # mass of the tokens ranked above
         kept = jnp.where(before < top_p, sorted_logits, jnp.inf).min(axis=-1, keepdims=True)
         logits = jnp.where(logits >= kept, logits, -jnp.inf)
-    if rng.ndim == 2:  # one key per row: a row's draw does not depend on the other rows
+    if rng.ndim == 2:  # a key per row: a row's tokens depend on its key alone
         return jax.vmap(jax.random.categorical)(rng, logits).astype(jnp.int32)
     return jax.random.categorical(rng, logits, axis=-1).astype(jnp.int32)
 
 
-_fold_rows = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(0, None)))
+@jax.jit
+def _fold_rows(keys, step):
+    """Row keys [B, 2] folded with the step number (0: prefill)."""
+    return jax.vmap(lambda k: jax.random.fold_in(k, step))(keys)
 
 
 @functools.lru_cache(maxsize=16)
@@ -114,8 +118,7 @@ def generate(model: QwenLM, params, prompts: Sequence[Sequence[int]], max_new_to
              eos_id: int | Sequence[int] | None = None, pad_id: int = 0,
              temperature: float = 0.0, top_p: float = 1.0, seed: int = 0,
              mesh: Mesh | None = None, embeds=None, placeholder_id: int | None = None,
-             length_multiple: int = 1,
-             row_seeds: Sequence[int] | None = None) -> list[list[int]]:
+             length_multiple: int = 1, row_keys=None) -> list[list[int]]:
     """New token ids per prompt (up to and including an end token in `eos_id`, at most
     `max_new_tokens`). Greedy by default; temperature > 0 samples (within top_p). With `mesh`,
     params should come from `shard_params` and the batch is split over the data axes (its size
@@ -128,10 +131,10 @@ def generate(model: QwenLM, params, prompts: Sequence[Sequence[int]], max_new_to
     `length_multiple`: the padded prompt length is rounded up to a multiple of it, so batches
     of prompts of varying lengths reuse a few compiled shapes (a corpus job sets e.g. 64).
 
-    `row_seeds` (one int per prompt, with temperature > 0): row r's i-th token is drawn with
-    fold_in(PRNGKey(row_seeds[r]), i) instead of a split of the batch key `seed`, so a prompt
-    with the same seed samples the same reply whatever other prompts share its batch and in
-    whatever order (given the same padded length, e.g. through `length_multiple`)."""
+    `row_keys` [B, 2] uint32 (e.g. infer/decoding.row_keys(seed, record ids)): when sampling,
+    row b draws step i's token with fold_in(row_keys[b], i) instead of one key per batch (from
+    `seed`), so a row's tokens depend on its own key and prompt alone, not on its batch or on
+    the number of devices."""
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens={max_new_tokens}: must be at least 1")
     if (embeds is None) != (placeholder_id is None):
@@ -143,6 +146,11 @@ def generate(model: QwenLM, params, prompts: Sequence[Sequence[int]], max_new_to
     b, t = tokens.shape
     if embeds is not None and embeds.shape[0] != b:
         raise ValueError(f"embeds has {embeds.shape[0]} rows for {b} prompts; give one per prompt")
+    if row_keys is not None:
+        row_keys = np.asarray(row_keys, np.uint32)
+        if row_keys.shape != (b, 2):
+            raise ValueError(f"row_keys has shape {list(row_keys.shape)} for {b} prompts; give "
+                             f"one raw key [2] uint32 per prompt")
     key_mask = np.concatenate([mask, np.ones((b, max_new_tokens), bool)], axis=1)
     cache = init_cache(model.cfg, b, t + max_new_tokens, model.dtype)
     if mesh is not None:
@@ -155,19 +163,17 @@ def generate(model: QwenLM, params, prompts: Sequence[Sequence[int]], max_new_to
         tokens, mask, key_mask = put(tokens), put(mask), put(key_mask)
         if embeds is not None:
             embeds = put(embeds)
+        if row_keys is not None:
+            row_keys = put(row_keys)
         cache_sharding = NamedSharding(mesh, mesh_lib.logical_to_spec(
             ("batch", "length", "heads", "kv"), mesh, cache[0][0].shape))
         cache = jax.device_put(cache, cache_sharding)
     prefill, step = _compiled(model, mesh, float(temperature), float(top_p),
                               None if placeholder_id is None else int(placeholder_id))
-    if row_seeds is not None and len(row_seeds) != b:
-        raise ValueError(f"row_seeds has {len(row_seeds)} entries for {b} prompts; give one "
-                         f"per prompt")
-    row_keys = None if row_seeds is None else jax.vmap(jax.random.PRNGKey)(
-        jnp.asarray(np.asarray(row_seeds, np.int64) % 2**32, jnp.uint32))
     rng = jax.random.PRNGKey(seed)
-    rng, sub = jax.random.split(rng)
-    if row_keys is not None:
+    if row_keys is None:
+        rng, sub = jax.random.split(rng)
+    else:
         sub = _fold_rows(row_keys, 0)
     token, cache = prefill(params, tokens, mask, key_mask, cache, sub, embeds)
     position = np.asarray(mask).sum(axis=1).astype(np.int32)  # next rotary position per row
@@ -181,8 +187,9 @@ def generate(model: QwenLM, params, prompts: Sequence[Sequence[int]], max_new_to
                 done[r] = int(host[r]) in eos
         if done.all() or i == max_new_tokens - 1:
             break
-        rng, sub = jax.random.split(rng)
-        if row_keys is not None:
+        if row_keys is None:
+            rng, sub = jax.random.split(rng)
+        else:
             sub = _fold_rows(row_keys, i + 1)
         token, cache = step(params, token, position + i, t + i, key_mask, cache, sub)
     return out

@@ -51,8 +51,8 @@ def lm_generate(directory: str, max_new_tokens: int = 128, batch_size: int = 32,
     the LM of an audio-language model). Batches are padded to `batch_size` rows and prompt
     lengths to a multiple of `length_multiple`, so a corpus compiles a few shapes only. With
     `tensor_parallel` > 1 the model runs on a (data, tensor) mesh of all local devices.
-    `temperature` > 0 samples within `top_p` (uts/reference.py); `generate(prompts, seeds)`
-    then draws prompt i's reply from its own seed (infer/generate.py `row_seeds`).
+    `temperature` > 0 samples within `top_p` (uts/reference.py); `generate(prompts, keys)`
+    then draws prompt i's reply from its own key keys[i] (infer/generate.py `row_keys`).
     `chat_template=False` sends the prompts as plain text, as vLLM's `LLM.generate` does."""
     import jax
 
@@ -84,17 +84,17 @@ def lm_generate(directory: str, max_new_tokens: int = 128, batch_size: int = 32,
     pad = tok.token_id(tok.pad_token)
     pad = pad if pad is not None else 0
 
-    def generate(prompts: Sequence[str], seeds: Sequence[int] | None = None) -> list[str]:
+    def generate(prompts: Sequence[str], keys=None) -> list[str]:
         texts = [tok.apply_chat_template([{"role": "user", "content": p}]) if templated else p
                  for p in prompts]
         ids = [tok.encode(t) for t in texts]
         rows = len(ids)
         ids += [ids[-1]] * (-rows % batch_size)  # fixed batch shape; extra rows dropped
-        if seeds is not None:
-            seeds = list(seeds) + [seeds[-1]] * (len(ids) - rows)
+        if keys is not None:
+            keys = list(keys) + [keys[-1]] * (len(ids) - rows)
         out = gen.generate(model, params, ids, max_new_tokens, eos_id=sorted(eos), pad_id=pad,
                            mesh=mesh, length_multiple=length_multiple,
-                           temperature=temperature, top_p=top_p, row_seeds=seeds)
+                           temperature=temperature, top_p=top_p, row_keys=keys)
         return [tok.decode(o) for o in out[:rows]]
 
     return generate

@@ -11,8 +11,8 @@ vocabulary from the raw replies. What it does, and what this module does the sam
     count limits (`parse_labels`);
   * a reply that does not parse gives no tags, and the clip still counts in N, the number of
     documents of the score df * log((N + 1) / (df + 1)) (`uts build --reference`).
-Differences, each on purpose: every record draws from its own key (a hash of the clip id and
-`--seed`), so a rerun or a resumed run gives the same tags (vLLM's draws depend on the batch and
+Differences, each on purpose: every record draws from its own key (`--seed` and a crc32 of the
+clip id, infer/decoding.row_keys), so a rerun or a resumed run gives the same tags (vLLM's draws depend on the batch and
 the engine's seed); a "labels" value that is not a list, and list items that are not strings, give
 no tag and are noted in `problems` (the reference would count a string's characters as tags);
 ties in the score break by df then alphabetically (the reference keeps Python's set order,
@@ -21,7 +21,6 @@ which changes from run to run with the hash seed).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import Iterator, Sequence
 
@@ -80,14 +79,8 @@ def parse_labels(text: str) -> TagResult:
     return TagResult(tags, "ok", problems)
 
 
-def record_seed(seed: int, clip_id: str) -> int:
-    """A 32-bit seed per clip: the same clip id and --seed give the same draws."""
-    digest = hashlib.sha256(f"{seed}\0{clip_id}".encode("utf-8")).digest()
-    return int.from_bytes(digest[:4], "little")
-
-
 class ReferenceLMTagger:
-    """The reference extractor over `generate(prompts, seeds) -> replies` (lm_tagger.lm_generate
+    """The reference extractor over `generate(prompts, keys) -> replies` (lm_tagger.lm_generate
     with temperature 0.3, top-p 0.9 and no chat template). A failed parse is final: the same
     record key would give the same reply, and the reference does not retry either."""
 
@@ -101,10 +94,12 @@ class ReferenceLMTagger:
         self.name = name
 
     def tag_many(self, items: Sequence[CaptionItem]) -> Iterator[tuple[str, TagResult]]:
+        from strongaudio_jax.infer import decoding
+
         for start in range(0, len(items), self.batch_size):
             batch = items[start:start + self.batch_size]
             replies = list(self.generate([prompt(it.caption) for it in batch],
-                                         [record_seed(self.seed, it.id) for it in batch]))
+                                         decoding.row_keys(self.seed, [it.id for it in batch])))
             if len(replies) != len(batch):
                 raise RuntimeError(f"{self.name}: generate() returned {len(replies)} replies for "
                                    f"{len(batch)} prompts; it must return one per prompt, in order")
