@@ -89,7 +89,7 @@ def test_prompt_is_the_reference_template():
     assert (reference.TEMPERATURE, reference.TOP_P) == (0.3, 0.9)
 
 
-def test_per_record_seeds_and_no_retry(tmp_path):
+def test_per_record_keys_and_no_retry(tmp_path):
     """Each clip's sampling key comes from its id (and --seed), whatever batch it lands in; a
     failed parse is final and stays in the tag file."""
     seen = {}
