@@ -13,9 +13,9 @@ vocabulary from the raw replies. What it does, and what this module does the sam
     documents of the score df * log((N + 1) / (df + 1)) (`uts build --reference`).
 Differences, each on purpose: every record draws from its own key (`--seed` and a crc32 of the
 clip id, infer/decoding.row_keys), so its draws do not depend on the other clips of its batch
-(vLLM's depend on the batch and the engine's seed); a "labels" value that is not a list, and list items that are not strings, give
-no tag and are noted in `problems` (the reference would count a string's characters as tags);
-ties in the score break by df then alphabetically (the reference keeps Python's set order,
+(vLLM's depend on the batch and the engine's seed); a "labels" value that is not a list, and
+list items that are not strings, give no tag and are noted in `problems` (the reference would
+count a string's characters as tags); ties in the score break by df then alphabetically (the reference keeps Python's set order,
 which changes from run to run with the hash seed).
 """
 
