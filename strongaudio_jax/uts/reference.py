@@ -15,8 +15,8 @@ Differences, each on purpose: every record draws from its own key (`--seed` and 
 clip id, infer/decoding.row_keys), so its draws do not depend on the other clips of its batch
 (vLLM's depend on the batch and the engine's seed); a "labels" value that is not a list, and
 list items that are not strings, give no tag and are noted in `problems` (the reference would
-count a string's characters as tags); ties in the score break by df then alphabetically (the reference keeps Python's set order,
-which changes from run to run with the hash seed).
+count a string's characters as tags); ties in the score break by df then alphabetically (the
+reference keeps Python's set order, which changes from run to run with the hash seed).
 """
 
 from __future__ import annotations
