@@ -41,7 +41,8 @@ def add_parser(sub) -> None:
     q.add_argument("--model", help="(http) model name the server expects; (lm) the "
                                    "import-hf output directory")
     q.add_argument("--batch-size", type=int, default=32, help="(lm) captions per batch")
-    q.add_argument("--max-new-tokens", type=int, default=128, help="(lm) reply length limit")
+    q.add_argument("--max-new-tokens", type=int, default=None,
+                   help="(lm) reply length limit (default 128; 512 with --reference)")
     q.add_argument("--tensor-parallel", type=int, default=1,
                    help="(lm) split the model over this many devices (the rest: data parallel)")
     q.add_argument("--concurrency", type=int, default=8, help="(http) requests in flight")
@@ -54,6 +55,12 @@ def add_parser(sub) -> None:
                         "naming the record)")
     q.add_argument("--evaluate", action="store_true",
                    help="also print precision/recall against the tags already in the records")
+    q.add_argument("--reference", action="store_true",
+                   help="(lm) the reference study's method (uts/reference.py): its prompt as "
+                        "plain text, temperature 0.3, top-p 0.9, the reply's 'labels' kept "
+                        "as written, no normalisation")
+    q.add_argument("--seed", type=int, default=0,
+                   help="(--reference) seed of the per-clip sampling keys")
     norm_args(q)
     q.set_defaults(uts_func=cmd_tag)
 
@@ -62,6 +69,9 @@ def add_parser(sub) -> None:
                    help="tag files from `uts tag` (JSONL) or tagged TFRecord shards (globs)")
     q.add_argument("--k", nargs="+", required=True, help="vocabulary sizes, e.g. 800 1k 1.5k")
     q.add_argument("--out-dir", required=True, help="where label_K.json and label_K.stats.json go")
+    q.add_argument("--reference", action="store_true",
+                   help="the reference study's counting: tags as written (no normalisation), "
+                        "clips whose extraction failed count in N with no tags")
     norm_args(q)
     q.set_defaults(uts_func=cmd_build)
 
@@ -122,17 +132,32 @@ def _normalizer(args):
 
 def cmd_tag(args) -> int:
     from strongaudio_jax.data import pipeline
-    from strongaudio_jax.uts import evaluate, tagging
+    from strongaudio_jax.uts import evaluate, reference, tagging
 
     normalize = _normalizer(args)
-    if args.extractor == "rules":
+    max_new = args.max_new_tokens or (reference.MAX_NEW_TOKENS if args.reference else 128)
+    if args.reference:
+        from strongaudio_jax.uts.lm_tagger import lm_generate
+        if args.extractor != "lm" or not args.model:
+            raise ValueError("--reference samples the reference prompt from an LM: give "
+                             "--extractor lm --model DIR (a `strongaudio import-hf` output, "
+                             "e.g. of Qwen2.5-7B-Instruct)")
+        if args.synonyms:
+            raise ValueError("--reference applies no normalisation; drop --synonyms")
+        extractor = reference.ReferenceLMTagger(
+            lm_generate(args.model, max_new, args.batch_size, args.tensor_parallel,
+                        temperature=reference.TEMPERATURE, top_p=reference.TOP_P,
+                        chat_template=False),
+            batch_size=args.batch_size, seed=args.seed,
+            name=f"reference-lm:{os.path.basename(os.path.normpath(args.model))}")
+    elif args.extractor == "rules":
         from strongaudio_jax.uts.rules_tagger import RulesTagger
         extractor = RulesTagger(normalize, args.lexicon)
     elif args.extractor == "lm":
         from strongaudio_jax.uts.lm_tagger import LMTagger, lm_generate
         if not args.model:
             raise ValueError("--extractor lm needs --model DIR (a `strongaudio import-hf` output)")
-        extractor = LMTagger(lm_generate(args.model, args.max_new_tokens, args.batch_size,
+        extractor = LMTagger(lm_generate(args.model, max_new, args.batch_size,
                                          args.tensor_parallel), normalize,
                              batch_size=args.batch_size,
                              name=f"jax-lm:{os.path.basename(os.path.normpath(args.model))}")
@@ -153,7 +178,8 @@ def cmd_tag(args) -> int:
     rows = tagging.read_tag_file(args.out)
     failed = sum(r["status"] == "failed" for r in rows.values())
     if failed:
-        how = ("extend the lexicon (--lexicon FILE)" if args.extractor == "rules" else
+        how = ("they count in N with no tags, as in the reference" if args.reference else
+               "extend the lexicon (--lexicon FILE)" if args.extractor == "rules" else
                "run the same command again to retry them")
         print(f"{failed} clips have no usable tags (status failed in {args.out}; see their "
               f"'problems'): {how}")
@@ -193,19 +219,26 @@ def load_clip_tags(paths, normalize) -> tuple[dict, dict, int]:
 def cmd_build(args) -> int:
     from strongaudio_jax.uts import vocab
 
-    normalize = _normalizer(args)
     ks = [vocab.parse_k(k) for k in args.k]
-    clip_tags, domains, failed = load_clip_tags(args.tags, normalize)
+    if args.reference:
+        from strongaudio_jax.uts import reference
+        if args.synonyms:
+            raise ValueError("--reference applies no normalisation; drop --synonyms")
+        clip_tags, domains, failed = reference.load_clip_tags(args.tags)
+    else:
+        clip_tags, domains, failed = load_clip_tags(args.tags, _normalizer(args))
     for k in clip_tags:
         domains[k] = domains[k] or vocab.infer_domain(clip_tags[k])
     df, n = vocab.document_frequency(clip_tags.values())
-    print(f"{n} clips ({failed} failed extractions left out), {len(df)} distinct tags")
+    how = "counted in N with no tags" if args.reference else "left out"
+    print(f"{n} clips ({failed} failed extractions {how}), {len(df)} distinct tags")
     os.makedirs(args.out_dir, exist_ok=True)
     for k, tags in vocab.top_k(df, n, ks).items():
         path = os.path.join(args.out_dir, vocab.label_file_name(k))
         vocab.write_vocabulary(path, tags)
         stats = vocab.stats_for(tags, df, n, clip_tags, domains)
-        stats["failed_extractions_left_out"] = failed
+        stats["failed_extractions_" + ("counted_in_n" if args.reference else "left_out")] = failed
+        stats["normalised"] = not args.reference
         with open(path[:-len(".json")] + ".stats.json", "w", encoding="utf-8") as f:
             json.dump(stats, f, indent=1, ensure_ascii=False)
         cov = stats["coverage"]

@@ -45,11 +45,15 @@ class LMTagger:
 
 
 def lm_generate(directory: str, max_new_tokens: int = 128, batch_size: int = 32,
-                tensor_parallel: int = 1, length_multiple: int = 64) -> GenerateFn:
+                tensor_parallel: int = 1, length_multiple: int = 64, temperature: float = 0.0,
+                top_p: float = 1.0, chat_template: bool = True) -> GenerateFn:
     """`generate(prompts) -> replies` over the import-hf directory `directory` (a text LM, or
     the LM of an audio-language model). Batches are padded to `batch_size` rows and prompt
     lengths to a multiple of `length_multiple`, so a corpus compiles a few shapes only. With
-    `tensor_parallel` > 1 the model runs on a (data, tensor) mesh of all local devices."""
+    `tensor_parallel` > 1 the model runs on a (data, tensor) mesh of all local devices.
+    `temperature` > 0 samples within `top_p` (uts/reference.py); `generate(prompts, keys)`
+    then draws prompt i's reply from its own key keys[i] (infer/generate.py `row_keys`).
+    `chat_template=False` sends the prompts as plain text, as vLLM's `LLM.generate` does."""
     import jax
 
     from strongaudio_jax.infer import chat, generate as gen, import_hf
@@ -69,7 +73,7 @@ def lm_generate(directory: str, max_new_tokens: int = 128, batch_size: int = 32,
     if not isinstance(model, QwenLM):  # an audio-language model: its LM alone
         model, params = QwenLM(model.cfg.text, model.dtype), params["language_model"]
     tok = chat.ChatTokenizer(directory)
-    templated = bool(tok.config.get("chat_template"))
+    templated = chat_template and bool(tok.config.get("chat_template"))
     eos = {tok.token_id(tok.eos_token)}
     gen_path = os.path.join(directory, "generation_config.json")
     if os.path.isfile(gen_path):
@@ -80,14 +84,17 @@ def lm_generate(directory: str, max_new_tokens: int = 128, batch_size: int = 32,
     pad = tok.token_id(tok.pad_token)
     pad = pad if pad is not None else 0
 
-    def generate(prompts: Sequence[str]) -> list[str]:
+    def generate(prompts: Sequence[str], keys=None) -> list[str]:
         texts = [tok.apply_chat_template([{"role": "user", "content": p}]) if templated else p
                  for p in prompts]
         ids = [tok.encode(t) for t in texts]
         rows = len(ids)
         ids += [ids[-1]] * (-rows % batch_size)  # fixed batch shape; extra rows dropped
+        if keys is not None:
+            keys = list(keys) + [keys[-1]] * (len(ids) - rows)
         out = gen.generate(model, params, ids, max_new_tokens, eos_id=sorted(eos), pad_id=pad,
-                           mesh=mesh, length_multiple=length_multiple)
+                           mesh=mesh, length_multiple=length_multiple,
+                           temperature=temperature, top_p=top_p, row_keys=keys)
         return [tok.decode(o) for o in out[:rows]]
 
     return generate
