@@ -55,7 +55,7 @@ def base() -> ml_collections.ConfigDict:
         skip_bad=False,  # True: corrupt records / undecodable audio are skipped and counted
         resample=True,  # clips at another rate are resampled to the model's
     )
-    c.output = dict(dir="")  # a local or mounted folder
+    c.output = dict(dir="")  # a local folder, or a bucket (gs://...: shards uploaded when whole)
     c.buckets = dict(
         seconds=(1.0, 2.0, 4.0),  # padded lengths: one compiled program per bucket
         over_long="chunk",  # "chunk": pieces of the largest bucket, combined; "refuse": counted
