@@ -440,3 +440,25 @@ def test_config_target_mesh_fits_its_chips_and_names_its_launch(name, target):
         devices = compile_check.topology_devices(topology)
         mesh = mesh_lib.make_mesh(cfg.mesh, devices)
         assert len(devices) == chips and list(mesh.shape.values()) == sizes
+
+
+@pytest.mark.parametrize("name", ["tag", "caption"])
+@pytest.mark.parametrize("target", TARGETS)
+def test_inference_config_target_names_its_launch_and_compile_check(name, target):
+    """configs/{tag,caption}.py have every launch target: its docstring says how to launch it,
+    and a TPU one names its topology and the model compile-check compiles without model.path
+    (tests/test_compile_check.py compiles them)."""
+    from strongaudio_jax import config as config_lib
+    from strongaudio_jax.train import compile_check
+
+    path = REPO / "configs" / f"{name}.py"
+    cfg = config_lib.load(f"{path}:{target}", [])
+    doc = open(path).read().split('"""')[1]
+    assert f"configs/{name}.py:{target}" in doc and f"--job {name}" in doc
+    if target in GPUS:
+        assert cfg.compile_check.topology == ""
+        return
+    assert cfg.compile_check.topology == target and compile_check.TOPOLOGIES[target]
+    train = "captioning" if name == "caption" else "mtc"
+    assert cfg.compile_check.model_config == f"configs/{train}.py:{target}"
+    assert config_lib.load(str(REPO / "configs" / f"{train}.py") + f":{target}", [])
