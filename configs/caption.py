@@ -18,16 +18,22 @@ Variants:
          Writes /tmp/strongaudio_captioned (90 clips); the summary line should read "90 of 90
          clip(s) written ... failures: none". docs/inference.md has measured figures.
   smoke  seconds, for tests; set model.path, input.files, output.dir.
-  gpu8 / v5p-64 / v5e-256  a big corpus on an accelerator host / pod slice (5 and 10 s buckets,
-         64 clips per device per batch, bad records skipped and counted). One host:
-           strongaudio caption --config configs/caption.py:gpu8 model.path=W input.files='C/*.tfrecord' output.dir=/data/captioned
-         Several hosts: the same command on each, joined as for training (see configs/tag.py).
+  gpu8 / gpu-2x8 / v5p-64 / v5e-256  a big corpus on an 8-GPU node, two of them, or a pod
+         slice (5 and 10 s buckets, 64 clips per device per batch, bad records skipped and
+         counted); every host captions its share of the shards (see configs/tag.py):
+           launch/gpu.sh --job caption configs/caption.py:gpu8 model.path=W input.files='C/*.tfrecord' output.dir=/data/captioned
+           launch/slurm.sh --nodes 2 --job caption configs/caption.py:gpu-2x8 model.path=W input.files='C/*.tfrecord' output.dir=/shared/captioned
+           launch/tpu_pod.sh run NAME --zone ZONE --job caption configs/caption.py:v5p-64 model.path=gs://B/cap input.files='gs://B/c/*.tfrecord' output.dir=gs://B/captioned
+           launch/tpu_pod.sh run NAME --zone ZONE --job caption configs/caption.py:v5e-256 model.path=gs://B/cap input.files='gs://B/c/*.tfrecord' output.dir=gs://B/captioned
+         Checked on a CPU host first (the whole decode per bucket, for decode.strategy; the model
+         of model.path, or without it configs/captioning.py's of that target):
+           strongaudio compile-check --config configs/caption.py:v5p-64
 Override any field as key=value, e.g. `decode.strategy=beam decode.beams=4`.
 """
 
 from strongaudio_jax import config
 
-VARIANTS = ("demo", "smoke", "gpu8", "v5p-64", "v5e-256")
+VARIANTS = ("demo", "smoke", "gpu8", "gpu-2x8", "v5p-64", "v5e-256")
 
 
 def get_config(arg: str = "demo"):
@@ -47,9 +53,8 @@ def get_config(arg: str = "demo"):
     elif arg == "smoke":
         c.buckets.update(seconds=(1.0, 2.0), batch_per_device=2, window=8)
         c.progress = False
-    elif arg in ("gpu8", "v5p-64", "v5e-256"):
-        c.buckets.update(seconds=(5.0, 10.0), batch_per_device=64, window=4096)
-        c.input.skip_bad = True
+    elif arg in tag.TARGETS:
+        tag.target(c, arg, "captioning.py")
     else:
         raise ValueError(f"unknown variant {arg!r} of configs/caption.py; use one of "
                          f"{', '.join(VARIANTS)}")

@@ -19,13 +19,18 @@ Variants:
   caption-demo  caption -> tags with the rules extractor on the demo held-out shards:
            strongaudio tag --config configs/tag.py:caption-demo
   smoke  seconds, for tests: small buckets and batches; set model.path, input.files, output.dir.
-  gpu8 / v5p-64 / v5e-256  a big corpus on an accelerator host / pod slice (5 and 10 s buckets,
-         64 clips per device per batch, bad records skipped and counted). One host:
-           strongaudio tag --config configs/tag.py:gpu8 model.path=W input.files='C/*.tfrecord' output.dir=/data/tagged
-         Several hosts: the same command on each, joined as for training
-         (parallel/distributed.py: JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID,
-         `srun` under SLURM, STRONGAUDIO_DISTRIBUTED=1 on a TPU pod); every host takes every
-         n-th input shard and runs on its own chips.
+  gpu8 / gpu-2x8 / v5p-64 / v5e-256  a big corpus on an 8-GPU node, two of them, or a pod
+         slice (5 and 10 s buckets, 64 clips per device per batch, bad records skipped and
+         counted). Every host takes every n-th input shard and labels it on its own chips
+         (parallel/distributed.py joins the hosts only to split the shards); the launchers
+         start the job on every host (docs/launching.md):
+           launch/gpu.sh --job tag configs/tag.py:gpu8 model.path=W input.files='C/*.tfrecord' output.dir=/data/tagged
+           launch/slurm.sh --nodes 2 --job tag configs/tag.py:gpu-2x8 model.path=W input.files='C/*.tfrecord' output.dir=/shared/tagged
+           launch/tpu_pod.sh run NAME --zone ZONE --job tag configs/tag.py:v5p-64 model.path=gs://B/mtc input.files='gs://B/c/*.tfrecord' output.dir=gs://B/tagged
+           launch/tpu_pod.sh run NAME --zone ZONE --job tag configs/tag.py:v5e-256 model.path=gs://B/mtc input.files='gs://B/c/*.tfrecord' output.dir=gs://B/tagged
+         The TPU variants compile for their slice on a CPU host first (one host's program per
+         bucket; the model of model.path, or without it configs/mtc.py's ViT-B of that target):
+           strongaudio compile-check --config configs/tag.py:v5p-64
 Override any field as key=value, e.g. `tag.top_k=5 tag.threshold=0.3 buckets.over_long=refuse`.
 """
 
@@ -33,7 +38,8 @@ import ml_collections
 
 from strongaudio_jax import assets
 
-VARIANTS = ("demo", "smoke", "caption-demo", "gpu8", "v5p-64", "v5e-256")
+VARIANTS = ("demo", "smoke", "caption-demo", "gpu8", "gpu-2x8", "v5p-64", "v5e-256")
+TARGETS = ("gpu8", "gpu-2x8", "v5p-64", "v5e-256")
 
 
 def base() -> ml_collections.ConfigDict:
@@ -49,7 +55,7 @@ def base() -> ml_collections.ConfigDict:
         skip_bad=False,  # True: corrupt records / undecodable audio are skipped and counted
         resample=True,  # clips at another rate are resampled to the model's
     )
-    c.output = dict(dir="")  # a local or mounted folder
+    c.output = dict(dir="")  # a local folder, or a bucket (gs://...: shards uploaded when whole)
     c.buckets = dict(
         seconds=(1.0, 2.0, 4.0),  # padded lengths: one compiled program per bucket
         over_long="chunk",  # "chunk": pieces of the largest bucket, combined; "refuse": counted
@@ -60,7 +66,19 @@ def base() -> ml_collections.ConfigDict:
     c.devices = 0  # ... all of them (0), or the first N
     c.compilation_cache = ""  # JAX persistent cache folder; "" = $STRONGAUDIO_CACHE/jax_compilation
     c.progress = True  # a progress bar on stderr
+    # `strongaudio compile-check` (infer/compile_check.py): the TPU topology, and the training
+    # config whose model it compiles when model.path is empty (num_classes: tags, when that
+    # config gives no vocabulary)
+    c.compile_check = dict(topology="", model_config="", num_classes=0)
     return c
+
+
+def target(c: ml_collections.ConfigDict, arg: str, train_config: str) -> None:
+    """The settings of a launch target (TARGETS) for a big corpus."""
+    c.buckets.update(seconds=(5.0, 10.0), batch_per_device=64, window=4096)
+    c.input.skip_bad = True  # a million clips: count the odd bad one, do not stop
+    if not arg.startswith("gpu"):
+        c.compile_check.update(topology=arg, model_config=f"configs/{train_config}:{arg}")
 
 
 def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
@@ -86,9 +104,8 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
     elif arg == "smoke":
         c.buckets.update(seconds=(1.0, 2.0), batch_per_device=2, window=8)
         c.progress = False
-    elif arg in ("gpu8", "v5p-64", "v5e-256"):
-        c.buckets.update(seconds=(5.0, 10.0), batch_per_device=64, window=4096)
-        c.input.skip_bad = True  # a million clips: count the odd bad one, do not stop
+    elif arg in TARGETS:
+        target(c, arg, "mtc.py")
     else:
         raise ValueError(f"unknown variant {arg!r} of configs/tag.py; use one of {', '.join(VARIANTS)}")
     return c

@@ -64,6 +64,76 @@ is_count() {
   [[ $1 =~ ^[1-9][0-9]*$ ]]
 }
 
+# The job a launcher starts: `--job JOB` (default train) picks the `strongaudio` subcommand, and
+# the arguments after the launcher's own are read as that job takes them:
+#   train          CONFIG WORKDIR [key=value ...]  strongaudio train --config CONFIG --workdir WORKDIR ...
+#   tag, caption   CONFIG [key=value ...]          strongaudio tag --config CONFIG ... (no work dir:
+#                                                  output.dir comes from the config or an override)
+#   any other JOB  -- ARG ...                      strongaudio JOB ARG ..., e.g.
+#                                                  --job finetune -- --from EXPORT --task demo --out DIR
+JOB=train
+# Jobs that join the launched processes (jax.distributed) and split their work; any other job
+# would run once per process, so it is refused on more than one.
+MULTI_PROCESS_JOBS=" train tag caption finetune "
+
+# set_job NAME: checks and sets JOB.
+set_job() {
+  [[ $1 =~ ^[a-z][a-z-]*$ ]] || die "--job takes a strongaudio subcommand (train, tag, caption, finetune, ...), not '$1'"
+  JOB=$1
+}
+
+# job_kind: "config+workdir" (train), "config" (tag, caption) or "verbatim" (the others).
+job_kind() {
+  case $JOB in
+    train) echo config+workdir ;;
+    tag | caption) echo config ;;
+    *) echo verbatim ;;
+  esac
+}
+
+# job_usage: the arguments the job takes after the launcher's options (for usage lines).
+job_usage() {
+  case $(job_kind) in
+    config+workdir) echo "CONFIG WORKDIR [key=value ...]" ;;
+    config) echo "CONFIG [key=value ...]" ;;
+    verbatim) echo "-- ARG ... (the arguments of strongaudio $JOB)" ;;
+  esac
+}
+
+# job_command ARG...: sets the array job_cmd to `strongaudio JOB ...` (the python -m form) for
+# the job's arguments; a usage error when they are too few.
+# shellcheck disable=SC2034  # job_cmd is read by the scripts that source this file
+job_command() {
+  case $(job_kind) in
+    config+workdir)
+      [[ $# -ge 2 ]] || die "$JOB needs $(job_usage)"
+      job_cmd=("$PYTHON" -m strongaudio_jax.cli "$JOB" --config "$1" --workdir "$2" "${@:3}") ;;
+    config)
+      [[ $# -ge 1 ]] || die "$JOB needs $(job_usage)"
+      job_cmd=("$PYTHON" -m strongaudio_jax.cli "$JOB" --config "$1" "${@:2}") ;;
+    verbatim)
+      job_cmd=("$PYTHON" -m strongaudio_jax.cli "$JOB" "$@") ;;
+  esac
+}
+
+# job_forward ARG...: sets the array job_args to the job's arguments as another launcher script
+# takes them (slurm.sbatch, tpu_worker.sh): `--job JOB` unless it is train, `--` before the
+# arguments of a verbatim job.
+# shellcheck disable=SC2034  # job_args is read by the scripts that source this file
+job_forward() {
+  job_args=()
+  [[ $JOB == train ]] || job_args+=(--job "$JOB")
+  [[ $(job_kind) != verbatim ]] || job_args+=(--)
+  job_args+=("$@")
+}
+
+# check_processes N: a usage error when N > 1 processes would each run a job that does not
+# split its work between them.
+check_processes() {
+  (($1 == 1)) || [[ $MULTI_PROCESS_JOBS == *" $JOB "* ]] ||
+    die "strongaudio $JOB runs in one process (only train, tag, caption and finetune split their work over several); launch it with one"
+}
+
 # run_processes N PER_DEVICE CMD [ARG...]: starts N copies of CMD on this machine with
 # JAX_PROCESS_ID=0..N-1 (and JAX_LOCAL_DEVICE_IDS=i when PER_DEVICE is 1), each output line
 # prefixed with [pI]; waits for all. If one fails the others are killed and its status is

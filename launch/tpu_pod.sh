@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Train on a Cloud TPU slice: create it, install this checkout on every worker, start the same
-# command on all of them (one process per host, detached from SSH), follow process 0's log,
-# stop (with a checkpoint) and delete. Run it from your own machine with gcloud set up.
+# Train (or run any job) on a Cloud TPU slice: create it, install this checkout on every
+# worker, start the same command on all of them (one process per host, detached from SSH),
+# follow process 0's log, stop (training saves a checkpoint) and delete. Run it from your own
+# machine with gcloud set up.
 #
 #   launch/tpu_pod.sh create NAME --zone Z --accelerator-type v5p-64 [--spot] [--queued]
 #   launch/tpu_pod.sh run    NAME --zone Z CONFIG WORKDIR [key=value ...]
+#   launch/tpu_pod.sh run    NAME --zone Z --job tag CONFIG [key=value ...]   # an inference job
 #   launch/tpu_pod.sh attach NAME --zone Z     # follow worker 0's log again (Ctrl-C detaches)
 #   launch/tpu_pod.sh stop   NAME --zone Z     # SIGTERM: all hosts save the same step, exit 0
 #   launch/tpu_pod.sh delete NAME --zone Z     # the slice bills until it is deleted
@@ -24,18 +26,22 @@ commands:
          create the TPU VM slice NAME (reused when it exists), or with --queued a queued
          resource NAME (waits until it is ACTIVE). TYPE e.g. v5p-64, v5e-256, v6e-64.
   run NAME CONFIG WORKDIR [key=value ...] [--no-install] [--detach] [--env K=V ...]
-      [--accelerator-type TYPE]
+      [--accelerator-type TYPE] [--job JOB]
          copy this checkout (git ls-files) to every worker and pip install it with [tpu]
          (skip with --no-install), start `strongaudio train` on all workers under setsid/nohup
          (it survives a lost SSH session), then follow worker 0's log (not with --detach).
          WORKDIR must be storage every worker sees: gs://BUCKET/... (docs/buckets.md).
-         --env sets a variable for the trainer on every worker (e.g. LIBTPU_INIT_ARGS=...).
+         --env sets a variable for the job on every worker (e.g. LIBTPU_INIT_ARGS=...).
+         --job JOB starts `strongaudio JOB` instead: tag and caption take CONFIG [key=value ...]
+         (output.dir in the config or an override, e.g. gs://BUCKET/tagged), any other job
+         its own arguments after -- (e.g. --job finetune -- --from E --task T --out O).
   attach NAME        follow worker 0's log until the run ends; Ctrl-C detaches, the run goes on
   logs NAME [--worker N | --worker all] [--lines N]
                      the last N (default 100) lines of a worker's log
   status NAME        the slice's state, and whether each worker's process is running
-  stop NAME          SIGTERM to the training process on every worker: all hosts stop at the
-                     same step, save it and exit 0; `run` again resumes from it
+  stop NAME          SIGTERM to the job's process on every worker: training stops at the same
+                     step on all hosts, saves it and exits 0; an inference job stops; `run`
+                     again resumes either
   delete NAME [--queued]
                      delete the slice (with --queued: the queued resource and its slice)
   help               this text
@@ -62,6 +68,8 @@ install=1 detach=0 worker=0 lines=100 remote_env=()
 positional=()
 while [[ $# -gt 0 ]]; do
   case $1 in
+    --) shift; positional+=("$@"); break ;;  # the rest: the job's own arguments
+    --job) set_job "${2:-}"; shift 2 ;;
     --zone) zone=${2:?--zone needs a value}; shift 2 ;;
     --project) project=${2:?--project needs a value}; shift 2 ;;
     --accelerator-type) accelerator=${2:?--accelerator-type needs a value}; shift 2 ;;
@@ -105,16 +113,17 @@ default_runtime() {
   esac
 }
 
-# slice_info TYPE: "TYPE: C chips on H workers". v4 / v5p names count TensorCores (2 per chip,
-# 4 chips per host); v5e / v6e names count chips (up to 8 on one host, else 4 per host).
+# slice_info TYPE: "TYPE: C chips on H workers", and sets hosts=H. v4 / v5p names count
+# TensorCores (2 per chip, 4 chips per host); v5e / v6e names count chips (up to 8 on one host,
+# else 4 per host).
 slice_info() {
-  local n=${1##*-} chips hosts
+  local n=${1##*-} chips
   [[ $n =~ ^[0-9]+$ ]] || die "cannot read the size of accelerator type '$1' (e.g. v5p-64)"
   case $1 in
     v4-* | v5p-*) chips=$((n / 2)); hosts=$(((chips + 3) / 4)) ;;
     *) chips=$n; if ((n <= 8)); then hosts=1; else hosts=$((n / 4)); fi ;;
   esac
-  echo "$1: $chips chips on $hosts worker(s), one training process each"
+  echo "$1: $chips chips on $hosts worker(s), one process each"
 }
 
 cmd_create() {
@@ -174,17 +183,26 @@ cmd_attach() {
 }
 
 cmd_run() {
-  [[ ${#positional[@]} -ge 3 ]] || die "run needs NAME CONFIG WORKDIR [key=value ...]; see launch/tpu_pod.sh help"
+  local need=0
+  case $(job_kind) in
+    config+workdir) need=2 ;;
+    config) need=1 ;;
+  esac
+  ((${#positional[@]} > need)) || die "run needs NAME $(job_usage); see launch/tpu_pod.sh help"
+  job_forward "${positional[@]:1}"
   if [[ -z $accelerator && $DRY_RUN != 1 ]]; then
     accelerator=$("${gcloud_tpu[@]}" describe "$name" "${where[@]}" --format 'value(acceleratorType)')
   fi
-  [[ -z $accelerator ]] || slice_info "$accelerator"
+  if [[ -n $accelerator ]]; then
+    slice_info "$accelerator"
+    check_processes "$hosts"
+  fi
   ((install)) && cmd_install
   # STRONGAUDIO_DISTRIBUTED=1: jax.distributed.initialize() finds the other workers from the
   # TPU metadata (strongaudio_jax/parallel/distributed.py). The trainer runs detached from
   # SSH (launch/tpu_worker.sh): a lost connection does not stop it.
   local env_words=(env STRONGAUDIO_DISTRIBUTED=1 "${remote_env[@]+"${remote_env[@]}"}")
-  on_workers all "cd $(quote "$remote_dir") && $(quote_all "${env_words[@]}") launch/tpu_worker.sh start $(quote_all "${positional[@]:1}")"
+  on_workers all "cd $(quote "$remote_dir") && $(quote_all "${env_words[@]}") launch/tpu_worker.sh start $(quote_all "${job_args[@]}")"
   if ((detach)); then
     echo "started; follow it with: launch/tpu_pod.sh attach $name --zone $zone"
   else

@@ -3,21 +3,24 @@
 # `tpu_pod.sh run` copied there (you do not call it yourself, though you may, over SSH).
 #
 #   launch/tpu_worker.sh start CONFIG WORKDIR [key=value ...]   start training, detached
+#   launch/tpu_worker.sh start --job tag CONFIG [key=value ...]  start another job (common.sh)
 #   launch/tpu_worker.sh follow    print the log and follow it until the run ends
 #   launch/tpu_worker.sh logs [N]  the last N (default 100) lines of the log
 #   launch/tpu_worker.sh status    running or not, and the log's last line
-#   launch/tpu_worker.sh stop      SIGTERM to the trainer (it saves a checkpoint and exits 0)
+#   launch/tpu_worker.sh stop      SIGTERM to the job (training saves a checkpoint, exits 0)
 #
-# The trainer runs under setsid and nohup with no terminal, so a lost SSH session does not
-# stop it. Files in RUN_DIR (default: the checkout): train.log (appended to by every run),
-# train.pid (the trainer), wrapper.pid (its parent, which logs the exit status).
+# The job runs under setsid and nohup with no terminal, so a lost SSH session does not stop
+# it. Files in RUN_DIR (default: the checkout): job.log (appended to by every run), job.pid
+# (the job's process), wrapper.pid (its parent, which logs the exit status).
 # Environment: RUN_DIR, PYTHON (default python3), STRONGAUDIO_DISTRIBUTED (see
 # strongaudio_jax/parallel/distributed.py; tpu_pod.sh sets it to 1).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source-path=SCRIPTDIR source=common.sh
+source "$here/common.sh"
 run_dir=${RUN_DIR:-$(dirname "$here")}
-log=$run_dir/train.log
+log=$run_dir/job.log
 
 die() {
   printf 'tpu_worker.sh on %s: %s\n' "$(hostname)" "$1" >&2
@@ -25,34 +28,41 @@ die() {
 }
 
 running() {
-  [[ -f $run_dir/train.pid ]] && kill -0 "$(cat "$run_dir/train.pid")" 2>/dev/null
+  [[ -f $run_dir/job.pid ]] && kill -0 "$(cat "$run_dir/job.pid")" 2>/dev/null
 }
 
 command=${1:-}
 [[ $# -gt 0 ]] && shift
 case $command in
+  start | supervise)
+    if [[ ${1:-} == --job ]]; then
+      set_job "${2:-}"
+      shift 2
+    fi
+    [[ ${1:-} != -- ]] || shift
+    job_command "$@"
+    job_forward "$@"
+    ;;&
   start)
-    [[ $# -ge 2 ]] || die "start needs CONFIG WORKDIR [key=value ...]"
     if running; then
-      die "already running (pid $(cat "$run_dir/train.pid")); stop it first"
+      die "already running (pid $(cat "$run_dir/job.pid")); stop it first"
     fi
     mkdir -p "$run_dir"
-    rm -f "$run_dir/train.pid" "$run_dir/wrapper.pid"
-    setsid nohup "$here/tpu_worker.sh" supervise "$@" >/dev/null 2>&1 </dev/null &
-    # Started once the trainer's pid is written (the supervisor writes it straight away).
-    while [[ ! -s $run_dir/train.pid ]]; do
+    rm -f "$run_dir/job.pid" "$run_dir/wrapper.pid"
+    setsid nohup "$here/tpu_worker.sh" supervise "${job_args[@]}" >/dev/null 2>&1 </dev/null &
+    # Started once the job's pid is written (the supervisor writes it straight away).
+    while [[ ! -s $run_dir/job.pid ]]; do
       kill -0 "$!" 2>/dev/null || die "the supervisor exited at once; see $log"
       sleep 0.1
     done
-    echo "$(hostname): started (pid $(cat "$run_dir/train.pid")), log $log"
+    echo "$(hostname): started strongaudio $JOB (pid $(cat "$run_dir/job.pid")), log $log"
     ;;
-  supervise)  # the detached parent of the trainer (started by `start`)
+  supervise)  # the detached parent of the job (started by `start`)
     echo "$$" >"$run_dir/wrapper.pid"
-    echo "== $(date -u '+%Y-%m-%d %H:%M:%S') UTC $(hostname): start" >>"$log"
-    "${PYTHON:-python3}" -m strongaudio_jax.cli train --config "$1" --workdir "$2" "${@:3}" \
-      >>"$log" 2>&1 &
-    echo "$!" >"$run_dir/train.pid.tmp"
-    mv "$run_dir/train.pid.tmp" "$run_dir/train.pid"
+    echo "== $(date -u '+%Y-%m-%d %H:%M:%S') UTC $(hostname): start strongaudio $JOB" >>"$log"
+    "${job_cmd[@]}" >>"$log" 2>&1 &
+    echo "$!" >"$run_dir/job.pid.tmp"
+    mv "$run_dir/job.pid.tmp" "$run_dir/job.pid"
     status=0
     wait "$!" || status=$?
     echo "== $(date -u '+%Y-%m-%d %H:%M:%S') UTC $(hostname): exit status $status" >>"$log"
@@ -72,7 +82,7 @@ case $command in
     ;;
   status)
     if running; then
-      echo "$(hostname): running (pid $(cat "$run_dir/train.pid"))"
+      echo "$(hostname): running (pid $(cat "$run_dir/job.pid"))"
     else
       echo "$(hostname): not running"
     fi
@@ -80,8 +90,8 @@ case $command in
     ;;
   stop)
     if running; then
-      kill -TERM "$(cat "$run_dir/train.pid")"
-      echo "$(hostname): SIGTERM sent to pid $(cat "$run_dir/train.pid")"
+      kill -TERM "$(cat "$run_dir/job.pid")"
+      echo "$(hostname): SIGTERM sent to pid $(cat "$run_dir/job.pid")"
     else
       echo "$(hostname): not running"
     fi

@@ -126,8 +126,8 @@ def cmd_export(args) -> int:
 
 
 def cmd_compile_check(args) -> int:
-    """Compiles the config's train step for a TPU topology on this (CPU) host; 1 if it does
-    not fit the chips' memory."""
+    """Compiles the config's train step (or an inference job's device program, per bucket)
+    for a TPU topology on this (CPU) host; 1 if it does not fit the chips' memory."""
     import jax
 
     jax.config.update("jax_platforms", "cpu")  # the host runs nothing; libtpu only compiles
@@ -136,6 +136,9 @@ def cmd_compile_check(args) -> int:
 
     cfg = config_lib.load(args.config, args.overrides)
     try:
+        from strongaudio_jax.infer import compile_check as infer_check
+        if infer_check.job_of(cfg):  # configs/tag.py, configs/caption.py: the job's programs
+            return infer_check.main(cfg, args.topology)
         return compile_check.main(cfg, args.topology, args.num_classes)
     except compile_check.LibtpuMissingError as e:
         print(f"strongaudio compile-check: error: {e}", file=sys.stderr)
@@ -236,8 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="overrides of --config")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("compile-check", help="compile the train step for a TPU topology on "
-                       "this CPU host; per-chip memory, fails if it does not fit")
+    p = sub.add_parser("compile-check", help="compile the train step (or the tag / caption "
+                       "job's program) for a TPU topology on this CPU host; per-chip memory, "
+                       "fails if it does not fit")
     p.add_argument("--config", required=True, help="configs/<name>.py[:variant]")
     p.add_argument("--topology", action="append", default=[],
                    help="e.g. v5p-64, v5e-256, v4-128 or v5p:4x4x4 (repeatable; default: the "

@@ -70,3 +70,62 @@ def test_cli_without_a_topology_says_what_to_set(capsys):
     assert cli.main(["compile-check", "--config", f"{REPO}/configs/zipformer_mtc.py:demo"]) == 2
     err = capsys.readouterr().err
     assert "no topology: pass --topology (e.g. v5p-64) or set compile_check.topology" in err
+
+
+# ---------------------------------------------------------------------------- inference jobs
+
+INFER_SMALL = ["buckets.seconds=(0.5, 1.0)", "buckets.batch_per_device=1", "decode.max_len=4"]
+
+
+@needs_libtpu
+@pytest.mark.parametrize("job", ["tag", "caption"])
+@pytest.mark.parametrize("target", ["v5p-64", "v5e-256"])
+def test_inference_job_compiles_for_its_tpu_target(job, target, capsys):
+    """Each TPU variant of configs/{tag,caption}.py compiles its job's device program for one
+    host of its slice (the mesh over that host's 4 chips), once per bucket. To keep it small:
+    short buckets, one clip per chip, and the smoke models (configs/mtc.py:smoke,
+    configs/captioning.py:smoke) in place of the targets' ViT-B ones, which compile in 5-20 s
+    per bucket here (`strongaudio compile-check --config configs/tag.py:v5p-64` checks those;
+    figures in docs/launching.md; the test below compiles tag.py:v5e-256's own model)."""
+    from strongaudio_jax import cli
+
+    train = "captioning" if job == "caption" else "mtc"
+    overrides = [*INFER_SMALL, f"compile_check.model_config=configs/{train}.py:smoke",
+                 "compile_check.num_classes=9"]
+    if job == "tag":
+        overrides.remove("decode.max_len=4")
+    assert cli.main(["compile-check", "--config", f"{REPO}/configs/{job}.py:{target}",
+                     *overrides]) == 0
+    out = capsys.readouterr().out
+    kind = "TPU v5 lite" if target == "v5e-256" else "TPU v5"
+    program = "tagger forward" if job == "tag" else "captioner decode (greedy, 4 tokens)"
+    for seconds in ("0.5", "1"):
+        assert (f"topology {target} (one host), {program}, bucket {seconds} s x 4 clips: "
+                f"4 x {kind}, mesh {{'data': 4, 'fsdp': 1, 'tensor': 1}}") in out, out
+    assert out.count("fits: ") == 2
+
+
+@needs_libtpu
+def test_inference_job_that_does_not_fit_fails_the_check(capsys):
+    from strongaudio_jax.infer import compile_check as infer_check
+
+    cfg = config_lib.load(f"{REPO}/configs/tag.py:v5e-256",
+                          ["buckets.seconds=(10.0,)", "buckets.batch_per_device=16384"])
+    assert infer_check.main(cfg, []) == 1
+    out = capsys.readouterr().out
+    assert "DOES NOT FIT" in out and "lower buckets.batch_per_device" in out
+
+
+def test_inference_compile_check_names_what_is_missing(tmp_path):
+    from strongaudio_jax.infer import compile_check as infer_check
+
+    cfg = config_lib.load(f"{REPO}/configs/tag.py:smoke", [])
+    assert infer_check.job_of(cfg) == "tag" and infer_check.job_of(
+        config_lib.load(f"{REPO}/configs/mtc.py:smoke", [])) is None
+    with pytest.raises(ConfigError, match="no topology"):
+        infer_check.main(cfg, [])
+    with pytest.raises(ConfigError, match="no model: set model.path .* or compile_check.model_config"):
+        infer_check.model_config(cfg)
+    cfg = config_lib.load(f"{REPO}/configs/tag.py:smoke", [f"model.path={tmp_path}"])
+    with pytest.raises(ConfigError, match="has no config.json"):
+        infer_check.model_config(cfg)

@@ -75,16 +75,15 @@ class GcsEmulator:
         return dict(self.env, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO),
                     XLA_FLAGS="--xla_force_host_platform_device_count=2")
 
-    def cli(self, *args, log=None, timeout=600):
-        """`strongaudio <args>` against the emulator; with `log` (a file path) a Popen in the
-        background writing its output there."""
+    def cli(self, *args, log=None, timeout=600, env=None):
+        """`strongaudio <args>` against the emulator (with more `env`); with `log` (a file
+        path) a Popen in the background writing its output there."""
         cmd = [sys.executable, "-m", "strongaudio_jax.cli", *args]
+        env = dict(self.subprocess_env(), **(env or {}))
         if log:
             with open(log, "w") as f:
-                return subprocess.Popen(cmd, env=self.subprocess_env(), stdout=f,
-                                        stderr=subprocess.STDOUT)
-        out = subprocess.run(cmd, env=self.subprocess_env(), capture_output=True, text=True,
-                             timeout=timeout)
+                return subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT)
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
         assert out.returncode == 0, f"strongaudio {' '.join(args)}:\n{out.stdout}\n{out.stderr}"
         return out
 
@@ -219,6 +218,34 @@ def test_gs_workdir_killed_and_resumed_matches_local_run(gcs, tmp_path):
     out = subprocess.run([sys.executable, "-c", script, f"{run}_export", str(tmp_path / "local_export")],
                          env=gcs.subprocess_env(), capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, f"hub.load_model from the bucket:\n{out.stdout}\n{out.stderr[-4000:]}"
+
+
+def test_tag_job_writes_its_shards_into_the_bucket(gcs, tmp_path):
+    """`strongaudio tag` with input.files and output.dir in the bucket: the shard, its .idx,
+    the stats and summary.json land there, the same bytes as a local output.dir, and the
+    shard counts as finished there (a rerun skips it)."""
+    from strongaudio_jax.data import storage
+    from tests.test_infer import _make_export
+
+    model = _make_export(tmp_path / "mtc", f"{REPO}/configs/mtc.py:smoke", ["data.clip_seconds=1.0"])
+    job = ["tag", "--config", f"{REPO}/configs/tag.py:smoke", f"model.path={model}",
+           f"input.files=gs://{BUCKET}/corpus/heldout-*.tfrecord",
+           f"compilation_cache={tmp_path / 'cache'}"]
+    env = {"STRONGAUDIO_CACHE": str(tmp_path / "staging")}  # where partial shards wait
+    remote = f"gs://{BUCKET}/tagged"
+    first = gcs.cli(*job, f"output.dir={remote}", env=env)
+    assert "12 of 12 clip(s) written" in first.stdout + first.stderr, first.stdout + first.stderr
+    gcs.cli(*job, f"output.dir={tmp_path / 'local'}", env=env)
+    gcs.fs.invalidate_cache()
+    name = "heldout-00000-of-00001.tfrecord"
+    for suffix in ("", ".idx"):
+        with storage.open_file(f"{remote}/{name}{suffix}") as f:
+            assert f.read() == (tmp_path / "local" / f"{name}{suffix}").read_bytes(), suffix
+    summary = json.loads(storage.read_text(f"{remote}/summary.json"))
+    assert summary["counts"]["written"] == 12 and summary["shards"] == 1
+    assert not list((tmp_path / "staging").rglob("*.partial"))  # uploaded, then removed
+    from strongaudio_jax.infer import output
+    assert output.ShardOutput(remote, name).finished()  # a rerun skips it
 
 
 def jax_leaves(tree):

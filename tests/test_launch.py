@@ -89,6 +89,31 @@ def test_tpu_pod_usage_errors_are_one_clear_line():
         assert out.returncode == 2 and message in out.stderr, (args, out.stderr)
 
 
+def test_tpu_pod_dry_run_of_an_inference_job_and_of_a_job_with_its_own_arguments():
+    where = ["--zone", "us-east5-a", "--dry-run", "--no-install"]
+    out = _sh(LAUNCH / "tpu_pod.sh", "run", "pod", "--job", "tag", "configs/tag.py:v5p-64",
+              "model.path=gs://b/mtc", "input.files=gs://b/c/*.tfrecord",
+              "output.dir=gs://b/tagged", "--accelerator-type", "v5p-64", *where).stdout
+    assert "v5p-64: 32 chips on 8 worker(s), one process each" in out
+    ssh = [c for c in _commands(out) if c[4] == "ssh"]
+    assert [c[8] for c in ssh] == ["--worker=all", "--worker=0"]  # start; follow
+    start = shlex.split(ssh[0][10])
+    assert start == ["cd", "strongaudio_jax", "&&", "env", "STRONGAUDIO_DISTRIBUTED=1",
+                     "launch/tpu_worker.sh", "start", "--job", "tag", "configs/tag.py:v5p-64",
+                     "model.path=gs://b/mtc", "input.files=gs://b/c/*.tfrecord",
+                     "output.dir=gs://b/tagged"]
+    out = _sh(LAUNCH / "tpu_pod.sh", "run", "pod", "--job", "finetune", *where, "--",
+              "--from", "gs://b/e", "--task", "demo", "--out", "gs://b/ft").stdout
+    assert shlex.split(_commands(out)[0][10])[6:] == [
+        "start", "--job", "finetune", "--", "--from", "gs://b/e", "--task", "demo", "--out",
+        "gs://b/ft"]
+    for args, message in [(["--job", "caption"], "run needs NAME CONFIG [key=value ...]"),
+                          (["--job", "export", "--accelerator-type", "v5p-64", "--", "--out", "o"],
+                           "strongaudio export runs in one process")]:
+        out = _sh(LAUNCH / "tpu_pod.sh", "run", "pod", *where, *args, check=False)
+        assert out.returncode == 2 and message in out.stderr, (args, out.stderr)
+
+
 def _fake_trainer(tmp_path):
     """A stand-in for `python3 -m strongaudio_jax.cli train`: logs its arguments and a step,
     then waits for SIGTERM and exits 0 as the trainer does."""
@@ -108,8 +133,8 @@ def test_tpu_worker_starts_detached_refuses_a_second_start_and_stops(tmp_path):
     env = {"RUN_DIR": str(tmp_path / "run"), "PYTHON": str(_fake_trainer(tmp_path))}
     worker = LAUNCH / "tpu_worker.sh"
     out = _sh(worker, "start", "cfg.py:x", "gs://b/w", "a=1", env=env)
-    assert "started (pid" in out.stdout
-    log = tmp_path / "run" / "train.log"
+    assert "started strongaudio train (pid" in out.stdout
+    log = tmp_path / "run" / "job.log"
     assert "running (pid" in _sh(worker, "status", env=env).stdout
     again = _sh(worker, "start", "cfg.py:x", "gs://b/w", env=env, check=False)
     assert again.returncode == 2 and "already running" in again.stderr
@@ -125,6 +150,22 @@ def test_tpu_worker_starts_detached_refuses_a_second_start_and_stops(tmp_path):
     assert "SIGTERM received: saved step 1" in text and "exit status 0" in text
     assert "not running" in _sh(worker, "status", env=env).stdout
     assert "exit status 0" in follow.stdout
+
+
+def test_tpu_worker_starts_an_inference_job(tmp_path):
+    env = {"RUN_DIR": str(tmp_path / "run"), "PYTHON": str(_fake_trainer(tmp_path))}
+    worker = LAUNCH / "tpu_worker.sh"
+    assert "started strongaudio caption" in _sh(worker, "start", "--job", "caption", "cfg.py:x",
+                                                "output.dir=gs://b/o", env=env).stdout
+    log = tmp_path / "run" / "job.log"
+    deadline = time.monotonic() + 60
+    while "step 1" not in log.read_text():
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.05)
+    _sh(worker, "stop", env=env)
+    _sh(worker, "follow", env=env)
+    assert ("args ['-m', 'strongaudio_jax.cli', 'caption', '--config', 'cfg.py:x', "
+            "'output.dir=gs://b/o']") in log.read_text()
 
 
 # ---------------------------------------------------------------------------- GPU and SLURM
@@ -195,6 +236,42 @@ def test_slurm_dry_run_submit_batch_step_and_task(tmp_path):
                                           "cfg.py", "--workdir", "/w", "a=1"]
     out = _sh(LAUNCH / "slurm.sbatch", "cfg", "/w", env={"SLURM_JOB_ID": ""}, check=False)
     assert out.returncode == 2 and "run under SLURM" in out.stderr
+
+
+def test_slurm_and_gpu_dry_run_of_an_inference_job(tmp_path):
+    out = _sh(LAUNCH / "slurm.sh", "--dry-run", "--nodes", "2", "--job", "tag",
+              "configs/tag.py:gpu-2x8", "model.path=/s/mtc", "output.dir=/s/tagged").stdout
+    assert "strongaudio-tag: 2 node(s) x 8 GPU(s), 2 process(es)" in out
+    assert _commands(out) == [["sbatch", "--job-name=strongaudio-tag", "--nodes=2",
+                               "--ntasks-per-node=1", "--gpus-per-node=8", "launch/slurm.sbatch",
+                               "--job", "tag", "configs/tag.py:gpu-2x8", "model.path=/s/mtc",
+                               "output.dir=/s/tagged"]]
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "scontrol").write_text("#!/bin/sh\nprintf 'gpu01\\ngpu02\\n'\n")
+    (fake / "scontrol").chmod(0o755)
+    slurm = {"DRY_RUN": "1", "SLURM_JOB_ID": "7", "SLURM_JOB_NODELIST": "gpu[01-02]",
+             "SLURM_NTASKS": "2", "SLURM_JOB_NUM_NODES": "2", "XLA_FLAGS": "",
+             "PATH": f"{fake}:{os.environ['PATH']}"}
+    job = ["--job", "tag", "configs/tag.py:gpu-2x8", "output.dir=/s/tagged"]
+    out = _sh(LAUNCH / "slurm.sbatch", *job, env=slurm).stdout
+    assert _exports(out)["JAX_NUM_PROCESSES"] == "2"
+    assert _commands(out)[-1][4:] == ["--task", *job]
+    out = _sh(LAUNCH / "slurm.sbatch", "--task", *job, env=dict(slurm, SLURM_PROCID="1")).stdout
+    assert _exports(out)["JAX_PROCESS_ID"] == "1"
+    assert _commands(out)[-1][1:] == ["-m", "strongaudio_jax.cli", "tag", "--config",
+                                      "configs/tag.py:gpu-2x8", "output.dir=/s/tagged"]
+    # A job that does not split its work is refused on several processes, and runs on one.
+    out = _sh(LAUNCH / "slurm.sh", "--dry-run", "--job", "eval", "--", "--model", "m",
+              check=False)
+    assert out.returncode == 2 and "strongaudio eval runs in one process" in out.stderr
+    out = _sh(LAUNCH / "slurm.sh", "--dry-run", "--nodes", "1", "--job", "eval", "--",
+              "--model", "m").stdout
+    assert _commands(out)[0][-6:] == ["launch/slurm.sbatch", "--job", "eval", "--", "--model", "m"]
+    out = _sh(LAUNCH / "gpu.sh", "--dry-run", "--job", "caption", "configs/caption.py:gpu8",
+              "output.dir=/o").stdout
+    assert _commands(out)[-1][1:] == ["-m", "strongaudio_jax.cli", "caption", "--config",
+                                      "configs/caption.py:gpu8", "output.dir=/o"]
 
 
 def test_distributed_plan_from_the_environment():
@@ -278,6 +355,26 @@ def test_local_two_processes_stop_on_sigterm_and_resume(tmp_path):
     assert steps == list(range(1, final + 1))
 
 
+@pytest.mark.slow  # two jax.distributed processes
+def test_local_two_processes_run_the_tag_job(tmp_path):
+    """launch/local.sh 2 --job tag on the smoke config: the two processes split the input
+    shards, and every clip comes out exactly once."""
+    from tests.test_infer import _corpus, _make_export, _records
+
+    model = _make_export(tmp_path / "mtc", f"{REPO}/configs/mtc.py:smoke", ["data.clip_seconds=1.0"])
+    corpus = _corpus(tmp_path / "in", shards=3, per_shard=2)
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHON=sys.executable, PYTHONPATH=str(REPO), XLA_FLAGS="")
+    run = _sh(LAUNCH / "local.sh", "2", "--job", "tag", "configs/tag.py:smoke",
+              f"model.path={model}", f"input.files={corpus}/*.tfrecord", f"output.dir={out}",
+              f"compilation_cache={tmp_path / 'cache'}", env=env, timeout=600)
+    assert "[p0] tag: 3 input shard(s), 2 on process 0 of 2" in run.stdout, run.stdout
+    assert "[p1] tag: 3 input shard(s), 1 on process 1 of 2" in run.stdout, run.stdout
+    ids = [c.id for p in sorted(out.glob("*.tfrecord")) for c in _records(p)]
+    originals = [c.id for p in sorted(corpus.glob("*.tfrecord")) for c in _records(p)]
+    assert sorted(ids) == sorted(originals) and len(ids) == 6
+
+
 # ---------------------------------------------------------------------------- shellcheck
 
 def test_launch_scripts_are_shellcheck_clean():
@@ -343,3 +440,25 @@ def test_config_target_mesh_fits_its_chips_and_names_its_launch(name, target):
         devices = compile_check.topology_devices(topology)
         mesh = mesh_lib.make_mesh(cfg.mesh, devices)
         assert len(devices) == chips and list(mesh.shape.values()) == sizes
+
+
+@pytest.mark.parametrize("name", ["tag", "caption"])
+@pytest.mark.parametrize("target", TARGETS)
+def test_inference_config_target_names_its_launch_and_compile_check(name, target):
+    """configs/{tag,caption}.py have every launch target: its docstring says how to launch it,
+    and a TPU one names its topology and the model compile-check compiles without model.path
+    (tests/test_compile_check.py compiles them)."""
+    from strongaudio_jax import config as config_lib
+    from strongaudio_jax.train import compile_check
+
+    path = REPO / "configs" / f"{name}.py"
+    cfg = config_lib.load(f"{path}:{target}", [])
+    doc = open(path).read().split('"""')[1]
+    assert f"configs/{name}.py:{target}" in doc and f"--job {name}" in doc
+    if target in GPUS:
+        assert cfg.compile_check.topology == ""
+        return
+    assert cfg.compile_check.topology == target and compile_check.TOPOLOGIES[target]
+    train = "captioning" if name == "caption" else "mtc"
+    assert cfg.compile_check.model_config == f"configs/{train}.py:{target}"
+    assert config_lib.load(str(REPO / "configs" / f"{train}.py") + f":{target}", [])

@@ -32,6 +32,37 @@ def settings_from_config(decode_cfg) -> decoding.Settings:
     return s
 
 
+def decode_length(module, settings: decoding.Settings) -> int:
+    """Tokens the captioner decodes: decode.max_len (0: the decoder's), at most the decoder's."""
+    max_len = min(settings.max_len or module.max_len, module.max_len)
+    if max_len < 2:
+        raise ConfigError(f"decode.max_len={settings.max_len}: at least 2 ([CLS] [SEP])")
+    if settings.strategy == "parallel" and max_len != module.max_len:
+        raise ConfigError("decode.strategy='parallel' predicts the decoder's whole length "
+                          f"({module.max_len}); leave decode.max_len at 0")
+    return max_len
+
+
+def caption_fn(program, module, settings: decoding.Settings, toks: decoding.Tokens,
+               max_len: int):
+    """The captioner's device program: (params, waveform [B, S], length [B], keys [B, 2]) ->
+    token ids [B, max_len]: encoder, prefill and the decoding loop in one function (jitted on
+    the job's mesh; compiled for a TPU topology by infer/compile_check.py)."""
+    decoder = decoder_lib.Decoder(module.vocab_size, module.max_len, module.decoder_size)
+    mask_id = module.mask_id
+
+    def caption(params, waveform, length, keys):
+        enc = program.encoder.apply({"params": params["encoder"]},
+                                    *program.features({"waveform": waveform, "length": length}))
+        dec = params["heads"]["captioning"]["decoder"]
+        if settings.strategy == "parallel":
+            return decoding.parallel_decode(decoder, dec, enc, settings, toks, mask_id, max_len)
+        if settings.strategy == "beam":
+            return decoding.beam_search(dec, enc.tokens, enc.mask, settings, toks, max_len)
+        return decoding.generate(dec, enc.tokens, enc.mask, keys, settings, toks, max_len)
+    return caption
+
+
 class Captioner:
     needs_audio = True
 
@@ -41,12 +72,7 @@ class Captioner:
         from strongaudio_jax.data import text_fields
         self.tokenizer = text_fields.tokenizer_from_config(trained.cfg)
         module = cap.module
-        max_len = min(settings.max_len or module.max_len, module.max_len)
-        if max_len < 2:
-            raise ConfigError(f"decode.max_len={settings.max_len}: at least 2 ([CLS] [SEP])")
-        if settings.strategy == "parallel" and max_len != module.max_len:
-            raise ConfigError("decode.strategy='parallel' predicts the decoder's whole length "
-                              f"({module.max_len}); leave decode.max_len at 0")
+        max_len = decode_length(module, settings)
         self.settings = settings
         self.sample_rate = int(trained.program.mel_cfg.sample_rate)
         self.batch_size = batch_per_device * mesh.size // mesh.shape["tensor"]
@@ -68,20 +94,8 @@ class Captioner:
         params = trained.place(mesh)
         batch_sh = mesh_lib.batch_sharding(mesh, 2, program.rules)
         len_sh = mesh_lib.batch_sharding(mesh, 1, program.rules)
-        decoder = decoder_lib.Decoder(module.vocab_size, module.max_len, module.decoder_size)
-        mask_id = module.mask_id
-
-        def caption(params, waveform, length, keys):
-            enc = program.encoder.apply({"params": params["encoder"]},
-                                        *program.features({"waveform": waveform, "length": length}))
-            dec = params["heads"]["captioning"]["decoder"]
-            if settings.strategy == "parallel":
-                return decoding.parallel_decode(decoder, dec, enc, settings, toks, mask_id, max_len)
-            if settings.strategy == "beam":
-                return decoding.beam_search(dec, enc.tokens, enc.mask, settings, toks, max_len)
-            return decoding.generate(dec, enc.tokens, enc.mask, keys, settings, toks, max_len)
-
         self._sh = (batch_sh, len_sh)
+        caption = caption_fn(program, module, settings, toks, max_len)
         fn = jax.jit(mesh_lib.on_mesh(mesh, caption, program.rules),
                      in_shardings=(None, batch_sh, len_sh, batch_sh))
         self._run = lambda w, n, k: np.asarray(jax.device_get(fn(params, w, n, k)))

@@ -14,6 +14,7 @@ import os
 import jax
 
 from strongaudio_jax.config import ConfigError
+from strongaudio_jax.data import storage
 from strongaudio_jax.infer import buckets as buckets_lib, engine, inputs, output
 
 
@@ -45,9 +46,9 @@ def run(cfg, kind: str, log=print) -> dict:
 
     cache = engine.enable_compilation_cache(cfg.compilation_cache)
     shards = inputs.from_config(cfg)
-    out_dir = os.path.realpath(cfg.output.dir) if cfg.output.dir else ""
-    clash = [s.source for s in shards if os.path.realpath(
-        os.path.join(out_dir, s.name)) == os.path.realpath(s.source)]
+    same = lambda a, b: a == b if storage.is_url(a) else os.path.realpath(a) == os.path.realpath(b)
+    clash = [s.source for s in shards
+             if cfg.output.dir and same(storage.join(cfg.output.dir, s.name), s.source)]
     if clash:
         raise ConfigError(f"output.dir={cfg.output.dir!r} would overwrite the input shard "
                           f"{clash[0]}: write the labelled shards to another folder")
@@ -78,10 +79,8 @@ def run(cfg, kind: str, log=print) -> dict:
             total = engine._add(total, output.ShardOutput(cfg.output.dir, s.name).stats())
         pod = {"job": kind, "shards": len(shards), "counts": total,
                "hours": round(total["seconds"] / 3600, 4), "provenance": labeler.provenance}
-        path = os.path.join(cfg.output.dir, "summary.json")
-        with open(path + ".tmp", "w") as f:
-            json.dump(pod, f, indent=1, sort_keys=True)
-        os.replace(path + ".tmp", path)
+        storage.write_text(storage.join(cfg.output.dir, "summary.json"),
+                           json.dumps(pod, indent=1, sort_keys=True))
         if jax.process_count() > 1:
             log(engine.summary_line(f"{kind} (all processes)", pod))
     return summary

@@ -12,10 +12,19 @@ out as those of an uninterrupted run (the labels of a record depend on that reco
 When the shard is complete the partial file is renamed to `<dir>/<name>` and its `.idx`
 sidecar is written; a shard is finished when both exist. The folder `_inference/` is not
 matched by the training pipeline's `<dir>/*.tfrecord` globs.
+
+An output.dir in a bucket (gs://, s3://: anything data/storage.py reaches) cannot be appended
+to, so the partial file and its progress file stay on this host, in
+`$STRONGAUDIO_CACHE/inference_output/<hash of output.dir>/`, and a shard goes to the bucket
+when it is complete: the shard, then its `.idx`, then `<dir>/_inference/<name>.stats.json`
+(each object appears whole; a shard counts as finished once its stats are there). A job
+restarted on the same host resumes a half-done shard; on another host (a new VM) that shard
+starts again, with the same bytes as a result.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import struct
@@ -41,37 +50,43 @@ def _write_json(path: str, obj) -> None:
     os.replace(tmp, path)
 
 
+def work_dir(out_dir: str) -> str:
+    """Where partial shards and progress files go: <out_dir>/_inference, or for a bucket a
+    folder of this host's (see the module's docstring)."""
+    if not storage.is_url(out_dir):
+        return os.path.join(out_dir, WORK)
+    key = hashlib.sha1(out_dir.rstrip("/").encode()).hexdigest()[:16]
+    return os.path.join(index_lib.default_cache_dir(), "inference_output", key)
+
+
 def check_output_dir(out_dir: str) -> None:
-    if storage.is_url(out_dir):
-        raise ConfigError(f"output.dir={out_dir!r}: inference writes to a local (or mounted) "
-                         "folder, where a half-done shard can be resumed; copy the finished "
-                         "shards to the bucket afterwards (gsutil -m cp / gcloud storage cp)")
     if not out_dir:
         raise ConfigError("output.dir is empty: give the folder to write the labelled shards to")
-    os.makedirs(os.path.join(out_dir, WORK), exist_ok=True)
+    storage.makedirs(out_dir)  # (for a URL: checks that a filesystem reaches it)
+    os.makedirs(work_dir(out_dir), exist_ok=True)
 
 
 class ShardOutput:
     """The output of one shard: finished, or resumable from its progress file."""
 
     def __init__(self, out_dir: str, name: str):
-        self.final = os.path.join(out_dir, name)
-        work = os.path.join(out_dir, WORK)
+        self.final = storage.join(out_dir, name)
+        self.remote = storage.is_url(out_dir)
+        work = work_dir(out_dir)
         self.partial = os.path.join(work, name + ".partial")
         self.progress_path = os.path.join(work, name + ".progress.json")
-        self.stats_path = os.path.join(work, name + ".stats.json")
+        self.stats_path = storage.join(storage.join(out_dir, WORK), name + ".stats.json")
         self._file = None
 
     def finished(self) -> bool:
-        if os.path.exists(self.final) and os.path.exists(self.stats_path):
-            if not os.path.exists(tfrecord.index_path(self.final)):  # killed before its index
+        if storage.exists(self.final) and storage.exists(self.stats_path):
+            if not storage.exists(tfrecord.index_path(self.final)):  # killed before its index
                 index_lib.write_sidecar(self.final)
             return True
         return False
 
     def stats(self) -> dict:
-        with open(self.stats_path) as f:
-            return json.load(f)
+        return json.loads(storage.read_text(self.stats_path))
 
     def open(self, provenance: dict) -> dict:
         """Opens for appending; returns the progress so far ({"done": 0, ...} when new)."""
@@ -101,9 +116,17 @@ class ShardOutput:
 
     def finish(self, stats: dict) -> None:
         self._file.close()
-        os.replace(self.partial, self.final)
-        index_lib.write_sidecar(self.final)
-        _write_json(self.stats_path, stats)
+        if self.remote:  # shard, index, stats: each object appears whole, in this order
+            index_lib.write_sidecar(self.partial)
+            storage.copy(self.partial, self.final)
+            storage.copy(tfrecord.index_path(self.partial), tfrecord.index_path(self.final))
+            storage.write_text(self.stats_path, json.dumps(stats, indent=1, sort_keys=True))
+            os.remove(tfrecord.index_path(self.partial))
+            os.remove(self.partial)
+        else:
+            os.replace(self.partial, self.final)
+            index_lib.write_sidecar(self.final)
+            _write_json(self.stats_path, stats)
         os.remove(self.progress_path)
 
     def close(self) -> None:

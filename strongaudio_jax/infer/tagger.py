@@ -26,6 +26,17 @@ def provenance_text(provenance: dict) -> str:
     return json.dumps(provenance, sort_keys=True, separators=(",", ":"))
 
 
+def probs_fn(program, mtc):
+    """The tagger's device program: (params, waveform [B, S], length [B]) -> tag probabilities
+    [B, tags] (jitted on the job's mesh; compiled for a TPU topology by infer/compile_check.py)."""
+    def probs(params, waveform, length):
+        enc = program.encoder.apply({"params": params["encoder"]},
+                                    *program.features({"waveform": waveform, "length": length}))
+        logits = mtc.module.apply({"params": params["heads"]["mtc"]}, enc, method="logits")
+        return jax.nn.sigmoid(logits)
+    return probs
+
+
 class MTCTagger:
     needs_audio = True
 
@@ -53,14 +64,7 @@ class MTCTagger:
         params = trained.place(mesh)
         batch_sh = mesh_lib.batch_sharding(mesh, 2, program.rules)
         len_sh = mesh_lib.batch_sharding(mesh, 1, program.rules)
-
-        def probs(params, waveform, length):
-            enc = program.encoder.apply({"params": params["encoder"]},
-                                        *program.features({"waveform": waveform, "length": length}))
-            logits = mtc.module.apply({"params": params["heads"]["mtc"]}, enc, method="logits")
-            return jax.nn.sigmoid(logits)
-
-        fn = jax.jit(mesh_lib.on_mesh(mesh, probs, program.rules),
+        fn = jax.jit(mesh_lib.on_mesh(mesh, probs_fn(program, mtc), program.rules),
                      in_shardings=(None, batch_sh, len_sh))
         self._probs = lambda w, n: np.asarray(jax.device_get(fn(params, w, n)))
         self._mesh_sh = (batch_sh, len_sh)

@@ -56,6 +56,9 @@ class Report:
     hbm: int  # bytes per device
     compile_s: float
     compiler_error: str = ""  # XLA refused: it would not fit (RESOURCE_EXHAUSTED)
+    arguments_label: str = "arguments (state + batch)"
+    advice: str = ("lower the per-chip batch, set model.remat (e.g. full), train.grad_accum, "
+                   "or a larger fsdp axis")
 
     @property
     def peak(self) -> int:
@@ -69,10 +72,9 @@ class Report:
         if self.compiler_error:
             return (f"topology {self.topology}: {self.devices} x {self.device_kind}, mesh "
                     f"{self.mesh}, {self.params / 1e6:.1f}M parameters\nDOES NOT FIT: XLA "
-                    f"refused to compile it: {self.compiler_error}\nlower the per-chip batch, "
-                    "set model.remat (e.g. full), train.grad_accum, or a larger fsdp axis")
+                    f"refused to compile it: {self.compiler_error}\n{self.advice}")
         g = lambda b: f"{b / GIB:8.2f} GiB"
-        rows = [("arguments (state + batch)", self.arguments), ("outputs", self.outputs),
+        rows = [(self.arguments_label, self.arguments), ("outputs", self.outputs),
                 ("  of which aliased to arguments", self.aliased),
                 ("temporaries", self.temporaries), ("generated code", self.code),
                 ("peak (arg + out - aliased + temp + code)", self.peak),
@@ -82,7 +84,8 @@ class Report:
                  "per-device memory:"]
         lines += [f"  {name:<42}{g(b)}" for name, b in rows]
         verdict = "fits" if self.fits else "DOES NOT FIT"
-        lines.append(f"{verdict}: {self.peak / self.hbm:.0%} of HBM")
+        lines.append(f"{verdict}: {self.peak / self.hbm:.0%} of HBM"
+                     + ("" if self.fits else f"; {self.advice}"))
         return "\n".join(lines)
 
 
