@@ -12,6 +12,8 @@ A labeler (tagger.py, captioner.py) says what it needs and what it writes:
     combine(results of one clip's pieces) -> one result
     label_clips(clips) -> list of results           (text-only labelers)
     apply(clip, result) -> (Clip, empty: bool)      (the clip to write, whether it got no label)
+    failure(result) -> reason or None               (optional: a written record's failure,
+                                                     counted under failures by reason)
 
 Every host runs its own shards on its own devices (a mesh of `jax.local_devices()`): no
 collective crosses hosts inside the loop, so hosts with more or slower shards never hold the
@@ -179,6 +181,9 @@ def _label_window(labeler, shard, start: int, stop: int, buckets, skip_bad: bool
     for clip, wave, result in zip(clips, waves, results):
         if clip is None or result is None:
             continue
+        reason = labeler.failure(result) if hasattr(labeler, "failure") else None
+        if reason:
+            fails[reason] += 1
         labelled, empty = labeler.apply(clip, result)
         counts["empty"] += int(empty)
         counts["written"] += 1

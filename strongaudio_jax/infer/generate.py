@@ -81,6 +81,8 @@ def _sample(logits, rng, temperature: float, top_p: float):
         before = jnp.cumsum(probs, axis=-1) - probs  # mass of the tokens ranked above
         kept = jnp.where(before < top_p, sorted_logits, jnp.inf).min(axis=-1, keepdims=True)
         logits = jnp.where(logits >= kept, logits, -jnp.inf)
+    if rng.ndim == 2:  # one key per row (generate's row_keys)
+        return jax.vmap(lambda k, l: jax.random.categorical(k, l))(rng, logits).astype(jnp.int32)
     return jax.random.categorical(rng, logits, axis=-1).astype(jnp.int32)
 
 
@@ -109,7 +111,7 @@ def generate(model: QwenLM, params, prompts: Sequence[Sequence[int]], max_new_to
              eos_id: int | Sequence[int] | None = None, pad_id: int = 0,
              temperature: float = 0.0, top_p: float = 1.0, seed: int = 0,
              mesh: Mesh | None = None, embeds=None, placeholder_id: int | None = None,
-             length_multiple: int = 1) -> list[list[int]]:
+             length_multiple: int = 1, row_keys=None) -> list[list[int]]:
     """New token ids per prompt (up to and including an end token in `eos_id`, at most
     `max_new_tokens`). Greedy by default; temperature > 0 samples (within top_p). With `mesh`,
     params should come from `shard_params` and the batch is split over the data axes (its size
@@ -120,7 +122,11 @@ def generate(model: QwenLM, params, prompts: Sequence[Sequence[int]], max_new_to
     instead of their token embedding (models/lm.place_embeds).
 
     `length_multiple`: the padded prompt length is rounded up to a multiple of it, so batches
-    of prompts of varying lengths reuse a few compiled shapes (a corpus job sets e.g. 64)."""
+    of prompts of varying lengths reuse a few compiled shapes (a corpus job sets e.g. 64).
+
+    `row_keys` [B, 2] (uint32 PRNG keys, one per prompt): when sampling, row b's token i is drawn
+    with fold_in(row_keys[b], i) instead of a key split from `seed` for the whole batch, so a
+    row's reply does not depend on which other rows share its batch."""
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens={max_new_tokens}: must be at least 1")
     if (embeds is None) != (placeholder_id is None):
@@ -150,8 +156,19 @@ def generate(model: QwenLM, params, prompts: Sequence[Sequence[int]], max_new_to
     prefill, step = _compiled(model, mesh, float(temperature), float(top_p),
                               None if placeholder_id is None else int(placeholder_id))
     rng = jax.random.PRNGKey(seed)
-    rng, sub = jax.random.split(rng)
-    token, cache = prefill(params, tokens, mask, key_mask, cache, sub, embeds)
+    if row_keys is not None:
+        row_keys = np.asarray(row_keys, np.uint32)
+        if row_keys.shape != (b, 2):
+            raise ValueError(f"row_keys has shape {row_keys.shape}; give one key per prompt "
+                             f"({b}, 2)")
+        fold = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(0, None)))
+        next_key = lambda i: fold(row_keys, i)
+    else:
+        def next_key(i):
+            nonlocal rng
+            rng, sub = jax.random.split(rng)
+            return sub
+    token, cache = prefill(params, tokens, mask, key_mask, cache, next_key(0), embeds)
     position = np.asarray(mask).sum(axis=1).astype(np.int32)  # next rotary position per row
     out = [[] for _ in range(b)]
     done = np.zeros(b, bool)
@@ -163,6 +180,5 @@ def generate(model: QwenLM, params, prompts: Sequence[Sequence[int]], max_new_to
                 done[r] = int(host[r]) in eos
         if done.all() or i == max_new_tokens - 1:
             break
-        rng, sub = jax.random.split(rng)
-        token, cache = step(params, token, position + i, t + i, key_mask, cache, sub)
+        token, cache = step(params, token, position + i, t + i, key_mask, cache, next_key(i + 1))
     return out

@@ -134,7 +134,7 @@ def cmd_tag(args) -> int:
             raise ValueError("--extractor lm needs --model DIR (a `strongaudio import-hf` output)")
         extractor = LMTagger(lm_generate(args.model, args.max_new_tokens, args.batch_size,
                                          args.tensor_parallel), normalize,
-                             batch_size=args.batch_size,
+                             batch_size=8 * args.batch_size,  # fills the length buckets
                              name=f"jax-lm:{os.path.basename(os.path.normpath(args.model))}")
     else:
         from strongaudio_jax.uts.http_tagger import HTTPTagger
