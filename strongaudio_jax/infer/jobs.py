@@ -71,7 +71,9 @@ def run(cfg, kind: str, log=print) -> dict:
         f"device(s); compilation cache {cache}")
     summary = engine.run(labeler, mine, cfg.output.dir, buckets=buckets,
                          skip_bad=cfg.input.skip_bad, resample=cfg.input.resample,
-                         window=cfg.buckets.window, progress=cfg.progress, log=log)
+                         window=cfg.buckets.window, progress=cfg.progress, log=log,
+                         decode_workers=cfg.input.get("decode_workers", 0),
+                         read_ahead=cfg.input.get("read_ahead", 0))
     summary["provenance"] = labeler.provenance
     log(engine.summary_line(f"{kind} (process {jax.process_index()})", summary))
     if jax.process_count() > 1:  # every host's shards are finished before the pod summary
