@@ -95,16 +95,18 @@ def test_lm_sampling_keys_per_record(lm_dir, caption_shards, tmp_path):
     fails = s8["counts"]["failures"]
     assert fails.pop("no caption") == 1 and fails and all(k.startswith("reply: ") for k in fails)
     clips = [c for p in sorted((tmp_path / "o8").glob("*.tfrecord")) for c in _records(p)]
-    assert any(list(c.tags) == TAGS for c in clips)  # some replies still parse
-    jobs.run(_cfg(lm_dir, files, tmp_path / "seed1", "tag.seed=1", *hot), "tag")
-    assert _shard_bytes(tmp_path / "seed1") != _shard_bytes(tmp_path / "o8")
+    assert any(list(c.tags) == TAGS for c in clips)  # some replies still parse (greedy: all)
 
 
 def test_lm_tag_sigkill_and_restart_give_the_same_shards(lm_dir, caption_shards, tmp_path):
+    from strongaudio_jax.infer import jobs
+
+    files = f"{caption_shards}/*.tfrecord"
+    hot = ["tag.temperature=0.8", "buckets.window=3", "devices=2"]
     args = ["tag", "--config", f"{REPO}/configs/tag.py:smoke", "tag.mode=caption",
-            "tag.extractor=lm", f"model.path={lm_dir}", f"input.files={caption_shards}/*.tfrecord",
-            "tag.max_new_tokens=8", "tag.length_multiple=16", "tag.temperature=0.8",
-            "buckets.window=3", "devices=2", f"compilation_cache={tmp_path / 'cache'}"]
+            "tag.extractor=lm", f"model.path={lm_dir}", f"input.files={files}",
+            "tag.max_new_tokens=8", "tag.length_multiple=16", *hot,
+            f"compilation_cache={tmp_path / 'cache'}"]
     env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu",
                XLA_FLAGS="--xla_force_host_platform_device_count=2")
     killed = tmp_path / "killed"
@@ -112,13 +114,11 @@ def test_lm_tag_sigkill_and_restart_give_the_same_shards(lm_dir, caption_shards,
                         f"output.dir={killed}"], env=env, capture_output=True, text=True,
                        timeout=600)
     assert p.returncode == -signal.SIGKILL, p.stderr
-    logs = []
-    for out in (killed, tmp_path / "whole"):
-        p = subprocess.run([sys.executable, "-m", "strongaudio_jax.cli", *args,
-                            f"output.dir={out}"], env=env, capture_output=True, text=True,
-                           timeout=600)
-        assert p.returncode == 0, p.stderr
-        logs.append(p.stdout)
-    assert "resuming 1 half-done (3 records)" in logs[0], logs[0]
+    p = subprocess.run([sys.executable, "-m", "strongaudio_jax.cli", *args,
+                        f"output.dir={killed}"], env=env, capture_output=True, text=True,
+                       timeout=600)
+    assert p.returncode == 0, p.stderr
+    assert "resuming 1 half-done (3 records)" in p.stdout, p.stdout
+    jobs.run(_cfg(lm_dir, files, tmp_path / "whole", *hot), "tag")  # uninterrupted, in-process
     assert _shard_bytes(killed) == _shard_bytes(tmp_path / "whole")
     assert json.loads((killed / "summary.json").read_text())["counts"]["written"] == 14
