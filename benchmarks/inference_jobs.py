@@ -17,7 +17,7 @@ Prints one JSON line.
 `--decode N` measures the engine's input stage alone instead: N clips of --seconds, 44.1 kHz
 mono FLAC files (noise) in a temporary folder, read as audio-folder input, decoded and
 resampled to 16 kHz, in the main thread (workers 0) and by each thread count of --workers
-(engine._loaded, the job's own code path; read-ahead 2 x 64 records); clips/s per count:
+(engine._loaded, the job's own code path; read-ahead 128 records); clips/s per count:
 
     python benchmarks/inference_jobs.py --decode 200 --seconds 10 --workers 2,4
 """

@@ -54,7 +54,7 @@ def base() -> ml_collections.ConfigDict:
         skip_bad=False,  # True: corrupt records / undecodable audio are skipped and counted
         resample=True,  # clips at another rate are resampled to the model's
         decode_workers=4,  # threads reading + decoding + resampling audio (0: the main thread)
-        read_ahead=0,  # records decoded ahead of the labeling (0: 2 x buckets.window)
+        read_ahead=0,  # records decoded ahead of the labeling (0: buckets.window)
     )
     c.output = dict(dir="")  # a local or mounted folder
     c.buckets = dict(

@@ -93,7 +93,7 @@ def run(labeler, shards: Sequence[inputs_lib.InputShard], out_dir: str, *,
     """Labels `shards` (this host's) into `out_dir`; returns this host's summary.
 
     Records are read and their audio decoded / resampled by `decode_workers` threads (0: in
-    this thread), at most `read_ahead` records (default: 2 windows) ahead of the labeling, so
+    this thread), at most `read_ahead` records (default: one window) ahead of the labeling, so
     the next window decodes while this one is on the devices; results are taken in record
     order, so the output is the same as a serial run's."""
     pool = (concurrent.futures.ThreadPoolExecutor(decode_workers, "strongaudio-decode")
@@ -101,7 +101,7 @@ def run(labeler, shards: Sequence[inputs_lib.InputShard], out_dir: str, *,
     try:
         return _run(labeler, shards, out_dir, buckets=buckets, skip_bad=skip_bad,
                     resample=resample, window=window, progress=progress, log=log, pool=pool,
-                    read_ahead=read_ahead or 2 * window)
+                    read_ahead=read_ahead or window)
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
