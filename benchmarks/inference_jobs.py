@@ -13,6 +13,13 @@ Compile time (first call) is reported apart from steady state (median of --reps 
     python benchmarks/inference_jobs.py                       # tiny shapes, seconds on a CPU
     python benchmarks/inference_jobs.py --preset s --batch 64 --new 64    # on an accelerator
 Prints one JSON line.
+
+`--decode N` measures the engine's input stage alone instead: N clips of --seconds, 44.1 kHz
+mono FLAC files (noise) in a temporary folder, read as audio-folder input, decoded and
+resampled to 16 kHz, in the main thread (workers 0) and by each thread count of --workers
+(engine._loaded, the job's own code path; read-ahead 128 records); clips/s per count:
+
+    python benchmarks/inference_jobs.py --decode 200 --seconds 10 --workers 2,4
 """
 
 from __future__ import annotations
@@ -132,6 +139,40 @@ def _peer(args, shape, res):
                   f"{torch.__version__}, {dev}, {dt}"
 
 
+def _decoding(args, res):
+    import concurrent.futures
+    import tempfile
+    import types
+
+    import numpy as np
+
+    from strongaudio_jax.data import audio
+    from strongaudio_jax.infer import engine, inputs
+
+    rng = np.random.default_rng(0)
+    rate = 44100
+    labeler = types.SimpleNamespace(needs_audio=True, sample_rate=16000)
+    with tempfile.TemporaryDirectory() as folder:
+        n = int(args.seconds * rate)
+        for i in range(args.decode):
+            wave = 0.1 * rng.standard_normal((n, 2)).astype(np.float32)
+            with open(os.path.join(folder, f"clip{i:05d}.flac"), "wb") as f:
+                f.write(audio.encode(wave[:, 0], rate))
+        res["input"] = f"{args.decode} x {args.seconds} s FLAC at {rate} Hz -> 16 kHz"
+        for workers in [0] + [int(w) for w in args.workers.split(",") if w]:
+            shard, = inputs.folder_shards(folder, clips_per_shard=args.decode)
+            pool = concurrent.futures.ThreadPoolExecutor(workers) if workers else None
+            t = time.perf_counter()
+            got = sum(1 for c, w, e in engine._loaded(shard, range(shard.count), labeler, True,
+                                                       pool, 128) if e is None)
+            res[f"workers_{workers}_clips_s"] = got / (time.perf_counter() - t)
+            if pool:
+                pool.shutdown()
+            print(json.dumps(res, default=str), file=sys.stderr, flush=True)
+    res["cpus"] = os.cpu_count()
+    res["load_avg_1min"] = os.getloadavg()[0]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--preset", default="mu", choices=sorted(PRESETS))
@@ -142,7 +183,16 @@ def main(argv=None) -> int:
     ap.add_argument("--devices", type=int, default=0, help="local devices (0: all)")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--no-peer", action="store_true")
+    ap.add_argument("--decode", type=int, default=0,
+                    help="measure audio-folder decoding of this many clips instead")
+    ap.add_argument("--workers", default="2,4", help="(--decode) thread counts to compare")
     args = ap.parse_args(argv)
+    if args.decode:
+        res = {"clip_seconds": args.seconds, "date": time.strftime("%Y-%m-%d %H:%M UTC",
+                                                                   time.gmtime())}
+        _decoding(args, res)
+        print(json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in res.items()}))
+        return 0
     res = {"preset": args.preset, "batch": args.batch, "new_tokens": args.new,
            "clip_seconds": args.seconds, "date": time.strftime("%Y-%m-%d")}
     shape = _ours(args, res)

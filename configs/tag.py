@@ -18,6 +18,11 @@ Variants:
          clip(s) written ... failures: none". docs/inference.md has measured figures.
   caption-demo  caption -> tags with the rules extractor on the demo held-out shards:
            strongaudio tag --config configs/tag.py:caption-demo
+  caption-lm  caption -> tags with a language model imported by `strongaudio import-hf` (e.g.
+         Qwen2.5-0.5B-Instruct), run inside this engine on the mesh (greedy; replies parsed
+         as the UTS extractors' JSON; unparseable replies counted by reason):
+           strongaudio tag --config configs/tag.py:caption-lm model.path=/data/qwen_lm input.files='C/*.tfrecord' output.dir=/data/tagged_lm
+         Add model.tensor_parallel=N to split the model over N devices (the rest: data parallel).
   smoke  seconds, for tests: small buckets and batches; set model.path, input.files, output.dir.
   gpu8 / gpu-2x8 / v5p-64 / v5e-256  a big corpus on an 8-GPU node, two of them, or a pod
          slice (5 and 10 s buckets, 64 clips per device per batch, bad records skipped and
@@ -38,7 +43,7 @@ import ml_collections
 
 from strongaudio_jax import assets
 
-VARIANTS = ("demo", "smoke", "caption-demo", "gpu8", "gpu-2x8", "v5p-64", "v5e-256")
+VARIANTS = ("demo", "smoke", "caption-demo", "caption-lm", "gpu8", "gpu-2x8", "v5p-64", "v5e-256")
 TARGETS = ("gpu8", "gpu-2x8", "v5p-64", "v5e-256")
 
 
@@ -54,6 +59,8 @@ def base() -> ml_collections.ConfigDict:
         verify_crc=True,
         skip_bad=False,  # True: corrupt records / undecodable audio are skipped and counted
         resample=True,  # clips at another rate are resampled to the model's
+        decode_workers=4,  # threads reading + decoding + resampling audio (0: the main thread)
+        read_ahead=0,  # records decoded ahead of the labeling (0: buckets.window)
     )
     c.output = dict(dir="")  # a local folder, or a bucket (gs://...: shards uploaded when whole)
     c.buckets = dict(
@@ -91,7 +98,13 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
         caption_field="caption",  # (caption) "caption" or "summary"
         lexicon=(),  # (caption, rules) extra lexicon files
         synonyms=(),  # (caption) extra synonym tables
+        max_new_tokens=128,  # (caption, lm) reply length limit in tokens
+        temperature=0.0,  # (caption, lm) 0: greedy; > 0: sampling, one key per record id
+        top_p=1.0,  # (caption, lm) nucleus when sampling
+        seed=0,  # (caption, lm) sampling keys: fold_in(PRNGKey(seed), crc32(record id))
+        length_multiple=64,  # (caption, lm) prompt lengths padded to multiples of this
     )
+    c.model.tensor_parallel = 1  # (caption, lm) split the LM over this many devices
     if arg in ("demo", "caption-demo"):
         c.model.path = "/tmp/strongaudio_demo"
         c.input.files = assets.demo_corpus("heldout-*.tfrecord")
@@ -101,6 +114,10 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
             c.tag.mode = "caption"
             c.model.path = ""
             c.output.dir = "/tmp/strongaudio_tagged_from_captions"
+    elif arg == "caption-lm":
+        c.tag.update(mode="caption", extractor="lm")
+        c.buckets.update(batch_per_device=16, window=1024)
+        c.input.skip_bad = True
     elif arg == "smoke":
         c.buckets.update(seconds=(1.0, 2.0), batch_per_device=2, window=8)
         c.progress = False

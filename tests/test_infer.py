@@ -343,3 +343,31 @@ def test_audio_folder_input_becomes_shards(mtc_export, tmp_path):
     assert names == ["folder-00000-of-00002.tfrecord", "folder-00001-of-00002.tfrecord"]
     ids = [c.id for n in names for c in _records(tmp_path / "out" / n)]
     assert ids == ["sub/clip0", "sub/clip1", "sub/clip2"]
+
+
+def test_parallel_decoding_equals_serial_and_names_bad_files(mtc_export, tmp_path):
+    """Audio-folder input read and decoded (and resampled) by a thread pool with a small
+    read-ahead: the same shards as in the main thread; a bad file is named, or skipped and
+    counted with skip_bad."""
+    from strongaudio_jax.data import audio
+    from strongaudio_jax.infer import inputs, jobs
+
+    folder = tmp_path / "audio"
+    folder.mkdir()
+    for i in range(6):
+        rate = 22050 if i % 2 else 16000
+        (folder / f"clip{i}.wav").write_bytes(audio.encode(
+            0.1 * np.sin(np.arange(rate // 2 + 900 * i) * (0.01 + i * 0.02)), rate, "wav"))
+    (folder / "clip3b.wav").write_bytes(b"RIFF not audio")
+    common = [f"input.audio_folder={folder}", "input.clips_per_shard=4", "buckets.window=3"]
+    with pytest.raises(inputs.BadRecord, match="clip3b.wav: audio cannot be decoded"):
+        jobs.run(_cfg("tag", mtc_export, "", tmp_path / "strict", *common,
+                      "input.decode_workers=3"), "tag")
+    outs = {}
+    for workers, ahead in ((0, 0), (3, 2)):
+        out = tmp_path / f"w{workers}"
+        s = jobs.run(_cfg("tag", mtc_export, "", out, *common, "input.skip_bad=True",
+                          f"input.decode_workers={workers}", f"input.read_ahead={ahead}"), "tag")
+        assert s["counts"]["written"] == 6 and s["counts"]["failures"] == {"unreadable_file": 1}
+        outs[workers] = _shard_bytes(out)
+    assert outs[0] == outs[3] and len(outs[0]) == 4  # 2 shards + their .idx

@@ -12,6 +12,8 @@ A labeler (tagger.py, captioner.py) says what it needs and what it writes:
     combine(results of one clip's pieces) -> one result
     label_clips(clips) -> list of results           (text-only labelers)
     apply(clip, result) -> (Clip, empty: bool)      (the clip to write, whether it got no label)
+    failure(result) -> reason or None               (optional: a written record's failure,
+                                                     counted under failures by reason)
 
 Every host runs its own shards on its own devices (a mesh of `jax.local_devices()`): no
 collective crosses hosts inside the loop, so hosts with more or slower shards never hold the
@@ -22,11 +24,13 @@ random keys), so the output does not depend on batching, restarts or the device 
 from __future__ import annotations
 
 import collections
+import concurrent.futures
+import itertools
 import json
 import os
 import sys
 import time
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -84,8 +88,27 @@ def _empty_counts() -> dict:
 
 def run(labeler, shards: Sequence[inputs_lib.InputShard], out_dir: str, *,
         buckets: buckets_lib.Buckets | None, skip_bad: bool, resample: bool = True,
-        window: int = 256, progress: bool = True, log=print) -> dict:
-    """Labels `shards` (this host's) into `out_dir`; returns this host's summary."""
+        window: int = 256, progress: bool = True, log=print, decode_workers: int = 0,
+        read_ahead: int = 0) -> dict:
+    """Labels `shards` (this host's) into `out_dir`; returns this host's summary.
+
+    Records are read and their audio decoded / resampled by `decode_workers` threads (0: in
+    this thread), at most `read_ahead` records (default: one window) ahead of the labeling, so
+    the next window decodes while this one is on the devices; results are taken in record
+    order, so the output is the same as a serial run's."""
+    pool = (concurrent.futures.ThreadPoolExecutor(decode_workers, "strongaudio-decode")
+            if decode_workers > 0 else None)
+    try:
+        return _run(labeler, shards, out_dir, buckets=buckets, skip_bad=skip_bad,
+                    resample=resample, window=window, progress=progress, log=log, pool=pool,
+                    read_ahead=read_ahead or window)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _run(labeler, shards, out_dir, *, buckets, skip_bad, resample, window, progress, log, pool,
+         read_ahead) -> dict:
     output_lib.check_output_dir(out_dir)
     t0 = time.perf_counter()
     outs = {s.name: output_lib.ShardOutput(out_dir, s.name) for s in shards}
@@ -113,10 +136,12 @@ def run(labeler, shards: Sequence[inputs_lib.InputShard], out_dir: str, *,
             if shard.damaged and state["done"] == 0:  # (skip_bad) records past the damage
                 log(f"skip_bad: {shard.damaged}")
                 state["counts"]["failures"]["damaged_shard_tail"] = 1
+            loaded = _loaded(shard, range(state["done"], shard.count), labeler, resample, pool,
+                             read_ahead)
             for start in range(state["done"], shard.count, window):
                 stop = min(shard.count, start + window)
-                records, counts = _label_window(labeler, shard, start, stop, buckets, skip_bad,
-                                                resample)
+                records, counts = _label_window(labeler, itertools.islice(loaded, stop - start),
+                                                buckets, skip_bad)
                 state["done"] = stop
                 state["counts"] = _add(state["counts"], counts)
                 out.append(records, state)
@@ -146,25 +171,50 @@ def summary_line(name: str, summary: dict) -> str:
             f"audio, {c['chunked']} chunked, {c['empty']} without labels); failures: {fails}")
 
 
-def _label_window(labeler, shard, start: int, stop: int, buckets, skip_bad: bool,
-                  resample: bool) -> tuple[list[bytes], dict]:
-    """Labelled records of input records [start, stop) in order, and their counts."""
+def _load(shard, i: int, labeler, resample: bool):
+    """(clip, waveform or None, None) of record i, or (None, None, the error) if it is bad."""
+    try:
+        clip = shard.read(i)
+        return clip, _decode(clip, labeler, resample) if labeler.needs_audio else None, None
+    except (inputs_lib.BadRecord, audio_lib.AudioDecodeError) as e:
+        return None, None, e
+
+
+def _loaded(shard, indices: range, labeler, resample: bool, pool, read_ahead: int) -> Iterator:
+    """_load of each index in order: in this thread, or on `pool` with at most `read_ahead`
+    records in flight."""
+    if pool is None:
+        yield from (_load(shard, i, labeler, resample) for i in indices)
+        return
+    pending = collections.deque()
+    todo = iter(indices)
+    for i in itertools.islice(todo, max(1, read_ahead)):
+        pending.append(pool.submit(_load, shard, i, labeler, resample))
+    try:
+        while pending:
+            got = pending.popleft().result()
+            nxt = next(todo, None)
+            if nxt is not None:
+                pending.append(pool.submit(_load, shard, nxt, labeler, resample))
+            yield got
+    finally:  # an error or the end of the job: drop what was read ahead
+        for f in pending:
+            f.cancel()
+
+
+def _label_window(labeler, loaded, buckets, skip_bad: bool) -> tuple[list[bytes], dict]:
+    """Labelled records of the (clip, wave, error) of a window's input records (in order), and
+    their counts."""
     counts = _empty_counts()
     fails = collections.Counter()
     clips: list[schema.Clip | None] = []
     waves: list[np.ndarray | None] = []
-    for i in range(start, stop):
+    for clip, wave, error in loaded:
         counts["clips"] += 1
-        try:
-            clip = shard.read(i)
-            wave = _decode(clip, labeler, resample) if labeler.needs_audio else None
-        except (inputs_lib.BadRecord, audio_lib.AudioDecodeError) as e:
+        if error is not None:
             if not skip_bad:
-                raise
-            fails[e.reason] += 1
-            clips.append(None)
-            waves.append(None)
-            continue
+                raise error
+            fails[error.reason] += 1
         clips.append(clip)
         waves.append(wave)
 
@@ -179,6 +229,9 @@ def _label_window(labeler, shard, start: int, stop: int, buckets, skip_bad: bool
     for clip, wave, result in zip(clips, waves, results):
         if clip is None or result is None:
             continue
+        reason = labeler.failure(result) if hasattr(labeler, "failure") else None
+        if reason:
+            fails[reason] += 1
         labelled, empty = labeler.apply(clip, result)
         counts["empty"] += int(empty)
         counts["written"] += 1

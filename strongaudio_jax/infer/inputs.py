@@ -6,6 +6,9 @@ restart and host assignment is the shard. Records are read by index row (CRC-che
 GZIP shard through a plain cached copy: data/index.py), so a half-done shard resumes at any
 record. A record that cannot be used raises `BadRecord`, naming it and giving a short
 reason for the summary's failure counts.
+
+`read(i)` may be called from several threads at once (the engine decodes in a thread pool,
+engine.py): a shard's record reader is shared under a lock, folder files are read apiece.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import threading
 from typing import Callable, Sequence
 
 from strongaudio_jax.config import ConfigError
@@ -68,14 +72,16 @@ def tfrecord_shards(files: Sequence[str], *, verify_crc: bool = True, skip_bad: 
 
 def _record_reader(idx: index_lib.RecordIndex, verify_crc: bool) -> Callable[[int], schema.Clip]:
     reader = None
+    lock = threading.Lock()  # the engine's decode threads share the reader's open files
 
     def read(i: int) -> schema.Clip:
         nonlocal reader
-        if reader is None:  # opened on first use: shards of other hosts never open files
-            reader = index_lib.RecordReader(idx, verify_crc)
         where = f"{idx.paths[0]} record {i}"
         try:
-            data = reader.read(i)
+            with lock:
+                if reader is None:  # opened on first use: other hosts' shards open no files
+                    reader = index_lib.RecordReader(idx, verify_crc)
+                data = reader.read(i)
         except tfrecord.CorruptRecordError as e:
             raise BadRecord(str(e), "corrupt_record") from e
         try:

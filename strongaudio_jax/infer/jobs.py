@@ -22,7 +22,9 @@ def _labeler(cfg, kind: str, mesh):
     from strongaudio_jax.infer import model as model_lib, tagger
 
     if kind == "tag" and cfg.tag.mode == "caption":
-        return tagger.CaptionTagger(tagger.extractor_from_config(cfg.tag), cfg.tag.caption_field)
+        extractor = tagger.extractor_from_config(cfg.tag, cfg.model, mesh,
+                                                 cfg.buckets.batch_per_device, cfg.buckets.window)
+        return tagger.CaptionTagger(extractor, cfg.tag.caption_field)
     if kind == "tag" and cfg.tag.mode != "audio":
         raise ConfigError(f"tag.mode={cfg.tag.mode!r}: use 'audio' (an MTC checkpoint) or "
                           "'caption' (a UTS extractor on the records' captions)")
@@ -53,7 +55,10 @@ def run(cfg, kind: str, log=print) -> dict:
         raise ConfigError(f"output.dir={cfg.output.dir!r} would overwrite the input shard "
                           f"{clash[0]}: write the labelled shards to another folder")
     mine = inputs.host_shards(shards, jax.process_index(), jax.process_count())
-    mesh = model_lib.local_mesh(cfg.mesh, cfg.devices)
+    mesh_cfg = dict(cfg.mesh)
+    if cfg.model.get("tensor_parallel", 1) > 1:  # a language model split over `tensor`
+        mesh_cfg["tensor"] = cfg.model.tensor_parallel
+    mesh = model_lib.local_mesh(mesh_cfg, cfg.devices)
     labeler = _labeler(cfg, kind, mesh)
     buckets = None
     if labeler.needs_audio:
@@ -67,7 +72,9 @@ def run(cfg, kind: str, log=print) -> dict:
         f"device(s); compilation cache {cache}")
     summary = engine.run(labeler, mine, cfg.output.dir, buckets=buckets,
                          skip_bad=cfg.input.skip_bad, resample=cfg.input.resample,
-                         window=cfg.buckets.window, progress=cfg.progress, log=log)
+                         window=cfg.buckets.window, progress=cfg.progress, log=log,
+                         decode_workers=cfg.input.get("decode_workers", 0),
+                         read_ahead=cfg.input.get("read_ahead", 0))
     summary["provenance"] = labeler.provenance
     log(engine.summary_line(f"{kind} (process {jax.process_index()})", summary))
     if jax.process_count() > 1:  # every host's shards are finished before the pod summary

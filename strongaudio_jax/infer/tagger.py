@@ -4,8 +4,12 @@
     tag probabilities (sigmoid of the head's logits) are kept for the tags chosen by top-k
     and / or a threshold, highest first, in `tags` / `tags/scores`. Pieces of a chunked clip
     are combined by the maximum probability per tag (a tag heard anywhere in the clip).
-(b) `CaptionTagger`: the record's caption -> tags with a UTS extractor (uts/: the rules
-    extractor, or the JAX LM extractor's `generate` contract, uts/lm_tagger.py). Scores are 1.
+(b) `CaptionTagger`: the record's caption -> tags with a UTS extractor (uts/): the rules
+    extractor, or (tag.extractor=lm) an LM imported with `strongaudio import-hf`, run by
+    uts/lm_tagger.py's LMGenerator on this job's mesh (data-parallel, the model split over the
+    `tensor` axis when model.tensor_parallel > 1; prompts in length buckets of fixed shapes;
+    sampling keys per record). Scores are empty. Captions whose reply cannot be parsed get no
+    tags and are counted under failures by reason ("reply: no JSON object in the reply", ...).
 """
 
 from __future__ import annotations
@@ -103,6 +107,9 @@ class CaptionTagger:
         self.name = "tag"
         self.provenance = {"job": "tag", "mode": "caption", "model": f"uts:{extractor.name}",
                            "settings": {"field": field}}
+        self.provenance.update(getattr(extractor, "provenance", {}))
+        self.provenance["settings"] = {"field": field,
+                                       **getattr(extractor, "provenance", {}).get("settings", {})}
         self._text = provenance_text(self.provenance)
 
     def label_clips(self, clips):
@@ -121,14 +128,49 @@ class CaptionTagger:
         clip.tags_model = self._text
         return clip, not tags
 
+    @staticmethod
+    def failure(result) -> str | None:
+        """The reason a record got no tags ('no caption', 'reply: ...'), or None."""
+        if result.status in ("ok", "repaired"):
+            return None
+        problem = (result.problems or ["failed"])[0]
+        problem = problem.split(" (")[0]  # "no 'tags' key (keys: ...)" -> "no 'tags' key"
+        return problem if problem == "no caption" else f"reply: {problem}"
 
-def extractor_from_config(tag_cfg):
-    """The UTS extractor of `tag.extractor` ('rules'; lexicon files in tag.lexicon)."""
+
+def extractor_from_config(tag_cfg, model_cfg=None, mesh=None, batch_per_device: int = 8,
+                          window: int = 256):
+    """The UTS extractor of `tag.extractor`: 'rules' (lexicon files in tag.lexicon) or 'lm' (the
+    import-hf LM at model.path, on `mesh`, batches of batch_per_device x data devices)."""
     from strongaudio_jax.uts.normalize import Normalizer
 
+    normalize = Normalizer(list(tag_cfg.synonyms))
     if tag_cfg.extractor == "rules":
         from strongaudio_jax.uts.rules_tagger import RulesTagger
-        return RulesTagger(Normalizer(list(tag_cfg.synonyms)), list(tag_cfg.lexicon))
-    raise ConfigError(f"tag.extractor={tag_cfg.extractor!r}: this job runs 'rules' (the JAX LM "
-                      "extractor plugs in through uts/lm_tagger.py once a language model is "
-                      "available; `strongaudio uts tag --extractor http` serves an endpoint)")
+        return RulesTagger(normalize, list(tag_cfg.lexicon))
+    if tag_cfg.extractor == "lm":
+        import os
+
+        from strongaudio_jax.infer import import_hf
+        from strongaudio_jax.uts import llm_reply
+        from strongaudio_jax.uts.lm_tagger import LMGenerator, LMTagger
+
+        path = model_cfg.path if model_cfg is not None else ""
+        if not path or not os.path.isfile(os.path.join(path, import_hf.CONFIG_FILE)):
+            raise ConfigError(f"tag.extractor=lm needs model.path = a `strongaudio import-hf` "
+                              f"output directory (got {path!r})")
+        data = mesh.size // mesh.shape["tensor"]
+        gen = LMGenerator(path, tag_cfg.max_new_tokens, batch_per_device * data,
+                          length_multiple=tag_cfg.length_multiple,
+                          temperature=tag_cfg.temperature, top_p=tag_cfg.top_p,
+                          seed=tag_cfg.seed, mesh=mesh)
+        name = f"jax-lm:{os.path.basename(os.path.normpath(path))}"
+        extractor = LMTagger(gen, normalize, batch_size=max(window, 1), name=name)
+        extractor.provenance = {
+            "model": f"uts:{name}", "checkpoint": os.path.abspath(path), "step": None,
+            "prompt": llm_reply.lm_prompt("{caption}"),
+            "settings": {**gen.settings, "length_multiple": gen.length_multiple}}
+        return extractor
+    raise ConfigError(f"tag.extractor={tag_cfg.extractor!r}: this job runs 'rules' or 'lm' (an "
+                      "LM imported with `strongaudio import-hf`, model.path=DIR); `strongaudio "
+                      "uts tag --extractor http` serves an endpoint")

@@ -137,7 +137,7 @@ def cmd_tag(args) -> int:
     normalize = _normalizer(args)
     max_new = args.max_new_tokens or (reference.MAX_NEW_TOKENS if args.reference else 128)
     if args.reference:
-        from strongaudio_jax.uts.lm_tagger import lm_generate
+        from strongaudio_jax.uts.lm_tagger import LMGenerator
         if args.extractor != "lm" or not args.model:
             raise ValueError("--reference samples the reference prompt from an LM: give "
                              "--extractor lm --model DIR (a `strongaudio import-hf` output, "
@@ -145,21 +145,21 @@ def cmd_tag(args) -> int:
         if args.synonyms:
             raise ValueError("--reference applies no normalisation; drop --synonyms")
         extractor = reference.ReferenceLMTagger(
-            lm_generate(args.model, max_new, args.batch_size, args.tensor_parallel,
+            LMGenerator(args.model, max_new, args.batch_size, args.tensor_parallel,
                         temperature=reference.TEMPERATURE, top_p=reference.TOP_P,
-                        chat_template=False),
-            batch_size=args.batch_size, seed=args.seed,
+                        seed=args.seed, chat_template=False),
+            batch_size=args.batch_size,
             name=f"reference-lm:{os.path.basename(os.path.normpath(args.model))}")
     elif args.extractor == "rules":
         from strongaudio_jax.uts.rules_tagger import RulesTagger
         extractor = RulesTagger(normalize, args.lexicon)
     elif args.extractor == "lm":
-        from strongaudio_jax.uts.lm_tagger import LMTagger, lm_generate
+        from strongaudio_jax.uts.lm_tagger import LMGenerator, LMTagger
         if not args.model:
             raise ValueError("--extractor lm needs --model DIR (a `strongaudio import-hf` output)")
-        extractor = LMTagger(lm_generate(args.model, max_new, args.batch_size,
+        extractor = LMTagger(LMGenerator(args.model, max_new, args.batch_size,
                                          args.tensor_parallel), normalize,
-                             batch_size=args.batch_size,
+                             batch_size=8 * args.batch_size,  # fills the length buckets
                              name=f"jax-lm:{os.path.basename(os.path.normpath(args.model))}")
     else:
         from strongaudio_jax.uts.http_tagger import HTTPTagger

@@ -80,26 +80,23 @@ def parse_labels(text: str) -> TagResult:
 
 
 class ReferenceLMTagger:
-    """The reference extractor over `generate(prompts, keys) -> replies` (lm_tagger.lm_generate
-    with temperature 0.3, top-p 0.9 and no chat template). A failed parse is final: the same
-    record key would give the same reply, and the reference does not retry either."""
+    """The reference extractor over `generate(prompts, ids) -> replies` (lm_tagger.LMGenerator
+    with temperature 0.3, top-p 0.9, no chat template and --seed: each record samples with its
+    own key from its id). A failed parse is final: the same record key would give the same
+    reply, and the reference does not retry either."""
 
     retry_failed = False
 
-    def __init__(self, generate, batch_size: int = 32, seed: int = 0,
-                 name: str = "reference-lm"):
+    def __init__(self, generate, batch_size: int = 32, name: str = "reference-lm"):
         self.generate = generate
         self.batch_size = batch_size
-        self.seed = seed
         self.name = name
 
     def tag_many(self, items: Sequence[CaptionItem]) -> Iterator[tuple[str, TagResult]]:
-        from strongaudio_jax.infer import decoding
-
         for start in range(0, len(items), self.batch_size):
             batch = items[start:start + self.batch_size]
             replies = list(self.generate([prompt(it.caption) for it in batch],
-                                         decoding.row_keys(self.seed, [it.id for it in batch])))
+                                         [it.id for it in batch]))
             if len(replies) != len(batch):
                 raise RuntimeError(f"{self.name}: generate() returned {len(replies)} replies for "
                                    f"{len(batch)} prompts; it must return one per prompt, in order")
