@@ -1,0 +1,134 @@
+"""Whole clips batched by duration (data.batching='duration_buckets', data/buckets.py):
+bucket assignment and batch sizes against hand-computed values, long clips counted, a global
+schedule every host agrees on, exact resume, and padding that does not change a clip's loss."""
+
+import numpy as np
+import pytest
+
+from strongaudio_jax.config import ConfigError
+from strongaudio_jax.data import audio, buckets, pipeline, schema, tfrecord
+
+SR = 16000
+
+
+def write_clips(path, seconds, prefix="c"):
+    """One 16-bit FLAC sine clip per duration in `seconds`, named <prefix>-<i>."""
+    with tfrecord.TFRecordWriter(str(path)) as w:
+        for i, s in enumerate(seconds):
+            t = np.arange(int(round(s * SR))) / SR
+            w.write(schema.clip_to_example(schema.Clip(
+                id=f"{prefix}-{i}", audio=audio.encode(0.2 * np.sin(2 * np.pi * (200 + 10 * i) * t),
+                                                       SR), format="flac", sample_rate=SR,
+                num_samples=len(t), caption=f"clip {i}", tags=["a"])))
+    return str(path)
+
+
+def clip_id(clip):
+    return {"id": np.frombuffer(clip.id.encode().ljust(8)[:8], np.uint8).copy()}
+
+
+def ids_of(batch):
+    return [bytes(r).decode().strip() for r, v in zip(batch["id"], batch["valid"]) if v]
+
+
+def feat():
+    return pipeline.Featurizer({"a": 0}, SR, SR, True, extra=clip_id)
+
+
+BUCKETS = dict(seconds=(0.1, 0.2, 0.4), max_batch_seconds=1.0, long_clips="skip", multiple=2)
+# durations: 0.05 0.1 | 0.15 0.2 | 0.3 0.4 0.4 | 0.5 (too long)
+DURATIONS = [0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.4, 0.5]
+
+
+def test_batch_sizes_and_assignment_by_hand():
+    # 1.0 s budget: 10 clips of 0.1 s, 5 -> 4 (a multiple of 2) of 0.2 s, 2 of 0.4 s
+    assert buckets.batch_sizes((0.1, 0.2, 0.4), 1.0, 2) == (10, 4, 2)
+    assert buckets.batch_sizes((1.0, 3.0), 12.0, 4) == (12, 4)
+    with pytest.raises(buckets.BucketConfigError, match="max_batch_seconds"):
+        buckets.batch_sizes((0.4,), 1.0, 4)  # 2 clips, not a multiple of 4
+    n = np.array([800, 1600, 1601, 3200, 4800, 6400, 6401])
+    samples = (1600, 3200, 6400)
+    assert buckets.assign(n, samples, "skip").tolist() == [0, 0, 1, 1, 2, 2, -1]
+    assert buckets.assign(n, samples, "crop").tolist() == [0, 0, 1, 1, 2, 2, 2]
+    b = buckets.Buckets((0.1, 0.2, 0.4), samples, (10, 4, 2), 2, "skip", (20, 4, 6))
+    assert b.host_batch == (5, 2, 1)
+    # batches per bucket 20/10, 4/4, 6/2 = 2, 1, 3 of 6
+    np.testing.assert_allclose(b.probabilities(), [2 / 6, 1 / 6, 3 / 6])
+
+
+def test_every_host_draws_the_same_bucket_schedule():
+    """The schedule depends only on the seed and the global counts, never on a host's share."""
+    host0 = buckets.Buckets((1.0, 2.0), (16000, 32000), (8, 4), 2, "skip", (100, 40))
+    host1 = buckets.Buckets((1.0, 2.0), (16000, 32000), (8, 4), 2, "skip", (100, 40))
+    s0 = [host0.at(7, b) for b in range(200)]
+    assert s0 == [host1.at(7, b) for b in range(200)]
+    assert set(s0) == {0, 1} and s0 != [host0.at(8, b) for b in range(200)]
+
+
+def test_whole_clips_fill_their_bucket_padded_and_long_ones_are_counted(tmp_path):
+    path = write_clips(tmp_path / "d.tfrecord", DURATIONS)
+    ds = pipeline.train_dataset([path], feat(), 0, seed=3, bucketing=BUCKETS)
+    it = iter(ds)
+    seen = {0: set(), 1: set(), 2: set()}
+    expect_n = {1600: 10, 3200: 4, 6400: 2}
+    for _ in range(30):
+        b = next(it)
+        width = b["waveform"].shape[1]
+        assert b["waveform"].shape[0] == expect_n[width]
+        j = (1600, 3200, 6400).index(width)
+        for cid, n, row in zip(ids_of(b), b["length"], b["waveform"]):
+            i = int(cid.split("-")[1])
+            assert n == int(round(DURATIONS[i] * SR))  # whole: never cropped
+            assert not row[n:].any() and row[:n].any()  # zero padding after the clip
+            seen[j].add(i)
+    assert seen == {0: {0, 1}, 1: {2, 3}, 2: {4, 5, 6}}  # clip 7 (0.5 s) never delivered
+    assert it.bad_counts() == {"long_clip_skipped": 1}
+
+
+def test_long_clips_are_refused_by_default_or_cropped_and_counted(tmp_path):
+    path = write_clips(tmp_path / "d.tfrecord", DURATIONS)
+    with pytest.raises(ConfigError, match="1 clip.*longer than the last duration bucket"):
+        pipeline.train_dataset([path], feat(), 0, seed=3, bucketing={**BUCKETS, "long_clips": "error"})
+    it = iter(pipeline.train_dataset([path], feat(), 0, seed=3,
+                                     bucketing={**BUCKETS, "long_clips": "crop"}))
+    lengths = {}
+    for _ in range(40):
+        b = next(it)
+        for cid, n in zip(ids_of(b), b["length"]):
+            lengths[cid] = int(n)
+    assert lengths["c-7"] == 6400  # the 0.5 s clip, cropped to the 0.4 s bucket
+    assert it.bad_counts() == {"long_clip_cropped": 1}
+
+
+def test_config_errors_name_the_setting():
+    from ml_collections import ConfigDict
+
+    assert pipeline.bucketing_from_config(ConfigDict({"batching": "crops"}), 2) is None
+    with pytest.raises(ConfigError, match="data.buckets"):
+        pipeline.bucketing_from_config(ConfigDict({"batching": "duration_buckets", "buckets": (2.0, 1.0),
+                                                   "max_batch_seconds": 10.0}), 2)
+    with pytest.raises(ConfigError, match="data.max_batch_seconds"):
+        pipeline.bucketing_from_config(ConfigDict({"batching": "duration_buckets", "buckets": (1.0,)}), 2)
+    with pytest.raises(ConfigError, match="data.batching"):
+        pipeline.bucketing_from_config(ConfigDict({"batching": "dynamic"}), 2)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_restored_iterator_gives_identical_bucketed_batches(tmp_path, workers):
+    path = write_clips(tmp_path / "d.tfrecord", DURATIONS)
+    ds = pipeline.train_dataset([path], feat(), 0, seed=5, workers=workers, bucketing=BUCKETS)
+    it = iter(ds)
+    for _ in range(4):
+        next(it)
+    state = it.get_state()
+    expected = [{k: v.copy() for k, v in next(it).items()} for _ in range(6)]
+    it.close()
+    it2 = iter(pipeline.train_dataset([path], feat(), 0, seed=5, workers=workers, bucketing=BUCKETS))
+    it2.set_state(state)
+    for want in expected:
+        got = next(it2)
+        assert got.keys() == want.keys()
+        for k in want:
+            np.testing.assert_array_equal(got[k], want[k])
+    it2.close()
+    assert len({w["waveform"].shape for w in expected}) > 1  # several bucket shapes were resumed
