@@ -132,3 +132,40 @@ def test_restored_iterator_gives_identical_bucketed_batches(tmp_path, workers):
             np.testing.assert_array_equal(got[k], want[k])
     it2.close()
     assert len({w["waveform"].shape for w in expected}) > 1  # several bucket shapes were resumed
+
+
+def test_padding_to_a_bucket_does_not_change_a_clips_loss():
+    """Frontend (log-mel with fixed normalisation), encoder and the MTC head (masked mean of
+    frame logits, BCE summed over classes and batch) ignore the padding: a clip zero-padded to
+    its bucket has the loss it has alone, and a batch's summed loss is the sum of its clips'."""
+    import jax
+    import jax.numpy as jnp
+    from flax import linen as nn
+
+    from strongaudio_jax import config
+    from strongaudio_jax import objectives as objectives_lib
+    from strongaudio_jax.train import step as step_lib
+
+    cfg = config.load("configs/reference/mtc.py:smoke")
+    program = step_lib.build(cfg, num_classes=3)
+    params = nn.meta.unbox(program.init(jax.random.key(0)).params)
+
+    def loss(waves, lengths, tags):
+        batch = {"waveform": jnp.asarray(waves, jnp.float32), "length": jnp.asarray(lengths, jnp.int32),
+                 "tags": jnp.asarray(tags, jnp.float32), "valid": jnp.ones(len(lengths), bool)}
+        feats, mask = program.features(batch)
+        enc = program.encoder.apply({"params": params["encoder"]}, feats, mask, train=False)
+        batch = {**batch, "features": feats, "frame_mask": mask}
+        return float(objectives_lib.weighted_loss(program.objectives, params["heads"], enc, batch,
+                                                  jax.random.key(1), train=False)[0])
+
+    rng = np.random.default_rng(0)
+    a, b = 0.1 * rng.standard_normal(int(2.2 * SR)), 0.1 * rng.standard_normal(int(3.0 * SR))
+    ta, tb = [[1, 0, 1]], [[0, 1, 0]]
+    alone_a, alone_b = loss(a[None], [len(a)], ta), loss(b[None], [len(b)], tb)
+    padded = np.zeros((2, 3 * SR))
+    padded[0, :len(a)], padded[1] = a, b
+    assert np.isclose(loss(padded[:1], [len(a)], ta), alone_a, rtol=1e-5)
+    assert np.isclose(loss(padded, [len(a), len(b)], ta + tb), alone_a + alone_b, rtol=1e-5)
+    # the padding is really ignored: treating it as audio changes the loss
+    assert not np.isclose(loss(padded[:1], [3 * SR], ta), alone_a, rtol=1e-3)
