@@ -169,3 +169,70 @@ def test_padding_to_a_bucket_does_not_change_a_clips_loss():
     assert np.isclose(loss(padded, [len(a), len(b)], ta + tb), alone_a + alone_b, rtol=1e-5)
     # the padding is really ignored: treating it as audio changes the loss
     assert not np.isclose(loss(padded[:1], [3 * SR], ta), alone_a, rtol=1e-3)
+
+
+_TWO_HOSTS = r"""
+import json, sys
+from strongaudio_jax.parallel import distributed
+distributed.initialize_from_env()
+import jax
+from strongaudio_jax.data import pipeline
+from strongaudio_jax.parallel import mesh as mesh_lib
+sys.path.insert(0, {repo!r})
+from tests.test_duration_buckets import feat, ids_of
+
+files = pipeline.expand_paths({pattern!r})
+bucketing = dict(seconds=(0.1, 0.3), max_batch_seconds=1.2, long_clips="error", multiple=4)
+it = iter(pipeline.train_dataset(files, feat(), 0, seed=0, bucketing=bucketing))
+mesh = mesh_lib.make_mesh({{"data": -1}})
+ids, shapes = [], []
+for _ in range(12):
+    local = next(it)
+    ids += ids_of(local)
+    placed = mesh_lib.global_batch({{k: local[k] for k in ("waveform", "length", "valid")}}, mesh)
+    shapes.append(list(placed["waveform"].shape))
+print("RESULT " + json.dumps({{"ids": ids, "shapes": shapes, "clips": it._spec.buckets.global_clips}}),
+      flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_two_hosts_with_different_shares_pick_the_same_bucket_at_every_step(tmp_path):
+    """Two processes on loopback whose shares hold clips of different buckets (host 0 only
+    short ones, host 1 only long ones: alone, each would only ever pick its own bucket) still
+    draw one schedule: the same global batch shape at every step, from clip counts summed over
+    both; a host's rows in a bucket it holds no clip of are masked."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+    from tests.test_multiprocess import _free_port
+
+    # files go largest first to the host with fewer records: shard0 -> 0, shard1, shard2 -> 1,
+    # shard3 -> 0
+    for f, (n, s) in enumerate([(20, 0.1), (19, 0.3), (2, 0.3), (1, 0.1)]):
+        write_clips(tmp_path / f"shard{f}.tfrecord", [s] * n, prefix=f"s{f}")
+    script = tmp_path / "read.py"
+    script.write_text(_TWO_HOSTS.format(repo=str(REPO), pattern=str(tmp_path / "shard*.tfrecord")))
+    port, procs = _free_port(), []
+    for pid in range(2):
+        env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO),
+                   XLA_FLAGS="--xla_force_host_platform_device_count=2",
+                   JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2",
+                   JAX_PROCESS_ID=str(pid))
+        procs.append(subprocess.Popen([sys.executable, str(script)], env=env, text=True,
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    got = [json.loads(next(line[7:] for line in o.splitlines() if line.startswith("RESULT ")))
+           for o in outs]
+    assert got[0]["clips"] == got[1]["clips"] == [21, 21]  # summed over the hosts
+    # 1.2 s: 12 clips of 0.1 s or 4 of 0.3 s per global batch (multiples of 4 devices)
+    assert got[0]["shapes"] == got[1]["shapes"]
+    assert {tuple(s) for s in got[0]["shapes"]} == {(12, 1600), (4, 4800)}
+    shards = [{i.split("-")[0] for i in r["ids"]} for r in got]
+    assert shards == [{"s0", "s3"}, {"s1", "s2"}]  # each host its own files
+    short = sum(s[0] == 12 for s in got[0]["shapes"])
+    assert len(got[0]["ids"]) == 6 * short and len(got[1]["ids"]) == 2 * (12 - short)

@@ -229,11 +229,30 @@ class BatchFiller:
     def _stack_extras(self, extras: list) -> dict[str, np.ndarray]:
         if self.spec.featurizer.extra is None:
             return {}
+        if self._extra_template is None and any(e is None for e in extras):
+            self._extra_template = self._template_from_any_record()
         if self._extra_template is None:
             raise ValueError("every record so far was bad data, so the shapes of the "
                              "Featurizer.extra arrays are unknown; check the shards")
         rows = [e if e is not None else self._extra_template for e in extras]
         return {n: np.stack([r[n] for r in rows]) for n in self._extra_template}
+
+    def _template_from_any_record(self) -> dict[str, np.ndarray] | None:
+        """Zeros shaped as the extras of this host's first readable record (a batch of only
+        masked rows, e.g. of a duration bucket this host holds no clip of, still needs them)."""
+        feat = self.spec.featurizer
+        for c, corpus in enumerate(self.spec.corpora):
+            for row in corpus.rows[:8]:
+                try:
+                    clip = schema.example_to_clip(self.readers[c].read(int(row)),
+                                                  self.readers[c].where(int(row)))
+                    more = feat.extras(clip, draw=(self.spec.seed, 0, 0))
+                except Exception as e:  # noqa: BLE001 (bad data: try another record)
+                    if bad_reason(e) is None:
+                        raise
+                    continue
+                return {n: np.zeros_like(v) for n, v in more.items()}
+        return None
 
 
 def worker_main(conn, spec: BatchSpec, shm_name: str, slot_bytes: int) -> None:
