@@ -236,3 +236,17 @@ def test_two_hosts_with_different_shares_pick_the_same_bucket_at_every_step(tmp_
     assert shards == [{"s0", "s3"}, {"s1", "s2"}]  # each host its own files
     short = sum(s[0] == 12 for s in got[0]["shapes"])
     assert len(got[0]["ids"]) == 6 * short and len(got[1]["ids"]) == 2 * (12 - short)
+
+
+def test_clip_lengths_are_read_once_then_cached(tmp_path, monkeypatch):
+    path = write_clips(tmp_path / "d.tfrecord", DURATIONS)
+    cache = str(tmp_path / "cache")
+    first = pipeline.train_dataset([path], feat(), 0, seed=3, bucketing=BUCKETS, cache_dir=cache)
+
+    def no_reading(*a, **k):
+        raise AssertionError("a record was read for its length although it was cached")
+
+    monkeypatch.setattr(buckets.schema, "example_to_clip", no_reading)
+    again = pipeline.train_dataset([path], feat(), 0, seed=3, bucketing=BUCKETS, cache_dir=cache)
+    assert again.spec.buckets == first.spec.buckets
+    assert [c.rows.tolist() for c in again.spec.corpora] == [c.rows.tolist() for c in first.spec.corpora]

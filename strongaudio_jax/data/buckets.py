@@ -24,13 +24,15 @@ iterator state resumes at the identical next batch. Decoding processes import th
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 import math
+import os
 from typing import Sequence
 
 import numpy as np
 
-from strongaudio_jax.data import index as index_lib, schema
+from strongaudio_jax.data import index as index_lib, schema, storage
 
 LONG_CLIPS = ("error", "skip", "crop")
 
@@ -104,30 +106,60 @@ def assign(num_samples: np.ndarray, samples: Sequence[int], long_clips: str) -> 
 
 
 def clip_samples(idx: index_lib.RecordIndex, rows: np.ndarray, rate: int,
-                 verify_crc: bool = True, skip_bad: bool = False) -> np.ndarray:
+                 verify_crc: bool = True, skip_bad: bool = False,
+                 cache_dir: str | None = None) -> np.ndarray:
     """Length of each row's clip in samples at `rate`, from the record's audio/num_samples
-    (from the audio header where a record lacks it). Reads each record once. skip_bad: a
-    record that cannot be read gets length 0 (the first bucket), where the batcher counts it
-    as bad data when it is drawn; otherwise its error is raised."""
-    reader = index_lib.RecordReader(idx, verify_crc)
+    (from the audio header where a record lacks it). The first time, every record of each file
+    the rows touch is read once; the lengths are then kept per file in `cache_dir` (default
+    `index.default_cache_dir()`, keyed by path, size, record count and rate), so a restart
+    reads none. skip_bad: a record that cannot be read gets length 0 (the first bucket), where
+    the batcher counts it as bad data when it is drawn; otherwise its error is raised."""
+    cache_dir = cache_dir or index_lib.default_cache_dir()
+    rows = np.asarray(rows, np.int64)
     out = np.zeros(len(rows), np.int64)
+    reader = index_lib.RecordReader(idx, verify_crc)
     try:
-        for i, (row, data) in enumerate(zip(rows, reader.read_many([int(r) for r in rows]))):
-            try:
-                if isinstance(data, Exception):
-                    raise data
-                clip = schema.example_to_clip(data, reader.where(int(row)))
-                n, clip_rate = clip.num_samples, clip.sample_rate
-                if n < 0:
-                    import soundfile
-
-                    info = soundfile.info(io.BytesIO(clip.audio))
-                    n, clip_rate = info.frames, info.samplerate
-            except Exception:
-                if not skip_bad:
-                    raise
-                n, clip_rate = 0, rate
-            out[i] = int(math.ceil(n * rate / clip_rate)) if clip_rate != rate else n
+        for f in np.unique(idx.rows[rows, 0]):
+            file_rows = np.flatnonzero(idx.rows[:, 0] == f)  # in record order
+            lengths = _file_lengths(idx, reader, int(f), file_rows, rate, skip_bad, cache_dir)
+            pos = np.searchsorted(file_rows, rows)
+            mine = idx.rows[rows, 0] == f
+            out[mine] = lengths[pos[mine]]
     finally:
         reader.close()
     return out
+
+
+def _file_lengths(idx, reader, f: int, file_rows: np.ndarray, rate: int, skip_bad: bool,
+                  cache_dir: str) -> np.ndarray:
+    path = idx.paths[f]
+    stamp = "" if storage.is_url(path) else os.stat(path).st_mtime_ns  # a rewritten local file
+    key = hashlib.sha1(f"{path}|{storage.size(path)}|{stamp}|{len(file_rows)}|{rate}".encode()
+                       ).hexdigest()
+    cached = os.path.join(cache_dir, f"{key[:20]}.lengths.npy")
+    if os.path.exists(cached):
+        lengths = np.load(cached)
+        if len(lengths) == len(file_rows):
+            return lengths
+    lengths = np.zeros(len(file_rows), np.int64)
+    for i, (row, data) in enumerate(zip(file_rows, reader.read_many([int(r) for r in file_rows]))):
+        try:
+            if isinstance(data, Exception):
+                raise data
+            clip = schema.example_to_clip(data, reader.where(int(row)))
+            n, clip_rate = clip.num_samples, clip.sample_rate
+            if n < 0:
+                import soundfile
+
+                info = soundfile.info(io.BytesIO(clip.audio))
+                n, clip_rate = info.frames, info.samplerate
+        except Exception:
+            if not skip_bad:
+                raise
+            n, clip_rate = 0, rate
+        lengths[i] = int(math.ceil(n * rate / clip_rate)) if clip_rate != rate else n
+    os.makedirs(cache_dir, exist_ok=True)
+    tmp = f"{cached}.tmp{os.getpid()}.npy"
+    np.save(tmp, lengths)
+    os.replace(tmp, cached)
+    return lengths

@@ -147,7 +147,7 @@ def train_dataset(files: Sequence[str] | Mapping[str, tuple[Sequence[str], float
                               "data.mix is not supported with it yet: merge the corpora's files "
                               "into data.train_files, or use data.batching='crops'")
         corpora, bspec, long_counts = _bucket_corpora(corpora[0], featurizer, bucketing, seed,
-                                                      verify_crc, skip_bad, count)
+                                                      verify_crc, skip_bad, count, cache_dir)
         spec = batcher.BatchSpec(corpora, np.full(len(corpora), 1.0 / len(corpora)), seed,
                                  max(bspec.host_batch), featurizer, wave_dtype, verify_crc,
                                  skip_bad, buckets=bspec, long_clips=long_counts)
@@ -189,7 +189,7 @@ def bucketing_from_config(data_cfg, multiple: int) -> dict | None:
 
 
 def _bucket_corpora(corpus: batcher.Corpus, featurizer: Featurizer, bucketing: Mapping, seed: int,
-                    verify_crc: bool, skip_bad: bool, count: int):
+                    verify_crc: bool, skip_bad: bool, count: int, cache_dir: str | None):
     """This host's rows of `corpus` split by duration bucket (one Corpus per bucket), the
     Buckets (with clip counts summed over all hosts, so every host draws the same schedule)
     and this host's long-clip counts."""
@@ -201,7 +201,8 @@ def _bucket_corpora(corpus: batcher.Corpus, featurizer: Featurizer, bucketing: M
         sizes = buckets_lib.batch_sizes(seconds, bucketing["max_batch_seconds"], multiple)
     except buckets_lib.BucketConfigError as e:
         raise ConfigError(str(e)) from None
-    lengths = buckets_lib.clip_samples(corpus.index, corpus.rows, rate, verify_crc, skip_bad)
+    lengths = buckets_lib.clip_samples(corpus.index, corpus.rows, rate, verify_crc, skip_bad,
+                                       cache_dir)
     long_clips = bucketing["long_clips"]
     which = buckets_lib.assign(lengths, samples, long_clips)
     n_long = int((lengths > samples[-1]).sum())
