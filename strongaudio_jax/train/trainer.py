@@ -95,7 +95,8 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
     bad_logged = data_iter.bad_counts()
     outside_logged = False  # tags of training records that the vocabulary lacks (said once)
     logger.info(f"train: {len(train_files)} files, vocabulary of {len(vocab)} tags, "
-                f"global batch {cfg.data.batch_size}, mesh {dict(mesh.shape)}")
+                f"global batch {'by duration bucket' if bucketing else cfg.data.batch_size}, "
+                f"mesh {dict(mesh.shape)}")
 
     # ---------------------------------------------------------------- Model, objectives, step
     init, train_step, state_shardings = program.compile(mesh)
