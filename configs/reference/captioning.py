@@ -10,10 +10,10 @@ tokenizer.json), up to 128 tokens plus the start and end tokens (text.max_len=13
 768-wide decoder (decoder_size b); label smoothing 0.1; every example autoregressive
 (parallel_fraction 0.0, the released config's parallel_decoding_prob).
 
-What still differs: as configs/reference/mtc.py (fixed 10 s crops instead of duration
-buckets, the encoder's simplifications), and the decoder's details (docs/models.md: 12 heads
-for 8, pre-LN for post-LN, learned positions for sinusoidal, no dropout). A crop keeps the
-whole clip's caption, as the reference does with whole clips, but may miss what it describes.
+What still differs: as configs/reference/mtc.py (fixed duration buckets drawn at random
+rather than Lhotse's dynamic ones, the encoder's simplifications), and the decoder's details
+(docs/models.md: 12 heads for 8, pre-LN for post-LN, learned positions for sinusoidal, no
+dropout). Whole clips are trained on, so the caption describes all the audio the encoder sees.
 
 Variants (as configs/reference/mtc.py):
   full   strongaudio train --config configs/reference/captioning.py:full --workdir W \

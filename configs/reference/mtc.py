@@ -14,9 +14,12 @@ what evaluation and export use); 300,000 steps; the tags of the UTS vocabulary g
 
 What still differs:
   * batches: the reference batches whole clips (1-60 s) by duration (Lhotse
-    DynamicBucketingSampler, 30 buckets, 800 s per GPU on 4 GPUs in the released script);
-    here every clip is a random 10 s crop (shorter ones padded and masked), 320 per batch
-    (= 3200 s / 10 s). SpecAugment has no time warp (Lhotse's factor 80).
+    DynamicBucketingSampler, 30 buckets, 800 s per GPU on 4 GPUs in the released script); here
+    whole clips too (data.batching='duration_buckets', docs/data.md), but in 13 fixed bucket
+    lengths from 2 to 60 s (each a shape XLA compiles once) of up to 3200 s of audio per global
+    batch, each clip zero-padded (and masked) to its bucket's length, and the bucket of each
+    batch drawn at random (Lhotse fills its buckets dynamically). Clips over 60 s are refused
+    (data.long_clips). SpecAugment has no time warp (Lhotse's factor 80).
   * the encoder is this project's Zipformer (docs/models.md says where it simplifies
     icefall's: LayerNorm for BiasNorm, Swish for SwooshL/R, rotary positions) and the fbank is
     normalised by a fixed mean / std (-8 / 4); ScaledAdam gives every parameter the same lr
@@ -29,7 +32,8 @@ Variants:
            strongaudio train --config configs/reference/mtc.py:full --workdir W \
              data.train_files='UTS/train-*.tfrecord' data.vocab_file=label_2k.json
   demo   the same training settings at demo scale on the bundled demo corpus, with the demo's
-         encoder (ViT xs on 64-bin log-mel, 2 s crops, batch 32) so it runs on a CPU and
+         encoder (ViT xs on 64-bin log-mel; whole 2-3 s clips in buckets of 2.5 and 3 s,
+         64 s of audio per batch, i.e. 25 or 21 clips on one device) so it runs on a CPU and
          compares with configs/mtc.py:demo; the Eden constants scaled to 800 steps
          (lr_batches 200, 100 steps per "epoch", warmup 50), averaging every 20 steps, SpecAugment
          scaled to 2 s and 64 bins (one time mask <= 30 frames, two frequency masks <= 22 bins):
@@ -58,13 +62,21 @@ def base(arg: str):
         c.model = dict(name="zipformer", size="m", num_mels=80, dtype="bfloat16", attention="auto",
                        remat="none")
         c.augment.update(time_masks=2, time_mask_width=75, freq_masks=2, freq_mask_width=27)
-        c.data.update(clip_seconds=10.0, batch_size=320, workers=8, train_files="", eval_files="")
+        c.data.update(clip_seconds=10.0, batch_size=320, workers=8, train_files="", eval_files="",
+                      batching="duration_buckets", max_batch_seconds=3200.0, long_clips="error",
+                      buckets=(2.0, 4.0, 6.0, 8.0, 10.0, 12.5, 15.0, 20.0, 25.0, 30.0, 40.0, 50.0,
+                               60.0))
         c.train.update(steps=300_000, log_every=50, checkpoint_every=4000, eval_every=0)
         c.probe.tasks = ()  # the UTS corpus has no probe labels: evaluate with `strongaudio eval`
     else:  # demo scale: 800 steps (smoke: 12)
         c.optimizer.update(lr_batches=200, steps_per_epoch=100, warmup_steps=50)
         c.train.average_period = 20
         c.augment.update(time_masks=1, time_mask_width=30, freq_masks=2, freq_mask_width=22)
+        # whole demo clips (2-3 s) in two buckets, 64 s of audio per batch (the demo's 32 x 2 s);
+        # smoke: one 3 s bucket of 16 clips, a single compiled shape
+        c.data.update(batching="duration_buckets", long_clips="error",
+                      buckets=(3.0,) if arg == "smoke" else (2.5, 3.0),
+                      max_batch_seconds=48.0 if arg == "smoke" else 64.0)
     return c
 
 

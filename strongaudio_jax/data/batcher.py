@@ -5,7 +5,9 @@ what makes a restored iterator produce the identical next batch:
   * corpus of each row: a multinomial draw with the config's weights from rng(seed, b);
   * the k-th record drawn from corpus c: position k % n of the epoch-(k // n) permutation
     rng(seed, c, epoch) of this host's n records of c (a fresh global shuffle each epoch);
-  * random crop offsets: rng(seed, b) as well.
+  * random crop offsets: rng(seed, b) as well;
+  * with duration buckets (data/buckets.py), the bucket of batch b is a global draw from
+    rng(seed, b), and each bucket is read like a corpus (its rows, its draw count).
 Decoding processes import this module, not JAX.
 """
 
@@ -18,12 +20,15 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from strongaudio_jax.data import audio, index as index_lib, schema, tfrecord
+from strongaudio_jax.data import audio, buckets as buckets_lib, index as index_lib, schema, tfrecord
 from strongaudio_jax.data.featurize import Featurizer
 
 BAD_REASONS = ("corrupt_record", "truncated_record", "empty_file", "bad_record",
                "undecodable_audio", "zero_length_audio", "non_finite_audio", "sample_rate",
-               "resampled")  # (resampled: not bad, changed; counted with data.resample=True)
+               "resampled", "long_clip_skipped", "long_clip_cropped")
+# (resampled: not bad, changed; counted with data.resample=True. long_clip_*: clips longer than
+#  the last duration bucket, left out or cropped under data.long_clips; see data/buckets.py)
+NOT_SKIPPED = ("resampled", "long_clip_cropped")  # counted, but still trained on
 _ALIGN = 64
 
 
@@ -57,21 +62,38 @@ class BatchSpec:
     wave_dtype: str = "int16"
     verify_crc: bool = True
     skip_bad: bool = False
+    # data.batching='duration_buckets': corpora[j] holds this host's clips of bucket j
+    buckets: buckets_lib.Buckets | None = None
+    long_clips: dict[str, int] = dataclasses.field(default_factory=dict)  # this host's, by reason
 
-    def layout(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-        b, f = self.batch_size, self.featurizer
-        return {"waveform": ((b, f.clip_samples), np.dtype(self.wave_dtype)),
+    def layout(self, which: np.ndarray | None = None) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        """Shapes of a batch; with buckets, of the batch whose plan gave `which` (None: the
+        largest slot any bucket needs)."""
+        b, samples = self.batch_size, self.featurizer.clip_samples
+        if self.buckets is not None:
+            if which is None:
+                j = int(np.argmax(np.multiply(self.buckets.host_batch, self.buckets.samples)))
+            else:
+                j = int(which[0])
+            b, samples = self.buckets.host_batch[j], self.buckets.samples[j]
+        f = self.featurizer
+        return {"waveform": ((b, samples), np.dtype(self.wave_dtype)),
                 "length": ((b,), np.dtype(np.int32)),
                 "tags": ((b, len(f.vocab)), np.dtype(np.float32)),
                 "valid": ((b,), np.dtype(np.bool_))}
 
     def slot_bytes(self) -> int:
+        if self.buckets is not None:  # the largest bucket's batch (tags scale with the batch)
+            return max(sum(_aligned(int(np.prod(s)) * d.itemsize)
+                           for s, d in self.layout(np.array([j])).values())
+                       for j in range(len(self.buckets.seconds)))
         return sum(_aligned(int(np.prod(s)) * d.itemsize) for s, d in self.layout().values())
 
-    def views(self, buf, offset: int = 0) -> dict[str, np.ndarray]:
-        """The batch arrays laid out in `buf` (a shared-memory slot) from `offset`."""
+    def views(self, buf, offset: int = 0, which: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """The batch arrays laid out in `buf` (a shared-memory slot) from `offset` (with buckets,
+        those of the batch planned as `which`)."""
         out = {}
-        for name, (shape, dtype) in self.layout().items():
+        for name, (shape, dtype) in self.layout(which).items():
             n = int(np.prod(shape)) * dtype.itemsize
             out[name] = np.ndarray(shape, dtype, buffer=buf, offset=offset)
             offset += _aligned(n)
@@ -79,6 +101,12 @@ class BatchSpec:
 
     def plan(self, b: int, draws: Sequence[int]) -> tuple[np.ndarray, np.ndarray, list[int]]:
         """(corpus of each row, draw number k of each row within its corpus, draws after)."""
+        if self.buckets is not None:  # one bucket for the whole batch, the same on every host
+            j = self.buckets.at(self.seed, b)
+            n = self.buckets.host_batch[j]
+            after = list(draws)
+            after[j] += n
+            return np.full(n, j, np.int64), draws[j] + np.arange(n, dtype=np.int64), after
         rng = np.random.default_rng([self.seed, 0x6D6978, b])
         if len(self.corpora) == 1:
             which = np.zeros(self.batch_size, np.int64)
@@ -149,16 +177,25 @@ class BatchFiller:
         """Fills `out` with batch b; returns (extras, bad counts by reason, first messages,
         OutsideVocab of the batch)."""
         spec, feat = self.spec, self.spec.featurizer
-        crops = np.random.default_rng([spec.seed, 0x63726F70, b]).random(spec.batch_size)
+        size = len(which)
+        crops = np.random.default_rng([spec.seed, 0x63726F70, b]).random(size)
         extras, bad, messages, outside = [], collections.Counter(), [], OutsideVocab()
-        rows = [self.record(int(which[r]), k[r]) for r in range(spec.batch_size)]
-        data = [None] * spec.batch_size
+        rows = [self.record(int(which[r]), k[r]) if len(spec.corpora[int(which[r])].rows) else -1
+                for r in range(size)]
+        data = [None] * size
         for c, reader in enumerate(self.readers):  # a corpus's records in one go (remote: concurrent)
-            mine = [r for r in range(spec.batch_size) if which[r] == c]
+            mine = [r for r in range(size) if which[r] == c and rows[r] >= 0]
             for r, d in zip(mine, reader.read_many([rows[r] for r in mine])):
                 data[r] = d
-        for r in range(spec.batch_size):
+        for r in range(size):
             reader = self.readers[int(which[r])]
+            if rows[r] < 0:  # a duration bucket this host holds no clip of (others do): padding
+                out["waveform"][r] = 0
+                out["tags"][r] = 0
+                out["length"][r] = 0
+                out["valid"][r] = False
+                extras.append(None)
+                continue
             where = reader.where(rows[r])
             try:
                 if isinstance(data[r], Exception):
@@ -192,11 +229,30 @@ class BatchFiller:
     def _stack_extras(self, extras: list) -> dict[str, np.ndarray]:
         if self.spec.featurizer.extra is None:
             return {}
+        if self._extra_template is None and any(e is None for e in extras):
+            self._extra_template = self._template_from_any_record()
         if self._extra_template is None:
             raise ValueError("every record so far was bad data, so the shapes of the "
                              "Featurizer.extra arrays are unknown; check the shards")
         rows = [e if e is not None else self._extra_template for e in extras]
         return {n: np.stack([r[n] for r in rows]) for n in self._extra_template}
+
+    def _template_from_any_record(self) -> dict[str, np.ndarray] | None:
+        """Zeros shaped as the extras of this host's first readable record (a batch of only
+        masked rows, e.g. of a duration bucket this host holds no clip of, still needs them)."""
+        feat = self.spec.featurizer
+        for c, corpus in enumerate(self.spec.corpora):
+            for row in corpus.rows[:8]:
+                try:
+                    clip = schema.example_to_clip(self.readers[c].read(int(row)),
+                                                  self.readers[c].where(int(row)))
+                    more = feat.extras(clip, draw=(self.spec.seed, 0, 0))
+                except Exception as e:  # noqa: BLE001 (bad data: try another record)
+                    if bad_reason(e) is None:
+                        raise
+                    continue
+                return {n: np.zeros_like(v) for n, v in more.items()}
+        return None
 
 
 def worker_main(conn, spec: BatchSpec, shm_name: str, slot_bytes: int) -> None:
@@ -228,7 +284,7 @@ def worker_main(conn, spec: BatchSpec, shm_name: str, slot_bytes: int) -> None:
                 return
             b, slot, which, k = msg
             try:
-                out = spec.views(shm.buf, slot * slot_bytes)
+                out = spec.views(shm.buf, slot * slot_bytes, which)
                 extras, bad, messages, outside = filler.fill(b, which, k, out)
                 del out
                 conn.send(("ok", b, slot, extras, bad, messages, outside))

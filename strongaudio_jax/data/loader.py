@@ -46,6 +46,10 @@ def fingerprint(spec: batcher.BatchSpec, process_index: int, process_count: int)
                              len(c.rows)]).encode())
     h.update(json.dumps([spec.weights.tolist(), spec.seed, spec.batch_size,
                          process_index, process_count]).encode())
+    if spec.buckets is not None:  # (unbucketed streams keep their earlier fingerprints)
+        b = spec.buckets
+        h.update(json.dumps(["buckets", b.seconds, b.samples, b.global_batch, b.long_clips,
+                             b.global_clips]).encode())
     return h.hexdigest()[:16]
 
 
@@ -105,7 +109,7 @@ class BatchIterator(grain.DatasetIterator):
         if self._filler is None:
             self._filler = batcher.BatchFiller(self._spec)
         which, k, draws = self._spec.plan(self._next, self._draws)
-        out = {n: np.zeros(s, d) for n, (s, d) in self._spec.layout().items()}
+        out = {n: np.zeros(s, d) for n, (s, d) in self._spec.layout(which).items()}
         extras, bad, messages, outside = self._filler.fill(self._next, which, k, out)
         return out, extras, bad, messages, outside, draws
 
@@ -120,9 +124,10 @@ class BatchIterator(grain.DatasetIterator):
         those lost to damage found while indexing (every process indexes every file: process
         0 counts them, so sums over processes count them once)."""
         bad = collections.Counter(self._bad)
+        bad.update(self._spec.long_clips)  # this host's clips longer than the last bucket
         if self._ds.process_index == 0:
-            for c in self._spec.corpora:
-                bad.update(c.index.lost)
+            for index in {id(c.index): c.index for c in self._spec.corpora}.values():
+                bad.update(index.lost)  # (duration buckets share one corpus's index)
         return dict(bad)
 
     def outside_vocab(self) -> batcher.OutsideVocab:
@@ -200,7 +205,7 @@ class _Pool:
             self.conns.append(parent)
             self.procs.append(proc)
         self.free = [collections.deque(range(slots)) for _ in range(workers)]
-        self.inflight: dict[int, list] = {}  # b -> draws after b
+        self.inflight: dict[int, tuple] = {}  # b -> (draws after b, its plan's `which`)
         self.held: tuple[int, int] | None = None  # (worker, slot) of the batch last returned
         self._finalizer = weakref.finalize(self, _shutdown, self.conns, self.procs, self.shms)
 
@@ -217,7 +222,7 @@ class _Pool:
             slot = self.free[w].popleft()
             which, k, after = self.spec.plan(b, self.draws)
             self.conns[w].send((b, slot, which, k))
-            self.inflight[b] = after
+            self.inflight[b] = after, which
             self.draws = after
             self.next_dispatch += 1
 
@@ -239,8 +244,8 @@ class _Pool:
         _, mb, slot, extras, bad, messages, outside = msg
         assert mb == b, (mb, b)
         self.held = (w, slot)
-        draws = self.inflight.pop(b)
-        batch = self.spec.views(self.shms[w].buf, slot * self.slot_bytes)
+        draws, which = self.inflight.pop(b)
+        batch = self.spec.views(self.shms[w].buf, slot * self.slot_bytes, which)
         return batch, extras, bad, messages, outside, draws
 
     def close(self) -> None:

@@ -25,7 +25,8 @@ import jax
 import numpy as np
 
 from strongaudio_jax.config import ConfigError
-from strongaudio_jax.data import batcher, index as index_lib, loader, schema, storage, tfrecord
+from strongaudio_jax.data import batcher, buckets as buckets_lib, index as index_lib, loader, schema
+from strongaudio_jax.data import storage, tfrecord
 from strongaudio_jax.data.featurize import Featurizer  # noqa: F401 (re-exported)
 
 SHARD_SUFFIXES = ("*.tfrecord*", "*.array_record")
@@ -117,7 +118,8 @@ def host_rows(idx: index_lib.RecordIndex, process_index: int, process_count: int
 def train_dataset(files: Sequence[str] | Mapping[str, tuple[Sequence[str], float]],
                   featurizer: Featurizer, batch_size: int, seed: int, verify_crc: bool = True,
                   workers: int = 0, *, skip_bad: bool = False, wave_dtype: str = "int16",
-                  cache_dir: str | None = None) -> loader.BatchDataset:
+                  cache_dir: str | None = None, bucketing: Mapping | None = None
+                  ) -> loader.BatchDataset:
     """Endless stream of this host's batches (batch_size is the global batch).
 
     files: one corpus's shard paths, or {name: (paths, weight)} to mix several corpora.
@@ -125,6 +127,9 @@ def train_dataset(files: Sequence[str] | Mapping[str, tuple[Sequence[str], float
     process on demand (simplest to debug). skip_bad: bad records become masked rows
     (valid=False) and are counted by reason instead of raising. wave_dtype 'int16' halves the
     bytes moved (the model divides by 32768 on device); 'float32' gives the same values as floats.
+    bucketing: whole clips batched by duration instead of fixed crops of batch_size (see
+    data/buckets.py): dict(seconds=<bucket lengths>, max_batch_seconds=<budget>,
+    long_clips='error'|'skip'|'crop', multiple=<data-parallel size>); `bucketing_from_config`.
     """
     count, me = jax.process_count(), jax.process_index()
     if batch_size % count:
@@ -136,6 +141,17 @@ def train_dataset(files: Sequence[str] | Mapping[str, tuple[Sequence[str], float
         idx = index_lib.build_index(list(paths), verify_crc=verify_crc, skip_bad=skip_bad,
                                     cache_dir=cache_dir)
         corpora.append(batcher.Corpus(name, idx, host_rows(idx, me, count, name)))
+    if bucketing is not None:
+        if len(corpora) != 1:
+            raise ConfigError("data.batching='duration_buckets' reads one corpus (data.train_files); "
+                              "data.mix is not supported with it yet: merge the corpora's files "
+                              "into data.train_files, or use data.batching='crops'")
+        corpora, bspec, long_counts = _bucket_corpora(corpora[0], featurizer, bucketing, seed,
+                                                      verify_crc, skip_bad, count, cache_dir)
+        spec = batcher.BatchSpec(corpora, np.full(len(corpora), 1.0 / len(corpora)), seed,
+                                 max(bspec.host_batch), featurizer, wave_dtype, verify_crc,
+                                 skip_bad, buckets=bspec, long_clips=long_counts)
+        return loader.BatchDataset(spec, workers, process_index=me, process_count=count)
     total = sum(len(c.rows) for c in corpora)
     if len(files) == 1 and total < batch_size // count:
         raise ConfigError(f"{corpora[0].name}: {total} records on this host, fewer than one "
@@ -146,14 +162,83 @@ def train_dataset(files: Sequence[str] | Mapping[str, tuple[Sequence[str], float
     return loader.BatchDataset(spec, workers, process_index=me, process_count=count)
 
 
+def bucketing_from_config(data_cfg, multiple: int) -> dict | None:
+    """train_dataset's `bucketing` from data.batching / data.buckets / data.max_batch_seconds /
+    data.long_clips (None for data.batching='crops', the default). multiple: the data-parallel
+    size, which every bucket's global batch must be a multiple of."""
+    how = data_cfg.get("batching", "crops")
+    if how == "crops":
+        return None
+    if how != "duration_buckets":
+        raise ConfigError(f"data.batching={how!r}: use 'crops' (fixed-length crops of "
+                          "data.clip_seconds) or 'duration_buckets' (whole clips by duration)")
+    long_clips = data_cfg.get("long_clips", "error")
+    if long_clips not in buckets_lib.LONG_CLIPS:
+        raise ConfigError(f"data.long_clips={long_clips!r}: use one of "
+                          f"{', '.join(buckets_lib.LONG_CLIPS)}")
+    try:
+        seconds = buckets_lib.check_lengths(data_cfg.get("buckets") or ())
+    except buckets_lib.BucketConfigError as e:
+        raise ConfigError(str(e)) from None
+    budget = float(data_cfg.get("max_batch_seconds") or 0)
+    if not budget > 0:
+        raise ConfigError("data.batching='duration_buckets' needs data.max_batch_seconds (seconds "
+                          "of audio per global batch, e.g. 600)")
+    return dict(seconds=seconds, max_batch_seconds=budget, long_clips=long_clips,
+                multiple=int(multiple))
+
+
+def _bucket_corpora(corpus: batcher.Corpus, featurizer: Featurizer, bucketing: Mapping, seed: int,
+                    verify_crc: bool, skip_bad: bool, count: int, cache_dir: str | None):
+    """This host's rows of `corpus` split by duration bucket (one Corpus per bucket), the
+    Buckets (with clip counts summed over all hosts, so every host draws the same schedule)
+    and this host's long-clip counts."""
+    rate = featurizer.sample_rate
+    seconds = tuple(bucketing["seconds"])
+    samples = tuple(int(round(s * rate)) for s in seconds)
+    multiple = int(np.lcm(int(bucketing["multiple"]), count))
+    try:
+        sizes = buckets_lib.batch_sizes(seconds, bucketing["max_batch_seconds"], multiple)
+    except buckets_lib.BucketConfigError as e:
+        raise ConfigError(str(e)) from None
+    lengths = buckets_lib.clip_samples(corpus.index, corpus.rows, rate, verify_crc, skip_bad,
+                                       cache_dir)
+    long_clips = bucketing["long_clips"]
+    which = buckets_lib.assign(lengths, samples, long_clips)
+    n_long = int((lengths > samples[-1]).sum())
+    local = np.array([n_long] + [int((which == j).sum()) for j in range(len(seconds))], np.int64)
+    if count > 1:  # every host must weigh the buckets alike: sum the counts over the hosts
+        from jax.experimental import multihost_utils
+
+        local = np.asarray(multihost_utils.process_allgather(local)).reshape(count, -1).sum(0)
+    if long_clips == "error" and local[0]:
+        raise ConfigError(
+            f"{corpus.name}: {int(local[0])} clip(s) are longer than the last duration bucket "
+            f"({seconds[-1]:g} s, data.buckets; e.g. one of {lengths.max() / rate:.1f} s on this "
+            "host): add a longer bucket, or set data.long_clips='skip' (leave them out) or "
+            "'crop' (a random crop of the last bucket's length); either is counted")
+    bspec = buckets_lib.Buckets(seconds, samples, sizes, count, long_clips,
+                                tuple(int(c) for c in local[1:]))
+    bspec.probabilities()  # raises when no clip fits any bucket
+    corpora = [batcher.Corpus(f"{corpus.name}[{s:g}s]", corpus.index, corpus.rows[which == j])
+               for j, s in enumerate(seconds)]
+    key = "long_clip_cropped" if long_clips == "crop" else "long_clip_skipped"
+    return corpora, bspec, ({key: n_long} if n_long else {})
+
+
+def _indexes(ds: loader.BatchDataset) -> list:
+    """The record indexes of a stream's corpora, once each (duration buckets share one)."""
+    return list({id(c.index): c.index for c in ds.spec.corpora}.values())
+
+
 def damaged_at_indexing(ds: loader.BatchDataset) -> list[str]:
     """Damage found while indexing (skip_bad=True only): the records after it are skipped."""
-    return [m for c in ds.spec.corpora for m in c.index.damaged]
+    return [m for index in _indexes(ds) for m in index.damaged]
 
 
 def remote_shards_scanned(ds: loader.BatchDataset) -> list[str]:
     """Shards in a bucket indexed by reading all their headers (no `<shard>.idx`): slow starts."""
-    return [p for c in ds.spec.corpora for p in c.index.scanned if storage.is_url(p)]
+    return [p for index in _indexes(ds) for p in index.scanned if storage.is_url(p)]
 
 
 def waveform_to_float(batch: Mapping) -> dict:

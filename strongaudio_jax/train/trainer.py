@@ -63,7 +63,9 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
     if cfg.frontend.get("stats_file") and jax.process_index() == 0:  # evaluation reads this copy
         storage.copy(cfg.frontend.stats_file, storage.join(workdir, "frontend_stats.json"))
     program = step_lib.build(cfg, len(vocab), vocab)  # the pure functions (train/step.py)
-    _check_batch_splits(cfg.data.batch_size, mesh, program.rules)
+    dp = _check_batch_splits(cfg.data.batch_size, mesh, program.rules)
+    # data.batching='duration_buckets': whole clips, one batch shape per bucket (data/buckets.py)
+    bucketing = pipeline.bucketing_from_config(cfg.data, dp * cfg.train.grad_accum)
     extra = text_fields.from_config(cfg, program.text_fields)  # text the objectives read
     if extra is not None and jax.process_index() == 0:  # text objectives' vocabulary
         storage.write_text(storage.join(workdir, "text_vocab.txt"),
@@ -77,7 +79,10 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
     featurizer = pipeline.featurizer_from_config(cfg, tag_index, train=True, extra=extra)
     dataset = pipeline.train_dataset(corpora, featurizer, cfg.data.batch_size, cfg.seed,
                                      cfg.data.verify_crc, cfg.data.workers,
-                                     skip_bad=cfg.data.skip_bad)
+                                     skip_bad=cfg.data.skip_bad, bucketing=bucketing)
+    if dataset.spec.buckets is not None:
+        logger.info(f"data: whole clips in duration buckets (length x global batch): "
+                    f"{dataset.spec.buckets.describe()}")
     for damage in pipeline.damaged_at_indexing(dataset):  # only with data.skip_bad
         logger.info(f"data.skip_bad: skipped while indexing (counted in skipped_records): "
                     f"{damage}")
@@ -90,7 +95,8 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
     bad_logged = data_iter.bad_counts()
     outside_logged = False  # tags of training records that the vocabulary lacks (said once)
     logger.info(f"train: {len(train_files)} files, vocabulary of {len(vocab)} tags, "
-                f"global batch {cfg.data.batch_size}, mesh {dict(mesh.shape)}")
+                f"global batch {'by duration bucket' if bucketing else cfg.data.batch_size}, "
+                f"mesh {dict(mesh.shape)}")
 
     # ---------------------------------------------------------------- Model, objectives, step
     init, train_step, state_shardings = program.compile(mesh)
@@ -134,6 +140,8 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
     pending, history = [], []
     skipped = 0
     t_log, data_wait = time.perf_counter(), 0.0
+    compiled, step_flops = {}, {}  # per batch shape (one per duration bucket, else one)
+    flops_done, samples_done = 0.0, 0
 
     def drain():
         """Fetches pending metrics; stops on a non-finite loss before anything is saved."""
@@ -151,7 +159,6 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
         n, pending = len(pending), []
         return n
 
-    flops_per_step = None
     profile = tuple(cfg.train.profile_steps)  # (first, last): trace steps first+1 .. last
     stop = preemption.StopWatcher()
     step = start
@@ -160,17 +167,20 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
             t0 = time.perf_counter()
             batch = mesh_lib.global_batch(next(data_iter), mesh, program.rules)
             data_wait += time.perf_counter() - t0
-            if flops_per_step is None:  # first step: compile once, and count the model's FLOPs
-                train_step = train_step.lower(state, batch).compile()
-                flops_per_step = program.model_flops(state, batch) / jax.device_count()
-            state, metrics = train_step(state, batch)
+            shape = batch["waveform"].shape
+            if shape not in compiled:  # compile once per batch shape, and count its FLOPs
+                compiled[shape] = train_step.lower(state, batch).compile()
+                step_flops[shape] = program.model_flops(state, batch) / jax.device_count()
+            flops_done += step_flops[shape]
+            samples_done += shape[0]
+            state, metrics = compiled[shape](state, batch)
             pending.append((step, metrics))
             stopping = stop.should_stop(step)
 
             if step % cfg.train.log_every == 0 or step == total or stopping:
-                n = drain()
+                drain()
                 elapsed = time.perf_counter() - t_log
-                tflops = flops_per_step * n / elapsed / 1e12  # per device
+                tflops = flops_done / elapsed / 1e12  # per device
                 bad, outside = _pod_data_counts(data_iter)  # every process takes part
                 if bad != bad_logged:
                     logger.info(f"data: records skipped (data.skip_bad) or resampled "
@@ -180,16 +190,17 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
                 if outside.occurrences and not outside_logged:
                     logger.info(_outside_vocab_message(outside, "so far"))
                     outside_logged = True
-                logger.metrics(step, total, history[-1], samples_per_s=n * cfg.data.batch_size /
-                               elapsed, data_wait=data_wait / elapsed, skipped_updates=skipped,
+                logger.metrics(step, total, history[-1], samples_per_s=samples_done / elapsed,
+                               data_wait=data_wait / elapsed, skipped_updates=skipped,
                                skipped_records=sum(v for k, v in bad.items()
-                                                   if k != "resampled"),
+                                                   if k not in batcher.NOT_SKIPPED),
                                resampled_records=bad.get("resampled", 0),
                                tags_outside_vocab=outside.occurrences,
                                tflops_per_device=tflops,
                                mfu=tflops / peak if (peak := flops.peak_tflops(jax.devices()[0]))
                                else None)
                 t_log, data_wait = time.perf_counter(), 0.0
+                flops_done, samples_done = 0.0, 0
 
             if step % cfg.train.checkpoint_every == 0 or step == total or stopping:
                 drain()
@@ -252,8 +263,8 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
             "state": state}
 
 
-def _check_batch_splits(batch_size: int, mesh, rules) -> None:
-    """The global batch must split evenly over the data-parallel devices."""
+def _check_batch_splits(batch_size: int, mesh, rules) -> int:
+    """The global batch must split evenly over the data-parallel devices; returns their number."""
     spec = mesh_lib.batch_sharding(mesh, 1, rules).spec[0]
     axes = [a for a in (spec if isinstance(spec, tuple) else (spec,)) if a]
     n = int(np.prod([mesh.shape[a] for a in axes])) if axes else 1
@@ -261,6 +272,7 @@ def _check_batch_splits(batch_size: int, mesh, rules) -> None:
         raise ConfigError(f"data.batch_size={batch_size} does not split over the {n} "
                           f"data-parallel devices (mesh axes {', '.join(axes)}); use a "
                           f"multiple of {n}")
+    return n
 
 
 def _finish_saves(mngr, logger) -> int | None:
