@@ -66,6 +66,12 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
         mix={},
         resample=False,  # True: clips at another rate are resampled; False: they are bad data
         skip_bad=False,  # True: bad records are masked out and counted in the logs, not fatal
+        # "duration_buckets": whole clips batched by length instead of crops (docs/data.md), e.g.
+        # data.batching=duration_buckets data.buckets='(2.5, 3.0)' data.max_batch_seconds=64
+        batching="crops",
+        buckets=(),  # padded clip lengths in seconds, ascending: one compiled step per bucket
+        max_batch_seconds=0.0,  # audio per global batch (sets each bucket's batch size)
+        long_clips="error",  # a clip over the last bucket: "error", "skip" or "crop" (counted)
     )
     # Rough scaling to ~N(0, 1): -16 / 23 dB are the mel_db mean / std of the reference clips in
     # shared/fixtures; `strongaudio stats` on the demo corpus gives -27.1 / 27.2. The README's
