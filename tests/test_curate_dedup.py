@@ -170,3 +170,22 @@ def test_cache_resumes_and_refuses_another_model(corpus, model, tmp_path, monkey
                                  config=model.config, info={**model.info, "step": 1}, batch_size=8)
     with pytest.raises(embed.CacheMismatchError, match="another model"):
         embed.embed_corpus(embed.Embedder(other, 8), [heldout], str(cache), "r", progress=False)
+
+
+def test_alignment_check_tells_copies_from_other_takes_of_one_texture():
+    """Two takes of one noisy texture pool to the same embedding; only copies line up in time."""
+    from strongaudio_jax.curate import verify
+
+    def take(seed):  # rain-like: noise with random crackle bursts
+        rng = np.random.default_rng(seed)
+        env = np.repeat(rng.uniform(0.2, 1.0, 3 * SR // 800), 800)
+        return (0.1 * rng.standard_normal(3 * SR) * env).astype(np.float32)
+
+    original, other = take(0), take(1)
+    spec = verify.spectrogram(original)
+    rng = np.random.default_rng(0)
+    for kind in dedup.KINDS:
+        data, _, _ = dedup.variant(original, SR, kind, rng)
+        copy, rate = audio.decode(data, kind)
+        assert rate == SR and verify.align_score(spec, verify.spectrogram(copy)) > 0.95, kind
+    assert verify.align_score(spec, verify.spectrogram(other)) < 0.5

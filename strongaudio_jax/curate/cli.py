@@ -63,6 +63,8 @@ def add_parser(sub) -> None:
     q.add_argument("--index", choices=("auto", "flat", "hnsw"), default="auto",
                    help="faiss index: exact (flat), HNSW, or flat below 50k clips (auto)")
     q.add_argument("--batch-size", type=int, default=16, help="encoder windows per batch")
+    q.add_argument("--no-verify", action="store_true", help="score pairs by embedding cosine "
+                   "only, without the spectrogram alignment check of each candidate pair")
     q.set_defaults(curate_func=cmd_dedup)
 
     q = cur.add_parser("consistency", help="caption-audio consistency scores from a "
@@ -143,10 +145,22 @@ def cmd_dedup(args) -> int:
     dedup.centre(emb, ref)
     within = dedup.within_pairs(emb, args.k, args.index)
     against = dedup.against_pairs(emb, ref, args.k, args.index) if ref is not None else []
+    score = None
+    if not args.no_verify:  # candidates from the embeddings, scored by spectrogram alignment
+        from strongaudio_jax.curate import verify
+
+        need = ({emb.ids[i] for i, _, _ in within + against} | {emb.ids[j] for _, j, _ in within}
+                | {ref.ids[j] for _, j, _ in against})
+        if labels is not None:
+            need |= {c[k] for c in labels["copies"] for k in ("id", "original")}
+        specs = verify.spectra(files + ref_files, need)
+        within = verify.rescore(within, emb.ids, emb.ids, specs)
+        against = verify.rescore(against, emb.ids, ref.ids, specs) if ref is not None else []
+        score = lambda a, b: verify.align_score(specs[a], specs[b])  # noqa: E731
     calibration = None
     threshold = args.threshold
     if labels is not None:
-        calibration = dedup.calibrate(emb, ref, labels, within, against)
+        calibration = dedup.calibrate(emb, ref, labels, within, against, score)
         threshold = calibration["threshold"]
     s = dedup.report(emb, ref, within, against, threshold, args.out_dir, calibration, labels)
     print(f"threshold {threshold:.4f}: {s['duplicate_pairs']} duplicate pair(s), "

@@ -162,8 +162,9 @@ def against_pairs(emb: Embeddings, ref: Embeddings, k: int,
 # ----------------------------------------------------------------------------- threshold
 
 def calibrate(emb: Embeddings, ref: Embeddings | None, labels: dict,
-              within: list, against: list) -> dict:
-    """Threshold from planted copies (see the module docstring)."""
+              within: list, against: list, score=None) -> dict:
+    """Threshold from planted copies (see the module docstring). `score(id_a, id_b)` scores a
+    (copy, original) pair the way `within` and `against` were scored (default: the cosine)."""
     pos_of = {c["id"]: c for c in labels["copies"]}
     where = {cid: ("corpus", i) for i, cid in enumerate(emb.ids)}
     if ref is not None:
@@ -172,7 +173,9 @@ def calibrate(emb: Embeddings, ref: Embeddings | None, labels: dict,
     positives = []
     for cid, c in pos_of.items():
         if cid in where and c["original"] in where:
-            positives.append((cid, c["kind"], float(vec(where[cid]) @ vec(where[c["original"]]))))
+            s = (score(cid, c["original"]) if score is not None
+                 else float(vec(where[cid]) @ vec(where[c["original"]])))
+            positives.append((cid, c["kind"], s))
     if not positives:
         raise records.CurateError("none of the planted copies in the labels file is in the corpus together "
                          "with its original: add the planted shard to --corpus and the shards of "
