@@ -13,7 +13,7 @@ pytest.importorskip("faiss")
 from strongaudio_jax import hub  # noqa: E402
 from strongaudio_jax.curate import dedup, embed, records  # noqa: E402
 from strongaudio_jax.data import audio, schema, tfrecord  # noqa: E402
-from tests.conftest import REPO  # noqa: E402
+from tests.hub_fixtures import tiny_model  # noqa: E402
 
 SR = 16000
 
@@ -55,20 +55,7 @@ def _shard(path, prefix, kinds):
 
 @pytest.fixture(scope="module")
 def model():
-    import flax.linen as nn
-    import jax
-
-    from strongaudio_jax import config
-    from strongaudio_jax.train import export, step
-
-    cfg = config.load(f"{REPO}/configs/mtc.py:smoke", ["model.max_frames=128", "data.batch_size=8",
-                                                       "data.clip_seconds=1.0"])
-    program = step.build(cfg, 4)
-    params = nn.meta.unbox(program.init(jax.random.key(0)).params)["encoder"]
-    info = {**export.embedding_sizes(program.encoder, params, program.mel_cfg),
-            "source_workdir": "test", "step": 0, "params": "raw", "model": "vit"}
-    return hub.StrongAudioModel(encoder=program.encoder, params=params, mel_cfg=program.mel_cfg,
-                                config=cfg, info=info, batch_size=8)
+    return tiny_model(batch_size=8, source_workdir="test", step=0, params="raw", model="vit")[0]
 
 
 @pytest.fixture(scope="module")

@@ -56,7 +56,8 @@ def add_parser(sub) -> None:
     q.add_argument("--out-dir", required=True, help="report, pairs.jsonl, remove.txt and the "
                    "embedding cache (a rerun resumes from it)")
     how = q.add_mutually_exclusive_group(required=True)
-    how.add_argument("--threshold", type=float, help="cosine at or above which two clips match")
+    how.add_argument("--threshold", type=float, help="score at or above which two clips match "
+                     "(alignment score, or cosine with --no-verify)")
     how.add_argument("--labels", help="planted.json from `curate plant`: choose the threshold "
                      "from those copies (their shard must be in --corpus)")
     q.add_argument("--k", type=int, default=5, help="neighbours searched per clip")
