@@ -176,3 +176,36 @@ def test_alignment_check_tells_copies_from_other_takes_of_one_texture():
         copy, rate = audio.decode(data, kind)
         assert rate == SR and verify.align_score(spec, verify.spectrogram(copy)) > 0.95, kind
     assert verify.align_score(spec, verify.spectrogram(other)) < 0.5
+
+
+def test_embedding_pass_resumes_inside_a_half_done_shard(corpus, model, tmp_path, monkeypatch):
+    """A pass stopped after the first block of a shard (an exception once that block's file
+    exists, standing in for a kill) resumes at the second block and gives the same result."""
+    _, heldout, _, _ = corpus
+    whole = embed.embed_corpus(embed.Embedder(model, 8), [heldout], str(tmp_path / "whole"), "r",
+                               progress=False)
+    monkeypatch.setattr(embed, "CLIPS_IN_MEMORY", 1)  # 3 clips: 3 blocks
+    cache = tmp_path / "cache"
+    real = embed.Embedder.embed_waves
+    calls = []
+
+    def stop_after_first_block(self, waves):
+        if list(cache.glob("*.b1-0.npz")):
+            raise KeyboardInterrupt("killed")
+        calls.append(len(waves))
+        return real(self, waves)
+
+    monkeypatch.setattr(embed.Embedder, "embed_waves", stop_after_first_block)
+    with pytest.raises(KeyboardInterrupt):
+        embed.embed_corpus(embed.Embedder(model, 8), [heldout], str(cache), "r", progress=False)
+    assert calls == [1] and len(list(cache.glob("*.b1-*.npz"))) == 1
+    assert not [p for p in cache.glob("*.npz") if ".b1-" not in p.name]  # no shard file yet
+
+    monkeypatch.setattr(embed.Embedder, "embed_waves", lambda self, w: calls.append(len(w))
+                        or real(self, w))
+    resumed = embed.embed_corpus(embed.Embedder(model, 8), [heldout], str(cache), "r",
+                                 progress=False)
+    assert calls == [1, 1, 1]  # blocks 2 and 3 only
+    assert resumed.ids == whole.ids
+    np.testing.assert_allclose(resumed.vectors, whole.vectors, atol=1e-6)
+    assert [p.name for p in cache.glob("*.npz")] == [p.name for p in (tmp_path / "whole").glob("*.npz")]
