@@ -7,6 +7,8 @@
                embeddings of an exported encoder); a report and a removal list
   consistency  caption-audio agreement from a contrastive export; keep the best clips (side
                index or new shards); --swap-fraction measures the filter on swapped captions
+  mix          mixture-weight search: short proxy trainings of a config over data.mix (or the
+               domains of data.train_files), scored by probes; recommends weights
 """
 
 from __future__ import annotations
@@ -83,6 +85,17 @@ def add_parser(sub) -> None:
     q.add_argument("--seed", type=int, default=0, help="of --swap-fraction")
     q.add_argument("--batch-size", type=int, default=16, help="encoder windows per batch")
     q.set_defaults(curate_func=cmd_consistency)
+
+    q = cur.add_parser("mix", help="mixture-weight search by short proxy trainings scored "
+                       "by probes (table, JSON and a PNG)")
+    q.add_argument("--config", required=True, help="a training config, e.g. configs/mtc.py:smoke")
+    q.add_argument("--out-dir", required=True, help="trials, mix.md/json/png (a rerun resumes)")
+    q.add_argument("--trials", type=int, default=6, help="trial 0 equal weights, then seeded "
+                   "Dirichlet draws")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--metric", default="mean", help="a probe score name, or 'mean' of all")
+    q.add_argument("overrides", nargs="*", help="key=value config overrides (e.g. train.steps=50)")
+    q.set_defaults(curate_func=cmd_mix)
 
     p.set_defaults(func=run)
 
@@ -189,4 +202,20 @@ def cmd_consistency(args) -> int:
         print(f"swapped captions: {s['swapped']}; precision {s['precision']:.3f}, recall "
               f"{s['recall']:.3f}, average precision {s['average_precision']:.3f}")
     print(f"report: {args.out_dir}/consistency.md")
+    return 0
+
+
+
+def cmd_mix(args) -> int:
+    from strongaudio_jax import config as config_lib
+    from strongaudio_jax.curate import mix
+
+    if args.trials < 1:
+        raise CurateError(f"--trials {args.trials}: give a number >= 1")
+    r = mix.search(config_lib.load(args.config, args.overrides), args.out_dir, args.trials,
+                   args.seed, args.metric)
+    best = r["trials"][r["recommended_trial"]]
+    print(f"recommended weights (trial {best['trial']}, {args.metric} {best['metric']:.4f}): "
+          + ", ".join(f"{n} {w}" for n, w in r["recommended"].items())
+          + f"; table {args.out_dir}/mix.md, plot {args.out_dir}/mix.png")
     return 0
