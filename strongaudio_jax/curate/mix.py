@@ -8,7 +8,7 @@ seed, so one command reproduces the whole search. Each trial is a run of the tra
 scores are saved to `<out_dir>/trials/<k>.json` when it ends. A rerun skips the trials that have
 that file, and a trial killed midway resumes from its last checkpoint (the trainer's own
 resume). The recommendation is the trial with the best `metric` (default: the mean of the
-final probe scores); `mix.json`, `mix.md` and `mix.png` hold every trial.
+final `probe/` scores); `mix.json`, `mix.md` and `mix.png` hold every trial.
 """
 
 from __future__ import annotations
@@ -64,8 +64,9 @@ def candidates(names: list[str], trials: int, seed: int) -> list[dict[str, float
 
 
 def metric_of(scores: dict, metric: str) -> float:
-    if metric == "mean":
-        vals = [float(v) for v in scores.values() if isinstance(v, (int, float))]
+    if metric == "mean":  # of the probe scores (of every score when there is no probe)
+        probes = {k: v for k, v in scores.items() if k.startswith("probe/")} or scores
+        vals = [float(v) for v in probes.values() if isinstance(v, (int, float))]
         if not vals:
             raise records.CurateError("the trial's run reported no probe scores: give the config "
                                       "probe.tasks (or evals) for the search to score")
