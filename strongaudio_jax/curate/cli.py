@@ -22,7 +22,7 @@ from strongaudio_jax.curate.records import CurateError  # noqa: F401 (cli._user_
 def add_parser(sub) -> None:
     """Registers `curate` and its subcommands on the top-level `strongaudio` parser."""
     p = sub.add_parser("curate", help="data curation: UTS coverage, near-duplicates and "
-                       "leakage, caption-audio consistency", description=__doc__,
+                       "leakage, caption-audio consistency, mixture search", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     cur = p.add_subparsers(dest="curate_command", required=True)
 
@@ -93,7 +93,8 @@ def add_parser(sub) -> None:
     q.add_argument("--trials", type=int, default=6, help="trial 0 equal weights, then seeded "
                    "Dirichlet draws")
     q.add_argument("--seed", type=int, default=0)
-    q.add_argument("--metric", default="mean", help="a probe score name, or 'mean' of all")
+    q.add_argument("--metric", default="mean", help="a score name (e.g. probe/domain_accuracy), or "
+                   "'mean' of the probe/ scores")
     q.add_argument("overrides", nargs="*", help="key=value config overrides (e.g. train.steps=50)")
     q.set_defaults(curate_func=cmd_mix)
 
