@@ -13,7 +13,7 @@ pytest.importorskip("faiss")
 from strongaudio_jax import hub  # noqa: E402
 from strongaudio_jax.curate import dedup, embed, records  # noqa: E402
 from strongaudio_jax.data import audio, schema, tfrecord  # noqa: E402
-from tests.conftest import REPO  # noqa: E402
+from tests.hub_fixtures import tiny_model  # noqa: E402
 
 SR = 16000
 
@@ -55,20 +55,7 @@ def _shard(path, prefix, kinds):
 
 @pytest.fixture(scope="module")
 def model():
-    import flax.linen as nn
-    import jax
-
-    from strongaudio_jax import config
-    from strongaudio_jax.train import export, step
-
-    cfg = config.load(f"{REPO}/configs/mtc.py:smoke", ["model.max_frames=128", "data.batch_size=8",
-                                                       "data.clip_seconds=1.0"])
-    program = step.build(cfg, 4)
-    params = nn.meta.unbox(program.init(jax.random.key(0)).params)["encoder"]
-    info = {**export.embedding_sizes(program.encoder, params, program.mel_cfg),
-            "source_workdir": "test", "step": 0, "params": "raw", "model": "vit"}
-    return hub.StrongAudioModel(encoder=program.encoder, params=params, mel_cfg=program.mel_cfg,
-                                config=cfg, info=info, batch_size=8)
+    return tiny_model(batch_size=8, source_workdir="test", step=0, params="raw", model="vit")[0]
 
 
 @pytest.fixture(scope="module")
@@ -170,3 +157,55 @@ def test_cache_resumes_and_refuses_another_model(corpus, model, tmp_path, monkey
                                  config=model.config, info={**model.info, "step": 1}, batch_size=8)
     with pytest.raises(embed.CacheMismatchError, match="another model"):
         embed.embed_corpus(embed.Embedder(other, 8), [heldout], str(cache), "r", progress=False)
+
+
+def test_alignment_check_tells_copies_from_other_takes_of_one_texture():
+    """Two takes of one noisy texture pool to the same embedding; only copies line up in time."""
+    from strongaudio_jax.curate import verify
+
+    def take(seed):  # rain-like: noise with random crackle bursts
+        rng = np.random.default_rng(seed)
+        env = np.repeat(rng.uniform(0.2, 1.0, 3 * SR // 800), 800)
+        return (0.1 * rng.standard_normal(3 * SR) * env).astype(np.float32)
+
+    original, other = take(0), take(1)
+    spec = verify.spectrogram(original)
+    rng = np.random.default_rng(0)
+    for kind in dedup.KINDS:
+        data, _, _ = dedup.variant(original, SR, kind, rng)
+        copy, rate = audio.decode(data, kind)
+        assert rate == SR and verify.align_score(spec, verify.spectrogram(copy)) > 0.95, kind
+    assert verify.align_score(spec, verify.spectrogram(other)) < 0.5
+
+
+def test_embedding_pass_resumes_inside_a_half_done_shard(corpus, model, tmp_path, monkeypatch):
+    """A pass stopped after the first block of a shard (an exception once that block's file
+    exists, standing in for a kill) resumes at the second block and gives the same result."""
+    _, heldout, _, _ = corpus
+    whole = embed.embed_corpus(embed.Embedder(model, 8), [heldout], str(tmp_path / "whole"), "r",
+                               progress=False)
+    monkeypatch.setattr(embed, "CLIPS_IN_MEMORY", 1)  # 3 clips: 3 blocks
+    cache = tmp_path / "cache"
+    real = embed.Embedder.embed_waves
+    calls = []
+
+    def stop_after_first_block(self, waves):
+        if list(cache.glob("*.b1-0.npz")):
+            raise KeyboardInterrupt("killed")
+        calls.append(len(waves))
+        return real(self, waves)
+
+    monkeypatch.setattr(embed.Embedder, "embed_waves", stop_after_first_block)
+    with pytest.raises(KeyboardInterrupt):
+        embed.embed_corpus(embed.Embedder(model, 8), [heldout], str(cache), "r", progress=False)
+    assert calls == [1] and len(list(cache.glob("*.b1-*.npz"))) == 1
+    assert not [p for p in cache.glob("*.npz") if ".b1-" not in p.name]  # no shard file yet
+
+    monkeypatch.setattr(embed.Embedder, "embed_waves", lambda self, w: calls.append(len(w))
+                        or real(self, w))
+    resumed = embed.embed_corpus(embed.Embedder(model, 8), [heldout], str(cache), "r",
+                                 progress=False)
+    assert calls == [1, 1, 1]  # blocks 2 and 3 only
+    assert resumed.ids == whole.ids
+    np.testing.assert_allclose(resumed.vectors, whole.vectors, atol=1e-6)
+    assert [p.name for p in cache.glob("*.npz")] == [p.name for p in (tmp_path / "whole").glob("*.npz")]

@@ -5,25 +5,12 @@ import numpy as np
 import pytest
 
 from strongaudio_jax import hub
-from tests.conftest import REPO
+from tests.hub_fixtures import tiny_model
 
 
 @pytest.fixture(scope="module")
 def model():
-    import jax
-    import flax.linen as nn
-
-    from strongaudio_jax import config
-    from strongaudio_jax.train import export, step
-
-    # 128 frames of 10 ms: a chunk is 1.27 s, so a few seconds of audio is several chunks.
-    cfg = config.load(f"{REPO}/configs/mtc.py:smoke", ["model.max_frames=128", "data.batch_size=8",
-                                                       "data.clip_seconds=1.0"])
-    program = step.build(cfg, 4)
-    params = nn.meta.unbox(program.init(jax.random.key(0)).params)["encoder"]
-    info = export.embedding_sizes(program.encoder, params, program.mel_cfg)
-    return hub.StrongAudioModel(encoder=program.encoder, params=params, mel_cfg=program.mel_cfg,
-                                config=cfg, info=info, batch_size=4), program
+    return tiny_model(batch_size=4)
 
 
 def test_short_clip_is_the_training_embedding(model):

@@ -7,6 +7,8 @@
                embeddings of an exported encoder); a report and a removal list
   consistency  caption-audio agreement from a contrastive export; keep the best clips (side
                index or new shards); --swap-fraction measures the filter on swapped captions
+  mix          mixture-weight search: short proxy trainings of a config over data.mix (or the
+               domains of data.train_files), scored by probes; recommends weights
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from strongaudio_jax.curate.records import CurateError  # noqa: F401 (cli._user_
 def add_parser(sub) -> None:
     """Registers `curate` and its subcommands on the top-level `strongaudio` parser."""
     p = sub.add_parser("curate", help="data curation: UTS coverage, near-duplicates and "
-                       "leakage, caption-audio consistency", description=__doc__,
+                       "leakage, caption-audio consistency, mixture search", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     cur = p.add_subparsers(dest="curate_command", required=True)
 
@@ -56,13 +58,16 @@ def add_parser(sub) -> None:
     q.add_argument("--out-dir", required=True, help="report, pairs.jsonl, remove.txt and the "
                    "embedding cache (a rerun resumes from it)")
     how = q.add_mutually_exclusive_group(required=True)
-    how.add_argument("--threshold", type=float, help="cosine at or above which two clips match")
+    how.add_argument("--threshold", type=float, help="score at or above which two clips match "
+                     "(alignment score, or cosine with --no-verify)")
     how.add_argument("--labels", help="planted.json from `curate plant`: choose the threshold "
                      "from those copies (their shard must be in --corpus)")
     q.add_argument("--k", type=int, default=5, help="neighbours searched per clip")
     q.add_argument("--index", choices=("auto", "flat", "hnsw"), default="auto",
                    help="faiss index: exact (flat), HNSW, or flat below 50k clips (auto)")
     q.add_argument("--batch-size", type=int, default=16, help="encoder windows per batch")
+    q.add_argument("--no-verify", action="store_true", help="score pairs by embedding cosine "
+                   "only, without the spectrogram alignment check of each candidate pair")
     q.set_defaults(curate_func=cmd_dedup)
 
     q = cur.add_parser("consistency", help="caption-audio consistency scores from a "
@@ -80,6 +85,18 @@ def add_parser(sub) -> None:
     q.add_argument("--seed", type=int, default=0, help="of --swap-fraction")
     q.add_argument("--batch-size", type=int, default=16, help="encoder windows per batch")
     q.set_defaults(curate_func=cmd_consistency)
+
+    q = cur.add_parser("mix", help="mixture-weight search by short proxy trainings scored "
+                       "by probes (table, JSON and a PNG)")
+    q.add_argument("--config", required=True, help="a training config, e.g. configs/mtc.py:smoke")
+    q.add_argument("--out-dir", required=True, help="trials, mix.md/json/png (a rerun resumes)")
+    q.add_argument("--trials", type=int, default=6, help="trial 0 equal weights, then seeded "
+                   "Dirichlet draws")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--metric", default="mean", help="a score name (e.g. probe/domain_accuracy), or "
+                   "'mean' of the probe/ scores")
+    q.add_argument("overrides", nargs="*", help="key=value config overrides (e.g. train.steps=50)")
+    q.set_defaults(curate_func=cmd_mix)
 
     p.set_defaults(func=run)
 
@@ -143,10 +160,22 @@ def cmd_dedup(args) -> int:
     dedup.centre(emb, ref)
     within = dedup.within_pairs(emb, args.k, args.index)
     against = dedup.against_pairs(emb, ref, args.k, args.index) if ref is not None else []
+    score = None
+    if not args.no_verify:  # candidates from the embeddings, scored by spectrogram alignment
+        from strongaudio_jax.curate import verify
+
+        need = ({emb.ids[i] for i, _, _ in within + against} | {emb.ids[j] for _, j, _ in within}
+                | {ref.ids[j] for _, j, _ in against})
+        if labels is not None:
+            need |= {c[k] for c in labels["copies"] for k in ("id", "original")}
+        specs = verify.spectra(files + ref_files, need)
+        within = verify.rescore(within, emb.ids, emb.ids, specs)
+        against = verify.rescore(against, emb.ids, ref.ids, specs) if ref is not None else []
+        score = lambda a, b: verify.align_score(specs[a], specs[b])  # noqa: E731
     calibration = None
     threshold = args.threshold
     if labels is not None:
-        calibration = dedup.calibrate(emb, ref, labels, within, against)
+        calibration = dedup.calibrate(emb, ref, labels, within, against, score)
         threshold = calibration["threshold"]
     s = dedup.report(emb, ref, within, against, threshold, args.out_dir, calibration, labels)
     print(f"threshold {threshold:.4f}: {s['duplicate_pairs']} duplicate pair(s), "
@@ -174,4 +203,20 @@ def cmd_consistency(args) -> int:
         print(f"swapped captions: {s['swapped']}; precision {s['precision']:.3f}, recall "
               f"{s['recall']:.3f}, average precision {s['average_precision']:.3f}")
     print(f"report: {args.out_dir}/consistency.md")
+    return 0
+
+
+
+def cmd_mix(args) -> int:
+    from strongaudio_jax import config as config_lib
+    from strongaudio_jax.curate import mix
+
+    if args.trials < 1:
+        raise CurateError(f"--trials {args.trials}: give a number >= 1")
+    r = mix.search(config_lib.load(args.config, args.overrides), args.out_dir, args.trials,
+                   args.seed, args.metric)
+    best = r["trials"][r["recommended_trial"]]
+    print(f"recommended weights (trial {best['trial']}, {args.metric} {best['metric']:.4f}): "
+          + ", ".join(f"{n} {w}" for n, w in r["recommended"].items())
+          + f"; table {args.out_dir}/mix.md, plot {args.out_dir}/mix.png")
     return 0

@@ -12,6 +12,8 @@ sets, centred on their common mean (`centre`); then
     on L2-normalised vectors = cosine). Each pair is found once; the later clip is the one to
     remove.
   * leakage: an index of the evaluation clips, searched with every corpus clip.
+Unless --no-verify, every candidate pair is then scored again by spectrogram alignment
+(curate/verify.py), which tells copies from other takes of one kind of sound.
 The threshold is given (--threshold) or chosen from planted copies (--labels planted.json):
 positives are the (copy, original) similarities, negatives each corpus clip's best similarity
 to a clip of another source and another origin (copies of different clips count); the threshold is the middle of the gap between them,
@@ -162,8 +164,9 @@ def against_pairs(emb: Embeddings, ref: Embeddings, k: int,
 # ----------------------------------------------------------------------------- threshold
 
 def calibrate(emb: Embeddings, ref: Embeddings | None, labels: dict,
-              within: list, against: list) -> dict:
-    """Threshold from planted copies (see the module docstring)."""
+              within: list, against: list, score=None) -> dict:
+    """Threshold from planted copies (see the module docstring). `score(id_a, id_b)` scores a
+    (copy, original) pair the way `within` and `against` were scored (default: the cosine)."""
     pos_of = {c["id"]: c for c in labels["copies"]}
     where = {cid: ("corpus", i) for i, cid in enumerate(emb.ids)}
     if ref is not None:
@@ -172,7 +175,9 @@ def calibrate(emb: Embeddings, ref: Embeddings | None, labels: dict,
     positives = []
     for cid, c in pos_of.items():
         if cid in where and c["original"] in where:
-            positives.append((cid, c["kind"], float(vec(where[cid]) @ vec(where[c["original"]]))))
+            s = (score(cid, c["original"]) if score is not None
+                 else float(vec(where[cid]) @ vec(where[c["original"]])))
+            positives.append((cid, c["kind"], s))
     if not positives:
         raise records.CurateError("none of the planted copies in the labels file is in the corpus together "
                          "with its original: add the planted shard to --corpus and the shards of "
@@ -225,11 +230,11 @@ def report(emb: Embeddings, ref: Embeddings | None, within: list, against: list,
             if s < threshold:
                 continue
             rows.append({"kind": kind, "id": emb.ids[i], "match": other.ids[j],
-                         "cosine": round(s, 5), "domain": emb.domains[i],
+                         "score": round(s, 5), "domain": emb.domains[i],
                          "same_source": bool(emb.sources[i]) and emb.sources[i] == other.sources[j],
                          "planted": (emb.ids[i] in planted or other.ids[j] in planted)
                          and origin(emb.ids[i]) == origin(other.ids[j])})
-    rows.sort(key=lambda r: -r["cosine"])
+    rows.sort(key=lambda r: -r["score"])
     remove = sorted({r["id"] for r in rows})
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "pairs.jsonl"), "w") as f:
@@ -250,8 +255,9 @@ def report(emb: Embeddings, ref: Embeddings | None, within: list, against: list,
     with open(os.path.join(out_dir, "dedup.json"), "w") as f:
         json.dump(summary, f, indent=1)
     lines = ["# Near-duplicates and leakage", "",
-             f"{len(emb)} corpus clips, {summary['reference_clips']} evaluation clips; cosine "
-             f"threshold {threshold:.4f}.", "",
+             f"{len(emb)} corpus clips, {summary['reference_clips']} evaluation clips; score "
+             f"threshold {threshold:.4f} (the spectrogram alignment of each candidate pair, or "
+             f"the embedding cosine with --no-verify).", "",
              f"- duplicate pairs within the corpus: {summary['duplicate_pairs']}",
              f"- corpus clips matching an evaluation clip (leaks): {summary['leak_pairs']}",
              f"- planted copies found: {summary['planted_found']} of {summary['planted_total']}",
@@ -261,17 +267,17 @@ def report(emb: Embeddings, ref: Embeddings | None, within: list, against: list,
     if calibration:
         c = calibration
         lines += ["## Threshold from planted copies", "",
-                  f"{c['positives']} planted copies (cosine to their original >= {c['positive_min']:.4f}); "
-                  f"{c['negatives']} corpus clips (best cosine to a clip of another source and origin <= "
+                  f"{c['positives']} planted copies (score against their original >= {c['positive_min']:.4f}); "
+                  f"{c['negatives']} corpus clips (best score against a clip of another source and origin <= "
                   f"{c['negative_max']:.4f}). Rule: {c['rule']}; recall {c['recall']:.3f}, "
                   f"false alarms {c['false_alarms']}.", "",
-                  "| kind | copies | min cosine | median cosine | recall |", "|---|---|---|---|---|"]
+                  "| kind | copies | min score | median score | recall |", "|---|---|---|---|---|"]
         lines += [f"| {k} | {v['copies']} | {v['min']:.4f} | {v['median']:.4f} | {v['recall']:.3f} |"
                   for k, v in c["by_kind"].items()]
         lines.append("")
     lines += ["## Pairs (highest first, at most 50)", "",
-              "| kind | clip | matches | cosine | same source | planted |", "|---|---|---|---|---|---|"]
-    lines += [f"| {r['kind']} | {r['id']} | {r['match']} | {r['cosine']:.4f} | "
+              "| kind | clip | matches | score | same source | planted |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['kind']} | {r['id']} | {r['match']} | {r['score']:.4f} | "
               f"{'yes' if r['same_source'] else ''} | {'yes' if r['planted'] else ''} |" for r in rows[:50]]
     with open(os.path.join(out_dir, "dedup.md"), "w") as f:
         f.write("\n".join(lines) + "\n")

@@ -150,29 +150,7 @@ def embed_corpus(embedder: Embedder, files: Sequence[str], cache_dir: str, desc:
     for path in files:
         out = os.path.join(cache_dir, records.shard_key(path) + ".npz")
         if not os.path.exists(out):
-            ids, doms, srcs, caps, sums, waves, vecs = [], [], [], [], [], [], []
-            for clip in records.shard_clips(path, damage):
-                try:
-                    waves.append(decode(clip, rate))
-                except audio_lib.AudioDecodeError as e:
-                    damage.add(str(e))
-                    continue
-                if len(waves) == CLIPS_IN_MEMORY:  # bounded memory, whatever the shard size
-                    vecs.append(embedder.embed_waves(waves))
-                    waves = []
-                ids.append(clip.id)
-                doms.append(records.domain(clip))
-                srcs.append(clip.source)
-                caps.append(clip.caption)
-                sums.append(clip.summary)
-            if waves:
-                vecs.append(embedder.embed_waves(waves))
-            vec = np.concatenate(vecs) if vecs else np.zeros((0, 1), np.float32)
-            tmp = out + f".tmp{os.getpid()}.npz"
-            np.savez(tmp, ids=np.array(ids, dtype=object), vectors=vec,
-                     domains=np.array(doms, dtype=object), sources=np.array(srcs, dtype=object),
-                     captions=np.array(caps, dtype=object), summaries=np.array(sums, dtype=object))
-            os.replace(tmp, out)  # complete or absent: a kill never leaves half a shard
+            _embed_shard(embedder, path, out, rate, damage)
         with np.load(out, allow_pickle=True) as z:  # our own cache file, written just above
             parts.append((path, list(z["ids"]), z["vectors"], list(z["domains"]),
                           list(z["sources"]), list(z["captions"]), list(z["summaries"])))
@@ -187,3 +165,57 @@ def embed_corpus(embedder: Embedder, files: Sequence[str], cache_dir: str, desc:
         domains=[d for p in parts for d in p[3]], sources=[s for p in parts for s in p[4]],
         captions=[c for p in parts for c in p[5]], summaries=[c for p in parts for c in p[6]],
         shards=[p[0] for p in parts for _ in p[1]])
+
+
+FIELDS = ("ids", "vectors", "domains", "sources", "captions", "summaries")
+
+
+def _save(path: str, **arrays) -> None:
+    tmp = path + f".tmp{os.getpid()}.npz"
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)  # complete or absent: a kill never leaves half a file
+
+
+def _embed_shard(embedder: Embedder, path: str, out: str, rate: int, damage) -> None:
+    """Embeds one shard into `out`, in blocks of CLIPS_IN_MEMORY parsed clips. Each block is
+    saved as `<out>.b<size>-<k>.npz` when done, so a pass killed inside a shard resumes at its
+    first missing block (blocks already there are not decoded again); the blocks are merged
+    into `out` and removed when the shard is complete."""
+    size = CLIPS_IN_MEMORY
+    block_file = lambda k: f"{out[:-4]}.b{size}-{k}.npz"  # noqa: E731
+    blocks, rows, k = [], [], 0
+
+    def finish(k, rows):
+        name = block_file(k)
+        if not os.path.exists(name):
+            ok = []
+            for clip in rows:
+                try:
+                    ok.append((clip, decode(clip, rate)))
+                except audio_lib.AudioDecodeError as e:
+                    damage.add(str(e))
+            vec = embedder.embed_waves([w for _, w in ok]) if ok else np.zeros((0, 1), np.float32)
+            meta = [(c.id, records.domain(c), c.source, c.caption, c.summary) for c, _ in ok]
+            _save(name, vectors=vec, **{f: np.array([m[i] for m in meta], dtype=object)
+                                        for i, f in enumerate(FIELDS[:1] + FIELDS[2:])})
+        blocks.append(name)
+
+    for clip in records.shard_clips(path, damage):
+        rows.append(clip)
+        if len(rows) == size:  # bounded memory, whatever the shard size
+            finish(k, rows)
+            rows, k = [], k + 1
+    if rows or not blocks:
+        finish(k, rows)
+    parts = {f: [] for f in FIELDS}
+    for name in blocks:
+        with np.load(name, allow_pickle=True) as z:  # our own cache files
+            for f in FIELDS:
+                if len(z["ids"]):
+                    parts[f].append(z[f])
+    joined = {f: (np.concatenate(v) if v else np.zeros((0, 1), np.float32) if f == "vectors"
+                  else np.array([], dtype=object)) for f, v in parts.items()}
+    _save(out, **joined)
+    for name in blocks:
+        os.remove(name)
+
