@@ -177,3 +177,27 @@ def test_uts_tools_name_a_bad_record_or_skip_and_count_it(tmp_path, capsys):
                      "--index", str(index), "--skip-bad"]) == 0
     out = capsys.readouterr().out
     assert "{'corrupt_record': 1}" in out and "4 clips: kept 4" in out
+
+
+def test_text_vocab_and_demo_task_name_a_bad_record_or_skip_and_count_it(tmp_path, capsys):
+    """tools/build_text_vocab.py and eval's demo task read shards under the pipeline's policy."""
+    import importlib.util
+
+    from strongaudio_jax.eval import tasks
+    from tests.test_pipeline_bad_data import _corrupt_crc_shard
+
+    spec = importlib.util.spec_from_file_location("btv", REPO / "tools" / "build_text_vocab.py")
+    btv = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(btv)
+    path = _corrupt_crc_shard(tmp_path / "train-0.tfrecord")  # record 2 of good-0..good-4
+    out = tmp_path / "vocab.txt"
+    args = ["--files", str(path), "--out", str(out), "--min-count", "1"]
+    assert btv.main(args) == 1
+    err = capsys.readouterr().err
+    assert f"{path}: record 2" in err and "--skip-bad" in err and not out.exists()
+    assert btv.main(args + ["--skip-bad"]) == 0
+    assert "skipped 1 bad record(s) {'corrupt_record': 1}" in capsys.readouterr().out
+    assert out.exists()
+
+    with pytest.raises(tfrecord.CorruptRecordError, match=r"train-0\.tfrecord: record 2"):
+        tasks.load_demo(str(tmp_path))

@@ -19,11 +19,10 @@ def test_kill_during_async_save_resumes_from_complete_checkpoint(tiny_corpus, tm
     workdir = tmp_path / "run"
     ckpt_dir = workdir / "checkpoints"
     proc = subprocess.Popen(_cmd(tiny_corpus, workdir, "train.checkpoint_every=1",
-                                 "train.steps=400"),
+                                 "train.steps=100000"),  # killed long before the end
                             env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     partial = None
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
+    while proc.poll() is None:  # (a save every step: one is soon caught in flight)
         names = os.listdir(ckpt_dir) if ckpt_dir.is_dir() else []
         complete = [n for n in names if n.isdigit()]
         writing = [n for n in names if "tmp" in n]
@@ -33,7 +32,7 @@ def test_kill_during_async_save_resumes_from_complete_checkpoint(tiny_corpus, tm
             break
         time.sleep(0.0005)
     proc.wait(timeout=60)
-    assert partial is not None, "never saw a checkpoint being written"
+    assert partial is not None, f"the run ended (exit {proc.returncode}) before a save was seen"
     complete = sorted(int(n) for n in os.listdir(ckpt_dir) if n.isdigit())
     partial_step = int(partial.split(".")[0])
     assert partial_step not in complete  # the interrupted one never looks complete

@@ -21,18 +21,18 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from strongaudio_jax.data import pipeline, schema, tfrecord  # noqa: E402
+from strongaudio_jax.data import batcher, pipeline  # noqa: E402
 from strongaudio_jax.text import tokenizer  # noqa: E402
 
 FIELDS = ("summary", "caption", "tags")
 
 
-def corpus_texts(files, fields):
-    for path in files:
-        for data in tfrecord.read_records(path):
-            clip = schema.example_to_clip(data, path)
-            for f in fields:
-                yield ", ".join(clip.tags) if f == "tags" else getattr(clip, f)
+def corpus_texts(files, fields, bad=None):
+    """The texts of every clip; a bad record raises naming shard and record, or with `bad`
+    skipping (pipeline.BadData) is counted there and left out."""
+    for clip in pipeline.clips(files, bad=bad):
+        for f in fields:
+            yield ", ".join(clip.tags) if f == "tags" else getattr(clip, f)
 
 
 def main(argv=None) -> int:
@@ -42,16 +42,23 @@ def main(argv=None) -> int:
     ap.add_argument("--size", type=int, default=8000, help="most tokens in the vocabulary")
     ap.add_argument("--min-count", type=int, default=2, help="fewest occurrences of a whole word")
     ap.add_argument("--fields", default=",".join(FIELDS), help=f"comma-separated, of {FIELDS}")
+    ap.add_argument("--skip-bad", action="store_true",
+                    help="skip corrupt or unreadable records and count them (default: stop)")
     args = ap.parse_args(argv)
     fields = [f for f in args.fields.split(",") if f]
     if not fields or set(fields) - set(FIELDS):
         ap.error(f"--fields must name some of {FIELDS}, got {args.fields!r}")
+    bad = pipeline.BadData(skip=args.skip_bad)
     try:
-        vocab = tokenizer.build_vocab(corpus_texts(pipeline.expand_paths(args.files), fields),
+        vocab = tokenizer.build_vocab(corpus_texts(pipeline.expand_paths(args.files), fields, bad),
                                       size=args.size, min_count=args.min_count)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (OSError, ValueError) as e:
+        hint = (" (--skip-bad skips such records and counts them)"
+                if batcher.bad_reason(e) is not None else "")
+        print(f"error: {e}{hint}", file=sys.stderr)
         return 1
+    if bad.counts:
+        print(bad.summary().replace("data.skip_bad", "--skip-bad"))
     tokenizer.WordPieceTokenizer(vocab).save(args.out)
     print(f"wrote {args.out}: {len(vocab)} tokens")
     return 0

@@ -192,18 +192,17 @@ def load_demo(corpus: str | None = None, label: str = "domain") -> Task:
     """label/<label> of the demo corpus: train-*.tfrecord (a fifth of it, by clip id, as
     validation: the corpus is small) and heldout-*.tfrecord as test; clips trimmed / padded
     to 3 s."""
-    from strongaudio_jax.data import pipeline, schema, tfrecord
+    from strongaudio_jax.data import pipeline
 
     corpus = corpus or os.path.join(os.path.dirname(os.path.dirname(__file__)), "assets",
                                     "demo_corpus")
 
     def read(pattern):
         out = []
-        for path in pipeline.expand_paths(os.path.join(corpus, pattern)):
-            for data in tfrecord.read_records(path):
-                clip = schema.example_to_clip(data, path)
-                if label in clip.labels:
-                    out.append(Example(clip.id, (clip.labels[label],), data=clip.audio))
+        # a bad record raises naming shard and record (the pipeline's strict policy)
+        for clip in pipeline.clips(pipeline.expand_paths(os.path.join(corpus, pattern))):
+            if label in clip.labels:
+                out.append(Example(clip.id, (clip.labels[label],), data=clip.audio))
         return out
 
     train, valid = _carve_valid(read("train-*.tfrecord"), share=0.2)

@@ -7,12 +7,17 @@ save is collective, so a process stopping alone would hang the others). A SIGTER
 process stops them all. Ctrl-C (SIGINT) on a process of a multi-process run is turned into a
 SIGTERM to itself, so it takes the same path; a second Ctrl-C raises KeyboardInterrupt.
 tests/test_preemption.py and tests/test_preemption_multihost.py run both paths.
+
+Tests need the signal to arrive while the run is still going, whatever the machine's load: with
+STRONGAUDIO_HOLD_FOR_SIGNAL_AT_STEP=k a single-process run says so on stderr after step k and
+waits there for its stop signal, so it stops exactly at step k.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 
 import jax
@@ -23,6 +28,8 @@ class StopWatcher:
     def __init__(self):
         self.signum: int | None = None
         self._previous = {}
+        self._stopped = threading.Event()
+        self._hold_at = int(os.environ.get("STRONGAUDIO_HOLD_FOR_SIGNAL_AT_STEP", "0"))
         if threading.current_thread() is not threading.main_thread():
             return
         if jax.process_count() == 1:
@@ -35,6 +42,7 @@ class StopWatcher:
         if self.signum is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C means now
         self.signum = signum
+        self._stopped.set()
 
     def _interrupt(self, signum, frame):
         """Multi-process: Ctrl-C becomes the preemption notice that JAX passes to all."""
@@ -46,6 +54,11 @@ class StopWatcher:
     def should_stop(self, step: int) -> bool:
         if jax.process_count() > 1:
             return multihost_utils.reached_preemption_sync_point(step)
+        if step == self._hold_at and self._previous:
+            print(f"holding after step {step} until a stop signal "
+                  "(STRONGAUDIO_HOLD_FOR_SIGNAL_AT_STEP)", file=sys.stderr, flush=True)
+            while not self._stopped.wait(0.1):  # (a bare wait() would not let the handler run)
+                pass
         return self.signum is not None
 
     @property
