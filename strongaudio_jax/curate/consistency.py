@@ -6,10 +6,13 @@ embedding, both from the contrastive head of an export (`strongaudio export` of 
 contrastive objective, configs/contrastive.py): audio through the encoder and the head's audio
 projection (clips longer than the encoder's window: the mean over windows), text through the
 head's text tower with the run's tokenizer (`text_vocab.txt` of the export). This is the
-GLAP-style filter used for ACAVCaps. The filter keeps the top fraction (--keep-fraction) or the
-clips scoring at least --threshold, and writes a side index (kept.json: kept and removed ids)
-and, with --write-shards, new shards holding only the kept clips (same file names). The report
-shows what was removed per domain and per source, with the lowest-scoring examples.
+GLAP-style filter used for ACAVCaps. --signal logp scores each clip instead by a captioning
+export's length-normalised log p(caption | audio) (curate/logp.py; --captioner, default --model);
+--signal both by the mean of the two scores' ranks, each scaled to [0, 1] (scores.jsonl then has
+each signal's score beside the combined one). The filter keeps the top fraction
+(--keep-fraction) or the clips scoring at least --threshold, and writes a side index
+(kept.json: kept and removed ids) and, with --write-shards, new shards holding only the kept
+clips (same file names). The report shows what was removed per domain and per source, with the lowest-scoring examples.
 
 --swap-fraction F is the labelled check: before scoring, the caption summaries of a seeded
 random F of the clips are rotated among themselves (each gets another clip's), and the report

@@ -115,7 +115,9 @@ class LogpScorer:
     def prepare(self, text: str) -> str:
         """The raw clip text as the objective saw it (text.preprocess)."""
         from strongaudio_jax.data import text_fields
-        return text_fields.reference_preprocess(text) if self.fields.preprocess == "reference" else text
+        if self.fields.preprocess == "reference":
+            return text_fields.reference_preprocess(text)
+        return text
 
     def score_waves(self, waves: Sequence[np.ndarray], texts: Sequence[str]) -> np.ndarray:
         """[len(waves)] length-normalised log p(texts[i] | waves[i]) (mean over windows)."""
