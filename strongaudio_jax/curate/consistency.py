@@ -12,7 +12,8 @@ export's length-normalised log p(caption | audio) (curate/logp.py; --captioner, 
 each signal's score beside the combined one). The filter keeps the top fraction
 (--keep-fraction) or the clips scoring at least --threshold, and writes a side index
 (kept.json: kept and removed ids) and, with --write-shards, new shards holding only the kept
-clips (same file names). The report shows what was removed per domain and per source, with the lowest-scoring examples.
+clips (same file names). The report shows what was removed per domain and per source, with
+the lowest-scoring examples.
 
 --swap-fraction F is the labelled check: before scoring, the caption summaries of a seeded
 random F of the clips are rotated among themselves (each gets another clip's), and the report
