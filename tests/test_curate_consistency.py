@@ -17,7 +17,9 @@ from strongaudio_jax.train import export, trainer
 from tests.conftest import REPO
 
 
-def _export(tiny_corpus, root, name, steps=4):
+def _export(tiny_corpus, root, name, steps=4, also=None):
+    """Trains `configs/<name>.py:smoke` for a few steps (with the objectives `also` added) and
+    exports it."""
     cfg = config.load(f"{REPO}/configs/{name}.py:smoke", [
         f"data.train_files={tiny_corpus}/train-*.tfrecord",
         f"data.eval_files={tiny_corpus}/heldout-*.tfrecord",
@@ -25,6 +27,9 @@ def _export(tiny_corpus, root, name, steps=4):
         "probe.tasks=()", "probe.clip_seconds=1.0", "augment.time_masks=0", "augment.freq_masks=0",
         "model.max_frames=128",
         f"train.steps={steps}", f"train.checkpoint_every={steps}", f"train.log_every={steps}"])
+    if also:
+        with cfg.unlocked():
+            cfg.objectives.update(also)
     trainer.train(cfg, str(root / "run"))
     export.export(str(root / "run"), str(root / "export"))
     return str(root / "export")
@@ -32,7 +37,11 @@ def _export(tiny_corpus, root, name, steps=4):
 
 @pytest.fixture(scope="module")
 def contrastive_export(tmp_path_factory, tiny_corpus):
-    return _export(tiny_corpus, tmp_path_factory.mktemp("contrastive"), "contrastive")
+    """A run with both heads (one export, one compile for the module): the contrastive one and
+    a captioning one (configs/captioning.py:smoke's) for the logp signal."""
+    cap = config.load(f"{REPO}/configs/captioning.py:smoke").objectives.captioning.to_dict()
+    return _export(tiny_corpus, tmp_path_factory.mktemp("contrastive"), "contrastive",
+                   also={"captioning": cap})
 
 
 def test_score_is_the_heads_cosine_for_multi_window_clips(contrastive_export, tiny_corpus):
@@ -116,26 +125,24 @@ def test_cli_refuses_an_export_without_a_contrastive_head(tiny_corpus, tmp_path,
     assert cli.main(["curate", "consistency", "--model", mtc, "--corpus",
                      f"{tiny_corpus}/heldout-*.tfrecord", "--out-dir", str(tmp_path / "o")]) == 2
     assert "not contrastive" in capsys.readouterr().err
+    assert cli.main(["curate", "consistency", "--model", mtc, "--signal", "logp", "--corpus",
+                     f"{tiny_corpus}/heldout-*.tfrecord", "--out-dir", str(tmp_path / "o")]) == 2
+    assert "not captioning" in capsys.readouterr().err
 
 
 # The second signal: the captioner's length-normalised log p(caption | audio) (curate/logp.py).
-
-@pytest.fixture(scope="module")
-def captioning_export(tmp_path_factory, tiny_corpus):
-    return _export(tiny_corpus, tmp_path_factory.mktemp("captioning"), "captioning", steps=2)
-
 
 def _log_softmax(x):
     x = x - x.max(-1, keepdims=True)
     return x - np.log(np.exp(x).sum(-1, keepdims=True))
 
 
-def test_logp_is_the_mean_log_softmax_of_the_true_tokens(captioning_export, tiny_corpus):
+def test_logp_is_the_mean_log_softmax_of_the_true_tokens(contrastive_export, tiny_corpus):
     from strongaudio_jax import frontend
     from strongaudio_jax.curate import logp
 
-    model, module, params, fields = logp.load_captioner(captioning_export)
-    assert fields.source == "summary"  # what configs/captioning.py:smoke trains on
+    model, module, params, fields = logp.load_captioner(contrastive_export)
+    assert fields.source == "summary"  # what configs/contrastive.py:smoke's text.field is
     scorer = logp.LogpScorer(model, module, params, fields, batch_size=4)
     clips = list(records.shard_clips(str(tiny_corpus / "train-00000-of-00001.tfrecord"),
                                      records.Damage()))
@@ -171,12 +178,12 @@ def test_rank_normalise():
     assert logp.rank_normalise(np.array([2.0])).tolist() == [0.5]
 
 
-def test_cli_signals_logp_and_both(contrastive_export, captioning_export, tiny_corpus, tmp_path, capsys):
+def test_cli_signals_logp_and_both(contrastive_export, tiny_corpus, tmp_path, capsys):
     from strongaudio_jax.curate import logp
 
     corpus = f"{tiny_corpus}/train-*.tfrecord"
     out = tmp_path / "both"
-    args = ["curate", "consistency", "--model", contrastive_export, "--captioner", captioning_export,
+    args = ["curate", "consistency", "--model", contrastive_export, "--captioner", contrastive_export,
             "--signal", "both", "--corpus", corpus, "--out-dir", str(out), "--keep-fraction", "0.75",
             "--swap-fraction", "0.25", "--seed", "3"]
     assert cli.main(args) == 0
@@ -193,7 +200,7 @@ def test_cli_signals_logp_and_both(contrastive_export, captioning_export, tiny_c
     cache = sorted((out / "logp_scores").glob("*.npz"))
     assert len(cache) == 1
     alone = tmp_path / "logp"
-    assert cli.main(["curate", "consistency", "--model", captioning_export, "--signal", "logp",
+    assert cli.main(["curate", "consistency", "--model", contrastive_export, "--signal", "logp",
                      "--corpus", corpus, "--out-dir", str(alone), "--keep-fraction", "0.75",
                      "--swap-fraction", "0.25", "--seed", "3"]) == 0
     rows2 = [json.loads(line) for line in (alone / "scores.jsonl").read_text().splitlines()]
@@ -203,7 +210,3 @@ def test_cli_signals_logp_and_both(contrastive_export, captioning_export, tiny_c
     assert not (alone / "audio_embeddings").exists()
     stamp = cache[0].stat().st_mtime_ns
     assert cli.main(args) == 0 and cache[0].stat().st_mtime_ns == stamp  # resumed from the cache
-    capsys.readouterr()
-    assert cli.main(["curate", "consistency", "--model", contrastive_export, "--signal", "logp",
-                     "--corpus", corpus, "--out-dir", str(tmp_path / "x")]) == 2
-    assert "not captioning" in capsys.readouterr().err

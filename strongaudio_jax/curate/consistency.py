@@ -143,6 +143,8 @@ def run(export_dir: str, files: Sequence[str], out_dir: str, keep_fraction: floa
 
     if signal not in SIGNALS:
         raise records.CurateError(f"--signal {signal!r}: use one of {', '.join(SIGNALS)}")
+    if signal != "contrastive":  # load first: a wrong export fails before any pass
+        cap_model, module, cap_params, fields = logp_lib.load_captioner(captioner or export_dir)
     if signal != "logp":
         model, head, params, tokenizer, max_len = load_head(export_dir)
         embedder = audio_embedder(model, head, params, batch_size)
@@ -157,7 +159,6 @@ def run(export_dir: str, files: Sequence[str], out_dir: str, keep_fraction: floa
         zt = text_embeddings(head, params, tokenizer, max_len, emb.summaries)
         signals["contrastive"] = (emb.vectors * zt).sum(1) if len(emb) else np.zeros(0)
     if signal != "contrastive":
-        cap_model, module, cap_params, fields = logp_lib.load_captioner(captioner or export_dir)
         scorer = logp_lib.LogpScorer(cap_model, module, cap_params, fields, batch_size)
         lp = logp_lib.score_corpus(scorer, files, emb, logp_lib.texts_of(emb, fields.source),
                                    os.path.join(out_dir, "logp_scores"), progress=progress)
