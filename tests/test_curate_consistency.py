@@ -1,6 +1,8 @@
 """`strongaudio curate consistency` on a contrastive export of a few steps on the tiny corpus:
 the score is the head's audio-text cosine, the swap check's bookkeeping, the filter's side index
-and shards, resuming from the embedding cache, and the error for a non-contrastive export."""
+and shards, resuming from the embedding cache, and the error for a non-contrastive export; the
+second signal (a captioning export's length-normalised log p, checked against a numpy
+log-softmax) and `--signal logp|both`."""
 
 import json
 
@@ -15,7 +17,9 @@ from strongaudio_jax.train import export, trainer
 from tests.conftest import REPO
 
 
-def _export(tiny_corpus, root, name, steps=4):
+def _export(tiny_corpus, root, name, steps=4, also=None):
+    """Trains `configs/<name>.py:smoke` for a few steps (with the objectives `also` added) and
+    exports it."""
     cfg = config.load(f"{REPO}/configs/{name}.py:smoke", [
         f"data.train_files={tiny_corpus}/train-*.tfrecord",
         f"data.eval_files={tiny_corpus}/heldout-*.tfrecord",
@@ -23,6 +27,9 @@ def _export(tiny_corpus, root, name, steps=4):
         "probe.tasks=()", "probe.clip_seconds=1.0", "augment.time_masks=0", "augment.freq_masks=0",
         "model.max_frames=128",
         f"train.steps={steps}", f"train.checkpoint_every={steps}", f"train.log_every={steps}"])
+    if also:
+        with cfg.unlocked():
+            cfg.objectives.update(also)
     trainer.train(cfg, str(root / "run"))
     export.export(str(root / "run"), str(root / "export"))
     return str(root / "export")
@@ -30,7 +37,11 @@ def _export(tiny_corpus, root, name, steps=4):
 
 @pytest.fixture(scope="module")
 def contrastive_export(tmp_path_factory, tiny_corpus):
-    return _export(tiny_corpus, tmp_path_factory.mktemp("contrastive"), "contrastive")
+    """A run with both heads (one export, one compile for the module): the contrastive one and
+    a captioning one (configs/captioning.py:smoke's) for the logp signal."""
+    cap = config.load(f"{REPO}/configs/captioning.py:smoke").objectives.captioning.to_dict()
+    return _export(tiny_corpus, tmp_path_factory.mktemp("contrastive"), "contrastive",
+                   also={"captioning": cap})
 
 
 def test_score_is_the_heads_cosine_for_multi_window_clips(contrastive_export, tiny_corpus):
@@ -114,3 +125,88 @@ def test_cli_refuses_an_export_without_a_contrastive_head(tiny_corpus, tmp_path,
     assert cli.main(["curate", "consistency", "--model", mtc, "--corpus",
                      f"{tiny_corpus}/heldout-*.tfrecord", "--out-dir", str(tmp_path / "o")]) == 2
     assert "not contrastive" in capsys.readouterr().err
+    assert cli.main(["curate", "consistency", "--model", mtc, "--signal", "logp", "--corpus",
+                     f"{tiny_corpus}/heldout-*.tfrecord", "--out-dir", str(tmp_path / "o")]) == 2
+    assert "not captioning" in capsys.readouterr().err
+
+
+# The second signal: the captioner's length-normalised log p(caption | audio) (curate/logp.py).
+
+def _log_softmax(x):
+    x = x - x.max(-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+
+def test_logp_is_the_mean_log_softmax_of_the_true_tokens(contrastive_export, tiny_corpus):
+    from strongaudio_jax import frontend
+    from strongaudio_jax.curate import logp
+
+    model, module, params, fields = logp.load_captioner(contrastive_export)
+    assert fields.source == "summary"  # what configs/contrastive.py:smoke's text.field is
+    scorer = logp.LogpScorer(model, module, params, fields, batch_size=4)
+    clips = list(records.shard_clips(str(tiny_corpus / "train-00000-of-00001.tfrecord"),
+                                     records.Damage()))
+    long_clip = max(clips, key=lambda c: c.num_samples)
+    long_wave = embed.decode(long_clip, model.sample_rate)
+    short_wave = long_wave[:3000]
+    texts = [long_clip.summary, "a dog barks twice"]
+    got = scorer.score_waves([long_wave, short_wave], texts)
+    # By hand: each window alone through the encoder, the decoder fed [CLS] pieces (teacher
+    # forcing), numpy log-softmax, the true next tokens' log-probs averaged; windows averaged.
+    ids, mask = fields.tokenizer.encode(texts, fields.max_len)
+    ids, mask = np.asarray(ids), np.asarray(mask, bool)
+    def by_hand(wave, row):
+        enc = model.encoder.apply({"params": model.params}, *frontend.log_mel(wave[None], model.mel_cfg))
+        logits = module.apply({"params": params}, jnp.asarray(ids[row:row + 1, :-1]),
+                              jnp.zeros(1, bool), enc, method=lambda m, *a: m.decoder(*a))
+        lp = _log_softmax(np.asarray(logits, np.float64)[0])
+        n = int(mask[row, 1:].sum())
+        assert n >= 3 and mask[row, :n + 1].all()  # [CLS] pieces [SEP]: n targets after [CLS]
+        return np.mean([lp[t, ids[row, t + 1]] for t in range(n)])
+    windows = [long_wave[s:s + scorer.width] for s in range(0, len(long_wave), scorer.width)]
+    assert len(windows) == 2
+    np.testing.assert_allclose(got[0], np.mean([by_hand(w, 0) for w in windows]), atol=1e-4)
+    np.testing.assert_allclose(got[1], by_hand(short_wave, 1), atol=1e-4)
+    assert got.max() < 0
+
+
+def test_rank_normalise():
+    from strongaudio_jax.curate import logp
+
+    np.testing.assert_allclose(logp.rank_normalise(np.array([3.0, -1.0, 3.0, 0.5, 10.0])),
+                               [0.625, 0.0, 0.625, 0.25, 1.0])
+    assert logp.rank_normalise(np.array([2.0])).tolist() == [0.5]
+
+
+def test_cli_signals_logp_and_both(contrastive_export, tiny_corpus, tmp_path, capsys):
+    from strongaudio_jax.curate import logp
+
+    corpus = f"{tiny_corpus}/train-*.tfrecord"
+    out = tmp_path / "both"
+    args = ["curate", "consistency", "--model", contrastive_export, "--captioner", contrastive_export,
+            "--signal", "both", "--corpus", corpus, "--out-dir", str(out), "--keep-fraction", "0.75",
+            "--swap-fraction", "0.25", "--seed", "3"]
+    assert cli.main(args) == 0
+    rows = [json.loads(line) for line in (out / "scores.jsonl").read_text().splitlines()]
+    assert len(rows) == 36 and sum(r["kept"] for r in rows) == 27
+    c, lp = np.array([r["contrastive"] for r in rows]), np.array([r["logp"] for r in rows])
+    both = (logp.rank_normalise(c) + logp.rank_normalise(lp)) / 2
+    np.testing.assert_allclose([r["score"] for r in rows], both, atol=1e-5)
+    s = json.loads((out / "consistency.json").read_text())["swap_check"]
+    assert set(s["average_precision_by_signal"]) == {"contrastive", "logp"}
+    assert "mean of the rank-normalised" in (out / "consistency.md").read_text()
+    # logp alone, on the captioning export, scores the same swapped texts the same way, from
+    # its own cache; the scores there are the captioner's on the (swapped) summaries.
+    cache = sorted((out / "logp_scores").glob("*.npz"))
+    assert len(cache) == 1
+    alone = tmp_path / "logp"
+    assert cli.main(["curate", "consistency", "--model", contrastive_export, "--signal", "logp",
+                     "--corpus", corpus, "--out-dir", str(alone), "--keep-fraction", "0.75",
+                     "--swap-fraction", "0.25", "--seed", "3"]) == 0
+    rows2 = [json.loads(line) for line in (alone / "scores.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows2] == [r["id"] for r in rows]
+    np.testing.assert_allclose([r["score"] for r in rows2], lp, atol=1e-5)
+    assert [r["summary"] for r in rows2] == [r["summary"] for r in rows]
+    assert not (alone / "audio_embeddings").exists()
+    stamp = cache[0].stat().st_mtime_ns
+    assert cli.main(args) == 0 and cache[0].stat().st_mtime_ns == stamp  # resumed from the cache

@@ -5,8 +5,9 @@
                labelled check for `dedup`
   dedup        near-duplicates within a corpus and leakage against evaluation sets (faiss over
                embeddings of an exported encoder); a report and a removal list
-  consistency  caption-audio agreement from a contrastive export; keep the best clips (side
-               index or new shards); --swap-fraction measures the filter on swapped captions
+  consistency  caption-audio agreement from a contrastive export and / or a captioner's
+               log p(caption | audio) (--signal); keep the best clips (side index or new
+               shards); --swap-fraction measures the filter on swapped captions
   mix          mixture-weight search: short proxy trainings of a config over data.mix (or the
                domains of data.train_files), scored by probes; recommends weights
 """
@@ -71,8 +72,15 @@ def add_parser(sub) -> None:
     q.set_defaults(curate_func=cmd_dedup)
 
     q = cur.add_parser("consistency", help="caption-audio consistency scores from a "
-                       "contrastive export; filter to a side index or new shards")
-    q.add_argument("--model", required=True, help="export directory of a contrastive run")
+                       "contrastive and / or a captioning export; filter to a side index or "
+                       "new shards")
+    q.add_argument("--model", required=True, help="export directory of a contrastive run (with "
+                   "--signal logp: of a captioning run)")
+    q.add_argument("--signal", choices=("contrastive", "logp", "both"), default="contrastive",
+                   help="contrastive: audio-caption cosine; logp: the captioner's "
+                   "length-normalised log p(caption | audio); both: the mean of their ranks")
+    q.add_argument("--captioner", help="export directory of a captioning run, for --signal "
+                   "logp / both (default: --model, e.g. a run with both objectives)")
     q.add_argument("--corpus", nargs="+", required=True, help="shards (globs)")
     q.add_argument("--out-dir", required=True, help="consistency.md/json, scores.jsonl, "
                    "kept.json and the audio-embedding cache (a rerun resumes from it)")
@@ -194,7 +202,8 @@ def cmd_consistency(args) -> int:
         raise CurateError(f"--swap-fraction {args.swap_fraction}: give a fraction in [0, 1)")
     r = consistency.run(args.model, records.expand(args.corpus), args.out_dir,
                         args.keep_fraction, args.threshold, args.swap_fraction, args.seed,
-                        args.batch_size, args.write_shards)
+                        args.batch_size, args.write_shards, signal=args.signal,
+                        captioner=args.captioner)
     print(f"threshold {r['threshold']:.4f}: kept {r['kept']} of {r['clips']} clips "
           f"({args.out_dir}/kept.json)"
           + (f", {r['shards_written']} records written to {args.write_shards}" if args.write_shards else ""))

@@ -6,10 +6,14 @@ embedding, both from the contrastive head of an export (`strongaudio export` of 
 contrastive objective, configs/contrastive.py): audio through the encoder and the head's audio
 projection (clips longer than the encoder's window: the mean over windows), text through the
 head's text tower with the run's tokenizer (`text_vocab.txt` of the export). This is the
-GLAP-style filter used for ACAVCaps. The filter keeps the top fraction (--keep-fraction) or the
-clips scoring at least --threshold, and writes a side index (kept.json: kept and removed ids)
-and, with --write-shards, new shards holding only the kept clips (same file names). The report
-shows what was removed per domain and per source, with the lowest-scoring examples.
+GLAP-style filter used for ACAVCaps. --signal logp scores each clip instead by a captioning
+export's length-normalised log p(caption | audio) (curate/logp.py; --captioner, default --model);
+--signal both by the mean of the two scores' ranks, each scaled to [0, 1] (scores.jsonl then has
+each signal's score beside the combined one). The filter keeps the top fraction
+(--keep-fraction) or the clips scoring at least --threshold, and writes a side index
+(kept.json: kept and removed ids) and, with --write-shards, new shards holding only the kept
+clips (same file names). The report shows what was removed per domain and per source, with
+the lowest-scoring examples.
 
 --swap-fraction F is the labelled check: before scoring, the caption summaries of a seeded
 random F of the clips are rotated among themselves (each gets another clip's), and the report
@@ -122,33 +126,86 @@ def select(scores: np.ndarray, keep_fraction: float | None, threshold: float | N
     return scores >= threshold, float(threshold)
 
 
+SIGNALS = ("contrastive", "logp", "both")
+DESCRIBE = {"contrastive": "cosine of audio and caption-summary embeddings",
+            "logp": "captioner's length-normalised log p(text | audio)",
+            "both": "mean of the rank-normalised contrastive and logp scores"}
+
+
 def run(export_dir: str, files: Sequence[str], out_dir: str, keep_fraction: float | None = None,
         threshold: float | None = None, swap_fraction: float = 0.0, seed: int = 0,
         batch_size: int = 16, write_shards: str | None = None, examples: int = 10,
-        progress: bool = True) -> dict:
-    model, head, params, tokenizer, max_len = load_head(export_dir)
-    embedder = audio_embedder(model, head, params, batch_size)
-    emb = embed_corpus(embedder, files, os.path.join(out_dir, "audio_embeddings"),
-                       "consistency: audio", head_name="contrastive.embed_audio", progress=progress)
+        progress: bool = True, signal: str = "contrastive", captioner: str | None = None) -> dict:
+    """`signal`: contrastive (the export's contrastive head), logp (the captioner's
+    length-normalised log p, curate/logp.py; `captioner` is its export, default `export_dir`)
+    or both (the mean of the two scores' ranks, each scaled to [0, 1])."""
+    from strongaudio_jax.curate import logp as logp_lib
+
+    if signal not in SIGNALS:
+        raise records.CurateError(f"--signal {signal!r}: use one of {', '.join(SIGNALS)}")
+    if signal != "contrastive":  # load first: a wrong export fails before any pass
+        cap_model, module, cap_params, fields = logp_lib.load_captioner(captioner or export_dir)
+    if signal != "logp":
+        model, head, params, tokenizer, max_len = load_head(export_dir)
+        embedder = audio_embedder(model, head, params, batch_size)
+        emb = embed_corpus(embedder, files, os.path.join(out_dir, "audio_embeddings"),
+                           "consistency: audio", head_name="contrastive.embed_audio",
+                           progress=progress)
+    else:
+        emb = logp_lib.corpus_meta(files, "consistency: clips", progress)
     swapped = swap_captions(emb, swap_fraction, seed) if swap_fraction else []
-    zt = text_embeddings(head, params, tokenizer, max_len, emb.summaries)
-    scores = (emb.vectors * zt).sum(1) if len(emb) else np.zeros(0)
+    signals = {}
+    if signal != "logp":
+        zt = text_embeddings(head, params, tokenizer, max_len, emb.summaries)
+        signals["contrastive"] = (emb.vectors * zt).sum(1) if len(emb) else np.zeros(0)
+    if signal != "contrastive":
+        scorer = logp_lib.LogpScorer(cap_model, module, cap_params, fields, batch_size)
+        lp = logp_lib.score_corpus(scorer, files, emb, logp_lib.texts_of(emb, fields.source),
+                                   os.path.join(out_dir, "logp_scores"), progress=progress)
+        ok = ~np.isnan(lp)  # clips whose audio does not decode have no score
+        if not ok.all():
+            emb, swapped, signals = _subset(emb, ok, swapped, signals)
+        signals["logp"] = lp[ok]
+    if signal == "both":
+        scores = (logp_lib.rank_normalise(signals["contrastive"])
+                  + logp_lib.rank_normalise(signals["logp"])) / 2
+    else:
+        scores = signals[signal]
     kept, used = select(scores, keep_fraction, threshold)
     result = _report(emb, scores, kept, used, swapped, out_dir, examples,
                      {"export": export_dir, "files": len(files), "keep_fraction": keep_fraction,
-                      "threshold": threshold, "swap_fraction": swap_fraction, "seed": seed})
+                      "threshold": threshold, "swap_fraction": swap_fraction, "seed": seed,
+                      "signal": signal, "captioner": (captioner or export_dir)
+                      if signal != "contrastive" else None},
+                     signals)
     if write_shards:
         result["shards_written"] = _write_shards(files, {emb.ids[i] for i in np.flatnonzero(kept)},
                                                  write_shards, progress)
     return result
 
 
-def _report(emb, scores, kept, threshold, swapped, out_dir, examples, params) -> dict:
+def _subset(emb: Embeddings, ok: np.ndarray, swapped: list[int], signals: dict):
+    """The clips where `ok`, with the swapped indices and the signals renumbered."""
+    keep = np.flatnonzero(ok)
+    pick = lambda xs: [xs[i] for i in keep]  # noqa: E731
+    new = Embeddings(pick(emb.ids), emb.vectors[keep], pick(emb.domains), pick(emb.sources),
+                     pick(emb.captions), pick(emb.summaries), pick(emb.shards))
+    renumber = {int(old): new_i for new_i, old in enumerate(keep)}
+    return (new, [renumber[i] for i in swapped if i in renumber],
+            {k: v[keep] for k, v in signals.items()})
+
+
+def _report(emb, scores, kept, threshold, swapped, out_dir, examples, params,
+            signals: dict | None = None) -> dict:
+    signals = signals or {}
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "scores.jsonl"), "w") as f:
         for i, cid in enumerate(emb.ids):
-            f.write(json.dumps({"id": cid, "score": round(float(scores[i]), 5), "kept": bool(kept[i]),
-                                "domain": emb.domains[i], "summary": emb.summaries[i]}) + "\n")
+            row = {"id": cid, "score": round(float(scores[i]), 5), "kept": bool(kept[i]),
+                   "domain": emb.domains[i], "summary": emb.summaries[i]}
+            if len(signals) > 1 or params.get("signal", "contrastive") == "logp":
+                row.update({k: round(float(v[i]), 5) for k, v in signals.items()})
+            f.write(json.dumps(row) + "\n")
     with open(os.path.join(out_dir, "kept.json"), "w") as f:
         json.dump({"threshold": threshold, "kept": [emb.ids[i] for i in np.flatnonzero(kept)],
                    "removed": [emb.ids[i] for i in np.flatnonzero(~kept)]}, f, indent=0)
@@ -176,6 +233,9 @@ def _report(emb, scores, kept, threshold, swapped, out_dir, examples, params) ->
             "average_precision": average_precision(scores, bad),
             "mean_score_swapped": float(scores[bad].mean()),
             "mean_score_intact": float(scores[~bad].mean())}
+        if len(signals) > 1:  # each signal alone, ranked
+            result["swap_check"]["average_precision_by_signal"] = {
+                k: average_precision(v, bad) for k, v in signals.items()}
     low = np.argsort(scores, kind="stable")[:examples]
     result["lowest"] = [{"id": emb.ids[i], "score": float(scores[i]), "domain": emb.domains[i],
                          "summary": emb.summaries[i], "swapped": int(i) in set(swapped)} for i in low]
@@ -188,15 +248,18 @@ def _report(emb, scores, kept, threshold, swapped, out_dir, examples, params) ->
 
 def _markdown(r: dict) -> str:
     lines = ["# Caption-audio consistency", "",
-             f"{r['clips']} clips scored; threshold {r['threshold']:.4f} (cosine of audio and "
-             f"caption-summary embeddings); kept {r['kept']}, removed {r['removed']}.", ""]
+             f"{r['clips']} clips scored; threshold {r['threshold']:.4f} "
+             f"({DESCRIBE[r['params'].get('signal', 'contrastive')]}); kept {r['kept']}, "
+             f"removed {r['removed']}.", ""]
     if "swap_check" in r:
         s = r["swap_check"]
         lines += [f"Labelled check: {s['swapped']} clips had their caption summary swapped "
                   f"(fraction {r['params']['swap_fraction']}, seed {r['params']['seed']}). The filter "
                   f"removed {s['flagged']}: precision {s['precision']:.3f}, recall {s['recall']:.3f}; "
                   f"average precision of the score {s['average_precision']:.3f}; mean score swapped "
-                  f"{s['mean_score_swapped']:.3f} vs intact {s['mean_score_intact']:.3f}.", ""]
+                  f"{s['mean_score_swapped']:.3f} vs intact {s['mean_score_intact']:.3f}."
+                  + "".join(f" Average precision of {k} alone: {v:.3f}." for k, v in
+                            s.get("average_precision_by_signal", {}).items()), ""]
     for name, key in (("domain", "by_domain"), ("source", "by_source")):
         lines += [f"## Removed per {name}", "", f"| {name} | clips | removed | share | mean score |",
                   "|---|---|---|---|---|"]
