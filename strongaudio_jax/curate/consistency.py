@@ -33,8 +33,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from strongaudio_jax.curate import records
+from strongaudio_jax.curate import embed as embed_lib
 from strongaudio_jax.curate.embed import Embedder, Embeddings, embed_corpus
-from strongaudio_jax.data import storage
 
 
 class NotContrastiveError(records.CurateError):
@@ -43,35 +43,12 @@ class NotContrastiveError(records.CurateError):
 
 def load_head(export_dir: str):
     """(hub model, contrastive module, its params, tokenizer, max_len) of an export."""
-    from safetensors.numpy import load as safetensors_load
-
-    from strongaudio_jax import hub
     from strongaudio_jax.data import text_fields
-    from strongaudio_jax.train import export as export_lib, step as step_lib
 
-    model = hub.load_model(export_dir)
-    cfg = model.config
-    if "contrastive" not in cfg.objectives:
-        raise NotContrastiveError(f"{export_dir} was trained with objectives "
-                                  f"{sorted(cfg.objectives)}, not contrastive; export a run of "
-                                  "configs/contrastive.py (or one with objectives.contrastive)")
-    local_vocab = storage.join(export_dir, "text_vocab.txt")
-    cfg = cfg.copy_and_resolve_references()
-    if storage.exists(local_vocab) and cfg.text.tokenizer != "minilm":
-        with cfg.unlocked():
-            cfg.text.tokenizer = local_vocab
-    with storage.open_file(storage.join(export_dir, "vocab.json"), "r") as f:
-        tags = json.load(f)
-    vocab = [tags[str(i)] for i in range(len(tags))]
-    program = step_lib.build(cfg, len(vocab), vocab)
-    head = {o.name: o for o in program.objectives}["contrastive"].module
-    with storage.open_file(storage.join(export_dir, "model.safetensors"), "rb") as f:
-        flat = safetensors_load(f.read())
-    params = export_lib.unflatten({k: v for k, v in flat.items()
-                                   if k.startswith("heads/contrastive/")})["heads"]["contrastive"]
-    params = jax.tree.map(jnp.asarray, params)
-    tokenizer = text_fields.tokenizer_from_config(cfg)
-    return model, head, params, tokenizer, text_fields.text_length(cfg)
+    model, cfg, head, params = embed_lib.load_head(
+        export_dir, "contrastive", "export a run of configs/contrastive.py (or one with "
+        "objectives.contrastive)", NotContrastiveError)
+    return model, head, params, text_fields.tokenizer_from_config(cfg), text_fields.text_length(cfg)
 
 
 def audio_embedder(model, head, params, batch_size: int) -> Embedder:

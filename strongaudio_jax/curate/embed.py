@@ -125,6 +125,49 @@ def decode(clip, rate: int) -> np.ndarray:
     return audio_lib.resample(wave, sr, rate) if sr != rate else wave
 
 
+def decode_rows(rows, rate: int, damage) -> list:
+    """[(clip, wave)] of the clips that decode; the others' errors go into `damage` (counted)."""
+    ok = []
+    for clip in rows:
+        try:
+            ok.append((clip, decode(clip, rate)))
+        except audio_lib.AudioDecodeError as e:
+            damage.add(str(e))
+    return ok
+
+
+def load_head(export_dir: str, objective: str, hint: str, error=records.CurateError):
+    """(hub model, resolved config, `objective`'s head module, its params) of an export; an
+    export without that objective raises `error` with `hint` (what to export instead)."""
+    from safetensors.numpy import load as safetensors_load
+
+    from strongaudio_jax import hub
+    from strongaudio_jax.data import storage
+    from strongaudio_jax.train import export as export_lib, step as step_lib
+
+    model = hub.load_model(export_dir)
+    cfg = model.config
+    if objective not in cfg.objectives:
+        raise error(f"{export_dir} was trained with objectives {sorted(cfg.objectives)}, not "
+                    f"{objective}; {hint}")
+    cfg = cfg.copy_and_resolve_references()
+    local_vocab = storage.join(export_dir, "text_vocab.txt")
+    if storage.exists(local_vocab) and cfg.text.tokenizer != "minilm":
+        with cfg.unlocked():
+            cfg.text.tokenizer = local_vocab
+    with storage.open_file(storage.join(export_dir, "vocab.json"), "r") as f:
+        tags = json.load(f)
+    vocab = [tags[str(i)] for i in range(len(tags))]
+    program = step_lib.build(cfg, len(vocab), vocab)
+    module = {o.name: o for o in program.objectives}[objective].module
+    with storage.open_file(storage.join(export_dir, "model.safetensors"), "rb") as f:
+        flat = safetensors_load(f.read())
+    prefix = f"heads/{objective}/"
+    params = export_lib.unflatten({k: v for k, v in flat.items()
+                                   if k.startswith(prefix)})["heads"][objective]
+    return model, cfg, module, jax.tree.map(jnp.asarray, params)
+
+
 def embed_corpus(embedder: Embedder, files: Sequence[str], cache_dir: str, desc: str,
                  head_name: str = "", progress: bool = True) -> Embeddings:
     """Embeddings of every clip of `files`, computed shard by shard into `cache_dir` (shards
@@ -188,12 +231,7 @@ def _embed_shard(embedder: Embedder, path: str, out: str, rate: int, damage) -> 
     def finish(k, rows):
         name = block_file(k)
         if not os.path.exists(name):
-            ok = []
-            for clip in rows:
-                try:
-                    ok.append((clip, decode(clip, rate)))
-                except audio_lib.AudioDecodeError as e:
-                    damage.add(str(e))
+            ok = decode_rows(rows, rate, damage)
             vec = embedder.embed_waves([w for _, w in ok]) if ok else np.zeros((0, 1), np.float32)
             meta = [(c.id, records.domain(c), c.source, c.caption, c.summary) for c, _ in ok]
             _save(name, vectors=vec, **{f: np.array([m[i] for m in meta], dtype=object)

@@ -31,8 +31,9 @@ import numpy as np
 
 from strongaudio_jax import frontend
 from strongaudio_jax.curate import records
-from strongaudio_jax.curate.embed import CLIPS_IN_MEMORY, CacheMismatchError, Embeddings, decode
-from strongaudio_jax.data import audio as audio_lib, storage
+from strongaudio_jax.curate import embed as embed_lib
+from strongaudio_jax.curate.embed import (CLIPS_IN_MEMORY, CacheMismatchError, Embeddings,
+                                          decode_rows)
 from strongaudio_jax.models.text import decoder as decoder_lib
 
 
@@ -41,40 +42,18 @@ class NotCaptioningError(records.CurateError):
 
 
 def load_captioner(export_dir: str):
-    """(hub model, captioning module, its params, tokenizer, max_len, text fields) of an export."""
-    from safetensors.numpy import load as safetensors_load
-
-    from strongaudio_jax import hub
+    """(hub model, captioning module, its params, text fields) of an export."""
     from strongaudio_jax.data import text_fields
-    from strongaudio_jax.train import export as export_lib, step as step_lib
 
-    model = hub.load_model(export_dir)
-    cfg = model.config
-    if "captioning" not in cfg.objectives:
-        raise NotCaptioningError(f"{export_dir} was trained with objectives "
-                                 f"{sorted(cfg.objectives)}, not captioning; for --signal logp "
-                                 "export a run of configs/captioning.py (or one with "
-                                 "objectives.captioning) and pass it as --captioner")
-    cfg = cfg.copy_and_resolve_references()
-    local_vocab = storage.join(export_dir, "text_vocab.txt")
-    if storage.exists(local_vocab) and cfg.text.tokenizer != "minilm":
-        with cfg.unlocked():
-            cfg.text.tokenizer = local_vocab
-    with storage.open_file(storage.join(export_dir, "vocab.json"), "r") as f:
-        tags = json.load(f)
-    vocab = [tags[str(i)] for i in range(len(tags))]
-    program = step_lib.build(cfg, len(vocab), vocab)
-    module = {o.name: o for o in program.objectives}["captioning"].module
-    with storage.open_file(storage.join(export_dir, "model.safetensors"), "rb") as f:
-        flat = safetensors_load(f.read())
-    params = export_lib.unflatten({k: v for k, v in flat.items()
-                                   if k.startswith("heads/captioning/")})["heads"]["captioning"]
+    model, cfg, module, params = embed_lib.load_head(
+        export_dir, "captioning", "for --signal logp export a run of configs/captioning.py (or "
+        "one with objectives.captioning) and pass it as --captioner", NotCaptioningError)
     fields = text_fields.from_config(cfg, ("text",))
     if fields.source == "original":
         raise records.CurateError(f"{export_dir} was trained on text.field='original' (several "
                                   "captions per clip); the logp signal scores one text per clip: "
                                   "use a captioner trained on 'caption' or 'summary'")
-    return model, module, jax.tree.map(jnp.asarray, params), fields
+    return model, module, params, fields
 
 
 class LogpScorer:
@@ -209,12 +188,7 @@ def _score_shard(scorer, path, texts, out, rate, damage) -> None:
     ids, vals, rows = [], [], []
 
     def flush():
-        ok = []
-        for clip in rows:
-            try:
-                ok.append((clip, decode(clip, rate)))
-            except audio_lib.AudioDecodeError as e:
-                damage.add(str(e))
+        ok = decode_rows(rows, rate, damage)
         ids.extend(c.id for c, _ in ok)
         vals.append(scorer.score_waves([w for _, w in ok], [texts[c.id] for c, _ in ok]))
         rows.clear()
