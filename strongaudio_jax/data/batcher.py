@@ -32,6 +32,14 @@ NOT_SKIPPED = ("resampled", "long_clip_cropped")  # counted, but still trained o
 _ALIGN = 64
 
 
+def _mask_row(out: dict, r: int) -> None:
+    """Row r of a batch becomes padding: zeros, length 0, valid False (the step ignores it)."""
+    out["waveform"][r] = 0
+    out["tags"][r] = 0
+    out["length"][r] = 0
+    out["valid"][r] = False
+
+
 def bad_reason(e: Exception) -> str | None:
     """The counting key of a bad-data error, None for errors that are not about the data."""
     if isinstance(e, tfrecord.CorruptRecordError):
@@ -190,10 +198,7 @@ class BatchFiller:
         for r in range(size):
             reader = self.readers[int(which[r])]
             if rows[r] < 0:  # a duration bucket this host holds no clip of (others do): padding
-                out["waveform"][r] = 0
-                out["tags"][r] = 0
-                out["length"][r] = 0
-                out["valid"][r] = False
+                _mask_row(out, r)
                 extras.append(None)
                 continue
             where = reader.where(rows[r])
@@ -210,10 +215,7 @@ class BatchFiller:
                 bad[reason] += 1
                 if len(messages) < 3:
                     messages.append(str(e))
-                out["waveform"][r] = 0
-                out["tags"][r] = 0
-                out["length"][r] = 0
-                out["valid"][r] = False
+                _mask_row(out, r)
                 extras.append(None)
                 continue
             out["length"][r] = length
