@@ -74,3 +74,20 @@ def import_refused(tmp_path, capsys) -> str:
     code = cli.main(["import-hf", "--from", str(tmp_path / "hf"), "--out", str(tmp_path / "out")])
     assert code == 2
     return capsys.readouterr().err
+
+
+def write_word_tokenizer(directory: str, vocab: list[str]) -> None:
+    """A word-level tokenizer over `vocab` (ids in order, starting with SPECIAL) that splits on
+    whitespace only (so '{"tags":' is one token) and joins words with spaces, with the ChatML
+    template: replies of hand-built LMs decode to exactly the text their tokens spell."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(vocab)},
+                                     unk_token="<|endoftext|>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.decoder = decoders.WordPiece(prefix="##", cleanup=False)  # joins words with spaces
+    tok.add_special_tokens([AddedToken(t, special=True) for t in SPECIAL])
+    tok.save(os.path.join(directory, "tokenizer.json"))
+    with open(os.path.join(directory, "tokenizer_config.json"), "w") as f:
+        json.dump({"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>",
+                   "chat_template": CHAT_TEMPLATE}, f)

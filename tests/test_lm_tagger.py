@@ -16,9 +16,8 @@ from strongaudio_jax import cli
 from strongaudio_jax.infer import import_hf
 from strongaudio_jax.models.lm import QwenConfig
 
-from lm_fixtures import CHAT_TEMPLATE
+from lm_fixtures import SPECIAL, write_word_tokenizer
 
-SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 REPLY = ['{"tags":', '["dog",', '"bark",', '"park",', '"loud",', '"outdoor",', '"animal"]}']
 TAGS = ["dog", "bark", "park", "loud", "outdoor", "animal"]
 WORDS = ["user", "assistant", "a", "dog", "barks"]
@@ -26,20 +25,6 @@ VOCAB = SPECIAL + REPLY + WORDS  # ids in this order
 HF_CONFIG = {"model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"], "vocab_size": 16,
              "hidden_size": 16, "intermediate_size": 8, "num_hidden_layers": 1,
              "num_attention_heads": 4, "num_key_value_heads": 2, "tie_word_embeddings": False}
-
-
-def write_tokenizer(directory):
-    """Word-level, split on whitespace only (so '{"tags":' is one token), ChatML template."""
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
-    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(VOCAB)},
-                                     unk_token="<|endoftext|>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok.decoder = decoders.WordPiece(prefix="##", cleanup=False)  # joins words with spaces
-    tok.add_special_tokens([AddedToken(t, special=True) for t in SPECIAL])
-    tok.save(os.path.join(directory, "tokenizer.json"))
-    with open(os.path.join(directory, "tokenizer_config.json"), "w") as f:
-        json.dump({"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>",
-                   "chat_template": CHAT_TEMPLATE}, f)
 
 
 def write_lm(directory, chain: bool):
@@ -67,7 +52,7 @@ def write_lm(directory, chain: bool):
     save_file(tensors, os.path.join(directory, "model.safetensors"))
     with open(os.path.join(directory, "config.json"), "w") as f:
         json.dump(HF_CONFIG, f)
-    write_tokenizer(directory)
+    write_word_tokenizer(directory, VOCAB)
 
 
 def _captions(path, n=5):

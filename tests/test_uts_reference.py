@@ -12,7 +12,7 @@ from strongaudio_jax import cli
 from strongaudio_jax.infer import decoding
 from strongaudio_jax.uts import reference, tagging
 
-from lm_fixtures import CHAT_TEMPLATE, SPECIAL
+from lm_fixtures import SPECIAL, write_word_tokenizer
 
 LABELS = '{"labels": ["Dog", "bark", "city park", "Loud"]}'
 
@@ -25,7 +25,6 @@ def write_chain_lm(directory: str, vocab: list[str], chains: list[list[str]]) ->
     `vocab` (ids in order) starts with SPECIAL; the tokenizer splits on whitespace only, so a
     vocab entry like '{"labels":' is one token, and decoding joins tokens with spaces."""
     from safetensors.numpy import save_file
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 
     from strongaudio_jax.infer import import_hf
     from strongaudio_jax.models.lm import QwenConfig
@@ -51,15 +50,7 @@ def write_chain_lm(directory: str, vocab: list[str], chains: list[list[str]]) ->
     save_file(tensors, os.path.join(directory, "model.safetensors"))
     with open(os.path.join(directory, "config.json"), "w") as f:
         json.dump(hf_config, f)
-    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(vocab)},
-                                     unk_token="<|endoftext|>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok.decoder = decoders.WordPiece(prefix="##", cleanup=False)  # joins words with spaces
-    tok.add_special_tokens([AddedToken(t, special=True) for t in SPECIAL])
-    tok.save(os.path.join(directory, "tokenizer.json"))
-    with open(os.path.join(directory, "tokenizer_config.json"), "w") as f:
-        json.dump({"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>",
-                   "chat_template": CHAT_TEMPLATE}, f)
+    write_word_tokenizer(directory, vocab)
 
 
 @pytest.mark.parametrize("reply,tags,status", [
