@@ -208,12 +208,10 @@ def test_two_hosts_with_different_shares_pick_the_same_bucket_at_every_step(tmp_
     draw one schedule: the same global batch shape at every step, from clip counts summed over
     both; a host's rows in a bucket it holds no clip of are masked."""
     import json
-    import os
-    import subprocess
     import sys
 
     from tests.conftest import REPO
-    from tests.test_multiprocess import _free_port
+    from tests.test_multiprocess import run_two_hosts
 
     # files go largest first to the host with fewer records: shard0 -> 0, shard1, shard2 -> 1,
     # shard3 -> 0
@@ -221,16 +219,7 @@ def test_two_hosts_with_different_shares_pick_the_same_bucket_at_every_step(tmp_
         write_clips(tmp_path / f"shard{f}.tfrecord", [s] * n, prefix=f"s{f}")
     script = tmp_path / "read.py"
     script.write_text(_TWO_HOSTS.format(repo=str(REPO), pattern=str(tmp_path / "shard*.tfrecord")))
-    port, procs = _free_port(), []
-    for pid in range(2):
-        env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO),
-                   XLA_FLAGS="--xla_force_host_platform_device_count=2",
-                   JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2",
-                   JAX_PROCESS_ID=str(pid))
-        procs.append(subprocess.Popen([sys.executable, str(script)], env=env, text=True,
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
-    outs = [p.communicate(timeout=300)[0] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outs
+    outs = run_two_hosts([sys.executable, str(script)])
     got = [json.loads(next(line[7:] for line in o.splitlines() if line.startswith("RESULT ")))
            for o in outs]
     assert got[0]["clips"] == got[1]["clips"] == [21, 21]  # summed over the hosts

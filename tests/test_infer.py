@@ -295,27 +295,15 @@ def test_caption_job_strategies(cap_export, tmp_path):
 
 @pytest.mark.slow  # two jax.distributed processes
 def test_two_processes_split_the_shards_with_no_clip_lost_or_doubled(mtc_export, tmp_path):
-    import socket
+    from tests.test_multiprocess import run_two_hosts
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     corpus = _corpus(tmp_path / "in", shards=3, per_shard=5)
     out = tmp_path / "out"
-    procs = []
-    for pid in range(2):
-        env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu",
-                   XLA_FLAGS="--xla_force_host_platform_device_count=2",
-                   JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2",
-                   JAX_PROCESS_ID=str(pid))
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "strongaudio_jax.cli", "tag", "--config",
-             f"{REPO}/configs/tag.py:smoke", f"model.path={mtc_export}",
-             f"input.files={corpus}/*.tfrecord", f"output.dir={out}",
-             f"compilation_cache={tmp_path / 'cache'}"],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    logs = [p.communicate(timeout=600)[0] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], logs
+    logs = run_two_hosts(
+        [sys.executable, "-m", "strongaudio_jax.cli", "tag", "--config",
+         f"{REPO}/configs/tag.py:smoke", f"model.path={mtc_export}",
+         f"input.files={corpus}/*.tfrecord", f"output.dir={out}",
+         f"compilation_cache={tmp_path / 'cache'}"], timeout=600)
     assert "2 on process 0 of 2" in logs[0] and "1 on process 1 of 2" in logs[1], logs
     ids = [c.id for p in sorted(out.glob("*.tfrecord")) for c in _records(p)]
     originals = [c.id for p in sorted(corpus.glob("*.tfrecord")) for c in _records(p)]

@@ -21,6 +21,26 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def host_env(pid: int, port: int) -> dict:
+    """The environment of process `pid` of 2 joined on 127.0.0.1:`port`, 2 CPU devices each."""
+    return dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO),
+                XLA_FLAGS="--xla_force_host_platform_device_count=2",
+                JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2",
+                JAX_PROCESS_ID=str(pid))
+
+
+def run_two_hosts(cmd: list, timeout: float = 300) -> list[str]:
+    """`cmd` as processes 0 and 1 of a 2-process job on loopback; both must exit 0. Their
+    outputs (stdout and stderr), in process order."""
+    port = _free_port()
+    procs = [subprocess.Popen(cmd, env=host_env(pid, port), text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+             for pid in range(2)]
+    outs = [p.communicate(timeout=timeout)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    return outs
+
+
 def _launch_args(corpus, workdir, steps, *extra):
     return [sys.executable, "-m", "strongaudio_jax.cli", "train",
             "--config", f"{REPO}/configs/mtc.py:smoke", "--workdir", str(workdir),
@@ -31,16 +51,9 @@ def _launch_args(corpus, workdir, steps, *extra):
 
 
 def _launch(corpus, workdir, port, steps, *extra):
-    procs = []
-    for pid in range(2):
-        env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO),
-                   XLA_FLAGS="--xla_force_host_platform_device_count=2",
-                   JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2",
-                   JAX_PROCESS_ID=str(pid))
-        cmd = _launch_args(corpus, workdir, steps, *extra)
-        procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
-                                      stderr=subprocess.STDOUT, text=True))
-    return procs
+    return [subprocess.Popen(_launch_args(corpus, workdir, steps, *extra),
+                             env=host_env(pid, port), stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True) for pid in range(2)]
 
 
 def test_two_processes_train_die_resume_and_restore_on_one(tiny_corpus, tmp_path):
@@ -137,20 +150,10 @@ def test_two_processes_read_disjoint_files_and_every_record_once_per_epoch(tmp_p
     for f in range(4):
         write_corpus(tmp_path / f"shard{f}.tfrecord", f"shard{f}", 12)
     script = tmp_path / "read.py"
-    port = _free_port()
     # two decoding worker processes inside each of the two JAX processes
     script.write_text(_READ_ONE_EPOCH.format(repo=str(REPO), workers=2,
                                              pattern=str(tmp_path / "shard*.tfrecord")))
-    procs = []
-    for pid in range(2):
-        env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO),
-                   XLA_FLAGS="--xla_force_host_platform_device_count=2",
-                   JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2",
-                   JAX_PROCESS_ID=str(pid))
-        procs.append(subprocess.Popen([sys.executable, str(script)], env=env, text=True,
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
-    outs = [p.communicate(timeout=300)[0] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outs
+    outs = run_two_hosts([sys.executable, str(script)])
     got = [json.loads(next(line[7:] for line in o.splitlines() if line.startswith("RESULT ")))
            for o in outs]
     files = [{i.split("-")[0] for i in r["ids"]} for r in got]
